@@ -1,0 +1,234 @@
+"""The ``fieldkit`` command line. Subcommands are thin: they parse, then call the library.
+
+User mistakes raise ``FieldkitError``; ``main`` prints its one line and exits non-zero.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import tyro
+
+from fieldkit.errors import FieldkitError, FieldkitWarning, NotBuiltError
+
+Positional = tyro.conf.Positional
+
+
+def _not_built(command: str, issue: str) -> None:
+    raise NotBuiltError(f"`fieldkit {command}` is not built yet (it arrives with the {issue}); "
+                        "see `fieldkit --help` for what works today")
+
+
+@dataclass
+class Train:
+    """Train a model on a scene folder (Blender, instant-ngp/nerfstudio or COLMAP)."""
+
+    scene: Positional[Path]
+    """Scene folder."""
+    model: Literal["hashgrid", "triplane", "mlp", "splat"] = "hashgrid"
+    """Representation to train."""
+    out: Path | None = None
+    """Run directory (default: runs/<scene>-<model>)."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps."""
+    max_time: float | None = None
+    """Stop after this many seconds of training."""
+    downscale: int = 1
+    """Reduce images by this integer factor (cached next to the scene)."""
+    background: Literal["white", "black", "random"] = "white"
+    """Colour composited behind transparent pixels and empty space."""
+    device: Literal["cpu", "cuda"] | None = None
+    """Compute device (default: cuda when available)."""
+    seed: int = 0
+    """Random seed; the same seed and budget give the same run."""
+    resume: bool = False
+    """Continue from the run directory's last checkpoint."""
+    viewer: bool = False
+    """Serve the live viewer while training."""
+    port: int = 7007
+    """Viewer port."""
+
+    def run(self) -> None:
+        _not_built("train", "hash-grid NeRF issue")
+
+
+@dataclass
+class Eval:
+    """Evaluate a run on its test views; writes RUN/metrics.json."""
+
+    run_dir: Positional[Path]
+    """Run directory."""
+
+    def run(self) -> None:
+        _not_built("eval", "hash-grid NeRF issue")
+
+
+@dataclass
+class Render:
+    """Render a video along a camera path."""
+
+    run_dir: Positional[Path]
+    """Run directory."""
+    out: Path
+    """Output video file (.mp4)."""
+    path: str = "orbit"
+    """Camera path: orbit, spiral, test or a .json camera path file."""
+    frames: int = 120
+    """Number of frames."""
+    fps: int = 30
+    """Frames per second."""
+
+    def run(self) -> None:
+        _not_built("render", "hash-grid NeRF issue")
+
+
+@dataclass
+class Export:
+    """Export a mesh, point cloud or 3DGS splat file from a run."""
+
+    kind: Positional[Literal["mesh", "points", "splats"]]
+    """What to export."""
+    run_dir: Positional[Path]
+    """Run directory."""
+    out: Path
+    """Output file (.ply, .obj or .glb)."""
+
+    def run(self) -> None:
+        _not_built("export", "export issue")
+
+
+@dataclass
+class Distill:
+    """Convert a trained run into another representation."""
+
+    teacher: Positional[Path]
+    """Teacher run directory."""
+    to: Literal["hashgrid", "triplane", "mlp", "splat"]
+    """Student representation."""
+    out: Path | None = None
+    """Student run directory."""
+    max_time: float | None = None
+    """Time budget in seconds."""
+
+    def run(self) -> None:
+        _not_built("distill", "distillation issue")
+
+
+@dataclass
+class View:
+    """Open the browser viewer on a run or a splat .ply (optionally beside a second run)."""
+
+    target: Positional[Path]
+    """Run directory or .ply file."""
+    other: Positional[Path | None] = None
+    """Optional second run to compare side by side."""
+    host: str = "127.0.0.1"
+    """Interface to bind; keep 127.0.0.1 unless others must reach it."""
+    port: int = 8080
+    """Port to serve on."""
+    token: str | None = None
+    """Access token required by the browser (recommended with a non-local host)."""
+
+    def run(self) -> None:
+        _not_built("view", "browser viewer issue")
+
+
+@dataclass
+class SceneInfo:
+    """Print a scene's format, images per split, resolution, cameras, normalisation, points."""
+
+    scene: Positional[Path]
+    """Scene folder."""
+    json: bool = False
+    """Print machine-readable JSON instead of text."""
+
+    def run(self) -> None:
+        from fieldkit.data.info import format_summary, scene_summary
+
+        info = scene_summary(self.scene)
+        print(json.dumps(info, indent=2) if self.json else format_summary(info))
+
+
+@dataclass
+class SceneDemo:
+    """Generate the built-in synthetic demo scene (Blender format) into a folder."""
+
+    out: Positional[Path]
+    """Folder to write."""
+    size: int = 96
+    """Image width and height in pixels."""
+    seed: int = 0
+    """Random seed for the camera positions."""
+
+    def run(self) -> None:
+        from fieldkit.data.demo import generate_demo_scene
+
+        print(f"wrote {generate_demo_scene(self.out, size=self.size, seed=self.seed)}")
+
+
+@dataclass
+class Doctor:
+    """Report the compute devices and accelerated backends available here."""
+
+    def run(self) -> None:
+        from fieldkit.doctor import report
+
+        print(report())
+
+
+SceneCommands = Union[
+    Annotated[SceneInfo, tyro.conf.subcommand("info", description=SceneInfo.__doc__)],
+    Annotated[SceneDemo, tyro.conf.subcommand("demo", description=SceneDemo.__doc__)],
+]
+
+@dataclass
+class SceneGroup:
+    """Inspect a scene folder, or generate the built-in demo scene."""
+
+    command: tyro.conf.OmitSubcommandPrefixes[SceneCommands]
+
+    def run(self) -> None:
+        self.command.run()
+
+
+COMMANDS = {
+    "train": Train, "eval": Eval, "render": Render, "export": Export, "distill": Distill,
+    "view": View,
+    "scene": SceneGroup,
+    "doctor": Doctor,
+}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, FieldkitWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fieldkit`` console script. Returns the exit code."""
+    warnings.showwarning = _show_warning
+    command = tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, prog="fieldkit", args=argv,
+        description="fieldkit: train, view, convert and export neural 3D scenes.")
+    try:
+        command.run()
+    except FieldkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

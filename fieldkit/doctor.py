@@ -1,0 +1,45 @@
+"""``fieldkit doctor``: which devices and optional accelerated backends this machine has.
+
+Optional packages are looked up with ``importlib.util.find_spec`` so that the report never
+triggers a CUDA JIT build. The render backends (issue: CUDA acceleration) extend this report with
+what they actually select.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+
+import torch
+
+OPTIONAL = {
+    "nerfacc": "CUDA ray marching (falls back to the torch twin)",
+    "gsplat": "CUDA splat rasterizer (falls back to the torch twin)",
+    "tinycudann": "fused hash-grid + MLP (optional; falls back to the torch twin)",
+    "viser": "browser viewer",
+    "open3d": "TSDF meshing and point-cloud export",
+}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def report() -> str:
+    """Multi-line report of Python, torch, devices and optional packages."""
+    lines = [f"python     {platform.python_version()} ({platform.machine()})",
+             f"torch      {torch.__version__}, {torch.get_num_threads()} CPU threads"]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        lines.append(f"cuda       available: {', '.join(names)} (CUDA {torch.version.cuda})")
+    else:
+        lines.append("cuda       not available: training runs on the CPU")
+    for module, role in OPTIONAL.items():
+        found = importlib.util.find_spec(module) is not None
+        version = _version("tinycudann" if module == "tinycudann" else module) if found else None
+        state = f"installed {version or ''}".strip() if found else "not installed"
+        lines.append(f"{module:<11}{state:<22}{role}")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""Shared test fixtures: the real scenes in ../shared/scenes and the built-in demo scene."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SCENES = REPO.parent / "shared" / "scenes"
+DEMO_SCENE = REPO / "scenes" / "demo"
+
+os.environ.setdefault("FIELDKIT_QUIET", "1")
+
+
+def shared_scene(name: str) -> Path:
+    """Path of a real scene, or skip the test with the reason it is missing."""
+    path = SHARED_SCENES / name
+    if not path.is_dir():
+        pytest.skip(f"real scene {name!r} not found at {path} (needs ../shared/scenes beside "
+                    "the repository)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Downscale caches of read-only scenes go to a per-session temporary folder."""
+    monkeypatch.setenv("FIELDKIT_CACHE", str(tmp_path_factory.getbasetemp() / "fieldkit-cache"))
