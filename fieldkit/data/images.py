@@ -29,7 +29,10 @@ def image_size(path: Path) -> tuple[int, int]:
             return im.size
     except FileNotFoundError:
         raise SceneError(f"{path} does not exist; restore the image or remove its frame") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except UnidentifiedImageError:
+        raise SceneError(f"{path} is not a readable image (unknown or corrupt format); "
+                         "replace the file") from None
+    except OSError as e:
         raise SceneError(f"{path} is not a readable image ({e}); replace the file") from None
 
 
