@@ -23,6 +23,14 @@ def _not_built(command: str, issue: str) -> None:
                         "see `fieldkit --help` for what works today")
 
 
+def _report_eval(run_dir: Path) -> None:
+    from fieldkit.train.evaluate import evaluate_run
+
+    m = evaluate_run(run_dir)
+    print(f"metrics    {Path(run_dir) / 'metrics.json'}: PSNR {m['psnr']:.2f} dB, "
+          f"SSIM {m['ssim']:.4f} on {m['num_views']} {m['split']} views")
+
+
 @dataclass
 class Train:
     """Train a model on a scene folder (Blender, instant-ngp/nerfstudio or COLMAP)."""
@@ -51,9 +59,36 @@ class Train:
     """Serve the live viewer while training."""
     port: int = 7007
     """Viewer port."""
+    final_eval: bool = True
+    """Evaluate on every test view when training ends (writes metrics.json)."""
+    video: bool = True
+    """Render an orbit video into RUN/renders/orbit.mp4 when training ends."""
+    compile: bool = False
+    """Compile the field with torch.compile (one-off compile cost, faster steps)."""
 
     def run(self) -> None:
-        _not_built("train", "hash-grid NeRF issue")
+        from fieldkit.train.config import TrainConfig
+        from fieldkit.train.run import train
+
+        if self.viewer:
+            _not_built("train --viewer", "browser viewer issue")
+        config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
+                             background=self.background, seed=self.seed, compile=self.compile)
+        result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
+                       device=self.device, resume=self.resume)
+        print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")
+        if result.interrupted:
+            print(f"interrupted: checkpoint saved; continue with `fieldkit train {self.scene} "
+                  f"--out {result.run_dir} --resume`", file=sys.stderr)
+            raise SystemExit(130)
+        if self.final_eval:
+            _report_eval(result.run_dir)
+        if self.video:
+            from fieldkit.export.render import render_video
+
+            out = render_video(result.run_dir, result.run_dir / "renders" / "orbit.mp4",
+                               frames=60, fps=30)
+            print(f"video      {out}")
 
 
 @dataclass
@@ -64,7 +99,7 @@ class Eval:
     """Run directory."""
 
     def run(self) -> None:
-        _not_built("eval", "hash-grid NeRF issue")
+        _report_eval(self.run_dir)
 
 
 @dataclass
@@ -81,9 +116,19 @@ class Render:
     """Number of frames."""
     fps: int = 30
     """Frames per second."""
+    width: int | None = None
+    """Frame width (default: the training images' width)."""
+    height: int | None = None
+    """Frame height (default: the training images' height)."""
+    depth: bool = False
+    """Put a colour-mapped depth image beside each frame."""
 
     def run(self) -> None:
-        _not_built("render", "hash-grid NeRF issue")
+        from fieldkit.export.render import render_video
+
+        out = render_video(self.run_dir, self.out, self.path, self.frames, self.fps, self.width,
+                           self.height, self.depth)
+        print(f"video      {out}")
 
 
 @dataclass

@@ -125,10 +125,37 @@ def normalise(raw: RawScene) -> Normalisation:
     return auto_normalisation(raw.c2w, raw.points, orient=True, bound=raw.bound)
 
 
-def load_scene(path: str | Path, downscale: int = 1) -> Scene:
-    """Load a scene folder of any supported format (see module docstring)."""
+def scene_cameras(raw: RawScene, norm: Normalisation, downscale: int = 1) -> Cameras:
+    """float32 cameras of ``raw`` in box coordinates, with intrinsics at the downscaled size."""
+    f64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
+    cams = Cameras(f64(raw.c2w), f64(raw.K), torch.from_numpy(raw.width),
+                   torch.from_numpy(raw.height), f64(raw.distortion))
+    cams = cams.transformed(f64(norm.matrix()), norm.scale)
+    if downscale > 1:
+        new = [downscaled_size(int(w), int(h), downscale) for w, h in zip(raw.width, raw.height)]
+        cams = cams.resized(torch.tensor([s[0] for s in new]), torch.tensor([s[1] for s in new]))
+    return Cameras(cams.c2w.float(), cams.K.float(), cams.width, cams.height,
+                   None if cams.distortion is None else cams.distortion.float())
+
+
+def _check_downscale(downscale: int) -> None:
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise SceneError(f"--downscale must be a positive integer, got {downscale!r}")
+
+
+def load_cameras(path: str | Path, downscale: int = 1) -> tuple[Cameras, dict[str, Tensor],
+                                                                Normalisation]:
+    """Cameras, splits and normalisation of a scene without decoding its images."""
+    _check_downscale(downscale)
+    raw = read_raw(Path(path))
+    norm = normalise(raw)
+    splits = {k: torch.from_numpy(v) for k, v in raw.splits.items()}
+    return scene_cameras(raw, norm, downscale), splits, norm
+
+
+def load_scene(path: str | Path, downscale: int = 1) -> Scene:
+    """Load a scene folder of any supported format (see module docstring)."""
+    _check_downscale(downscale)
     root = Path(path)
     raw = read_raw(root)
     check_image_sizes(raw)
@@ -148,16 +175,7 @@ def load_scene(path: str | Path, downscale: int = 1) -> Scene:
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
     pixels = torch.from_numpy(np.concatenate([a.reshape(-1, a.shape[2]) for a in arrays]))
 
-    f64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
-    cams = Cameras(f64(raw.c2w), f64(raw.K), torch.from_numpy(raw.width),
-                   torch.from_numpy(raw.height), f64(raw.distortion))
-    cams = cams.transformed(f64(norm.matrix()), norm.scale)
-    if downscale > 1:
-        new = [downscaled_size(int(w), int(h), downscale) for w, h in zip(raw.width, raw.height)]
-        cams = cams.resized(torch.tensor([s[0] for s in new]), torch.tensor([s[1] for s in new]))
-    cams = Cameras(cams.c2w.float(), cams.K.float(), cams.width, cams.height,
-                   None if cams.distortion is None else cams.distortion.float())
-
+    cams = scene_cameras(raw, norm, downscale)
     points = rgb = None
     if raw.points is not None:
         points = norm.to_box(torch.from_numpy(raw.points)).float()

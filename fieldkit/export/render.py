@@ -1,0 +1,63 @@
+"""`fieldkit render RUN`: a video along a camera path (orbit, spiral, test views or a JSON file)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.data.scene import load_cameras
+from fieldkit.errors import FieldkitError
+from fieldkit.export.paths import load_path_json, orbit_path, spiral_path
+from fieldkit.export.video import colorize_depth, to_uint8, write_video
+from fieldkit.progress import progress_iter
+from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.train.run import load_model, read_config
+
+
+def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
+                height: int | None) -> Cameras:
+    """Cameras (box coordinates) of a named path or a camera-path JSON file."""
+    cfg = read_config(run_dir)
+    cameras, splits, _ = load_cameras(cfg["scene"], downscale=cfg["downscale"])
+    train = cameras[splits["train"]]
+    if path == "orbit":
+        return orbit_path(train, frames, width, height)
+    if path == "spiral":
+        return spiral_path(train, frames, width, height)
+    if path == "test":
+        test = cameras[splits.get("test", splits["train"])]
+        if width or height:
+            w = torch.full((len(test),), width or int(test.width[0]))
+            h = torch.full((len(test),), height or int(test.height[0]))
+            test = test.resized(w, h)
+        return test
+    if path.endswith(".json"):
+        return load_path_json(Path(path), train, width, height)
+    raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, test or a .json file")
+
+
+def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 120,
+                 fps: int = 30, width: int | None = None, height: int | None = None,
+                 depth: bool = False) -> Path:
+    """Render the frames of a camera path and encode them (rgb, or rgb | depth side by side)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    model = load_model(run_dir)
+    model.eval()
+    name = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
+    bg = torch.tensor(BACKGROUNDS[name])
+    cams = camera_path(run_dir, path, frames, width, height)
+
+    def frames_iter():
+        for i in progress_iter(range(len(cams)), total=len(cams), desc="rendering"):
+            res = model.render(cams[i], bg)
+            img = to_uint8(res["rgb"])
+            if depth:
+                d = colorize_depth(res["depth"][..., 0].numpy(), res["alpha"][..., 0].numpy())
+                img = np.concatenate([img, d], axis=1)
+            yield img
+
+    write_video(Path(out), frames_iter(), fps=fps)
+    return Path(out)

@@ -1,0 +1,81 @@
+"""Radiance field = position encoder + small MLP decoders (density, view-dependent colour).
+
+Composed through the constructor (``RadianceField(encoder, config)``) so the same decoder serves
+hash-grid, tri-plane and plain frequency encoders. Points are in box coordinates; the field maps
+``[-bound, bound]^3`` onto the encoder's ``[0, 1]^3``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fieldkit.encoders.sh import sh_encode
+from fieldkit.fields.activations import trunc_exp
+
+
+@dataclass
+class DecoderConfig:
+    """Sizes of the density and colour MLPs (instant-ngp's defaults)."""
+
+    hidden_dim: int = 64
+    """Width of the density MLP."""
+    geo_feat_dim: int = 15
+    """Features passed from the density MLP to the colour MLP."""
+    color_hidden_dim: int = 64
+    """Width of the colour MLP."""
+    color_layers: int = 2
+    """Hidden layers of the colour MLP."""
+    sh_degree: int = 4
+    """Spherical-harmonics degree of the view-direction encoding."""
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden ReLU layers, no output activation, no biases (as tiny-cuda-nn)."""
+    dims = [in_dim] + [hidden] * layers
+    mods: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        mods += [nn.Linear(a, b, bias=False), nn.ReLU(inplace=True)]
+    mods.append(nn.Linear(dims[-1], out_dim, bias=False))
+    return nn.Sequential(*mods)
+
+
+class RadianceField(nn.Module):
+    """sigma(x) and rgb(x, d) from an encoder with ``out_dim`` features of x in [0, 1]^3."""
+
+    def __init__(self, encoder: nn.Module, config: DecoderConfig, bound: float = 1.0):
+        super().__init__()
+        self.encoder, self.config, self.bound = encoder, config, float(bound)
+        self.density_net = mlp(encoder.out_dim, config.hidden_dim, 1 + config.geo_feat_dim, 1)
+        self.color_net = mlp(config.sh_degree ** 2 + config.geo_feat_dim,
+                             config.color_hidden_dim, 3, config.color_layers)
+
+    def _unit(self, points: Tensor) -> Tensor:
+        return ((points / self.bound + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    def _geometry(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.density_net(self.encoder(self._unit(points)))
+        return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
+
+    def density(self, points: Tensor) -> Tensor:
+        """[N, 3] box points -> [N] density (zero outside the scene bound)."""
+        sigma, _ = self._geometry(points)
+        inside = (points.abs() <= self.bound).all(dim=-1)
+        return sigma * inside
+
+    def forward(self, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """[N, 3] points and unit dirs -> rgb [N, 3] in [0, 1] and density [N]."""
+        sigma, geo = self._geometry(points)
+        inside = (points.abs() <= self.bound).all(dim=-1)
+        h = torch.cat([sh_encode(dirs, self.config.sh_degree), geo], dim=-1)
+        return torch.sigmoid(self.color_net(h)), sigma * inside
+
+    def param_groups(self, lr: float, weight_decay: float = 1e-6) -> list[dict]:
+        """Encoder tables without weight decay; MLP weights with a little (instant-ngp)."""
+        return [
+            {"params": list(self.encoder.parameters()), "lr": lr, "weight_decay": 0.0,
+             "name": "encoder"},
+            {"params": list(self.density_net.parameters()) + list(self.color_net.parameters()),
+             "lr": lr, "weight_decay": weight_decay, "name": "decoder"},
+        ]

@@ -1,0 +1,57 @@
+"""Training configuration (shown by ``fieldkit train --help`` through the CLI dataclass)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class TrainConfig:
+    """How a model is optimised. Budgets: whichever of max_steps / max_time comes first."""
+
+    max_steps: int | None = None
+    """Stop after this many steps (default 20000 when no budget is given)."""
+    max_time: float | None = None
+    """Stop after this many seconds of training (evaluation and checkpoints excluded)."""
+    lr: float = 1e-2
+    """Peak learning rate of Adam (hash tables and MLPs)."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up from 1% of lr."""
+    target_samples: int = 1 << 16
+    """Samples per step the ray batch size adapts to (as nerfacc's dynamic batch)."""
+    init_rays: int = 1024
+    """Rays in the first batch."""
+    max_rays: int = 8192
+    """Upper limit of rays per batch."""
+    background: str = "white"
+    """white, black or random (a random colour per ray, so alpha is learned)."""
+    eval_every: int = 500
+    """Steps between evaluations on a few held-out views."""
+    eval_views: int = 3
+    """Held-out views rendered at each periodic evaluation."""
+    checkpoint_every: float = 60.0
+    """Seconds of training between checkpoints."""
+    log_every: int = 10
+    """Steps between log.jsonl lines."""
+    seed: int = 0
+    """Seed of every random choice (ray batches, jitter, grid updates)."""
+    compile: bool = False
+    """Compile the field with torch.compile (faster steps after a one-off compile)."""
+
+    @property
+    def step_budget(self) -> int:
+        if self.max_steps is None and self.max_time is None:
+            return 20000
+        return self.max_steps if self.max_steps is not None else 1 << 62
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """Warm-up, then step decay by 1/3 at 50%, 75% and 90% of the budget (nerfacc's schedule).
+
+    ``progress`` in [0, 1] is the larger of the step and the time fraction of the budget.
+    """
+    warm = min(1.0, 0.01 + 0.99 * step / max(1, warmup_steps))
+    decay = 0.33 ** sum(progress >= m for m in (0.5, 0.75, 0.9))
+    return warm * decay

@@ -1,0 +1,54 @@
+"""`fieldkit eval RUN`: PSNR and SSIM on every test view, per view and mean, into metrics.json."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fieldkit.data.scene import Scene, composite
+from fieldkit.export.video import colorize_depth, to_uint8
+from fieldkit.progress import progress_iter
+from fieldkit.train.checkpoint import atomic_write_json
+from fieldkit.train.metrics import psnr, ssim
+from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.train.run import load_model, load_run_scene, read_config
+
+
+def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
+                 scene: Scene | None = None, model: torch.nn.Module | None = None) -> dict:
+    """Render every view of ``split``; write RUN/metrics.json and RUN/renders/<split>/."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    scene = scene or load_run_scene(run_dir)
+    model = model or load_model(run_dir)
+    model.eval()
+    background = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
+    bg = torch.tensor(BACKGROUNDS[background])
+    out_dir = run_dir / "renders" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    views = scene.split(split).tolist()
+    per_view, seconds = [], 0.0
+    for i in progress_iter(views, total=len(views), desc=f"evaluating {split}"):
+        t0 = time.perf_counter()
+        out = model.render(scene.cameras[i], bg)
+        seconds += time.perf_counter() - t0
+        target = composite(scene.image(i), bg)
+        per_view.append({"view": i, "image": scene.image_paths[i].name,
+                         "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target)})
+        if save_renders:
+            Image.fromarray(to_uint8(out["rgb"])).save(out_dir / f"{i:04d}.png")
+            depth = colorize_depth(out["depth"][..., 0].numpy(), out["alpha"][..., 0].numpy())
+            Image.fromarray(depth).save(out_dir / f"{i:04d}_depth.png")
+    metrics = {
+        "psnr": float(np.mean([v["psnr"] for v in per_view])),
+        "ssim": float(np.mean([v["ssim"] for v in per_view])),
+        "num_views": len(per_view), "split": split, "background": background,
+        "resolution": f"{int(scene.cameras.width[views[0]])}x{int(scene.cameras.height[views[0]])}",
+        "seconds_per_view": seconds / max(1, len(views)),
+        "per_view": per_view,
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics

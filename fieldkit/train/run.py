@@ -1,0 +1,115 @@
+"""Run directories: what `fieldkit train` writes and what eval/render/export read back.
+
+A run holds config.json (scene, normalisation, model and training configuration),
+model.safetensors, checkpoint/, log.jsonl, psnr.png, metrics.json and renders/.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fieldkit import __version__
+from fieldkit.data.scene import Scene, load_scene
+from fieldkit.errors import FieldkitError, NotBuiltError
+from fieldkit.fields.nerf import NerfConfig, NerfModel
+from fieldkit.train.checkpoint import atomic_write_json
+from fieldkit.train.config import TrainConfig
+
+MODELS = {"hashgrid": NerfModel}
+"""Model kinds that can be trained today."""
+
+
+def build_model(kind: str, bound: float) -> torch.nn.Module:
+    if kind not in MODELS:
+        raise NotBuiltError(f"--model {kind} is not built yet; use --model hashgrid")
+    return NerfModel(NerfConfig(bound=bound))
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FieldkitError(f"{run_dir} is not a fieldkit run (no config.json); pass a folder "
+                            "written by `fieldkit train`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FieldkitError(f"{path} is corrupt ({e.msg}); retrain or restore it") from None
+
+
+def load_model(run_dir: Path, device: str = "cpu") -> torch.nn.Module:
+    """The trained model of a run (no pickling)."""
+    kind = read_config(run_dir)["model"]["kind"]
+    if not (Path(run_dir) / "model.safetensors").is_file():
+        raise FieldkitError(f"{run_dir} has no model.safetensors yet; train it first")
+    return MODELS[kind].load(Path(run_dir), device=device)
+
+
+def load_run_scene(run_dir: Path) -> Scene:
+    """The scene a run was trained on, at the run's downscale."""
+    cfg = read_config(run_dir)
+    return load_scene(cfg["scene"], downscale=cfg["downscale"])
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    elapsed: float
+    interrupted: bool
+
+
+def default_run_dir(scene: Path, kind: str) -> Path:
+    return Path("runs") / f"{Path(scene).resolve().name}-{kind}"
+
+
+def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
+          downscale: int = 1, device: str | None = None, resume: bool = False) -> TrainResult:
+    """Train (or resume) a run. Prints nothing; the CLI reports."""
+    trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume)
+    stats = trainer.train()
+    return TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
+                       bool(stats["interrupted"]))
+
+
+def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
+            downscale: int = 1, device: str | None = None, resume: bool = False):
+    """A Trainer for a new run (config.json written) or for a resumed one (state restored)."""
+    from fieldkit.train.trainer import Trainer
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FieldkitError("--device cuda was asked for but no CUDA device is available; "
+                            "drop --device to train on the CPU")
+    run_dir = Path(run_dir or default_run_dir(scene_path, kind))
+    if resume:
+        saved = read_config(run_dir)
+        if not (run_dir / "checkpoint").exists() and not (run_dir / "checkpoint.old").exists():
+            raise FieldkitError(f"{run_dir} has no checkpoint to resume; train without --resume")
+        scene_path, kind, downscale = Path(saved["scene"]), saved["model"]["kind"], \
+            saved["downscale"]
+        budgets = {"max_steps": config.max_steps, "max_time": config.max_time}
+        config = TrainConfig(**{**saved["train"], **{k: v for k, v in budgets.items()
+                                                      if v is not None}})
+    elif (run_dir / "checkpoint").exists():
+        raise FieldkitError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                            "--out to start a new one")
+    scene = load_scene(scene_path, downscale=downscale)
+    torch.manual_seed(config.seed)  # model initialisation depends only on the seed
+    if resume:
+        model = MODELS[kind](NerfConfig.from_dict(saved["model"]["config"]))
+    else:
+        model = build_model(kind, scene.normalisation.bound)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {
+        "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "scene": str(Path(scene_path).resolve()), "scene_format": scene.format,
+        "downscale": downscale, "normalisation": scene.normalisation.as_dict(),
+        "model": {"kind": kind, "config": model.config.to_dict()},
+        "train": config.to_dict()})
+    trainer = Trainer(scene, model, config, run_dir)
+    if resume:
+        trainer.resume()
+    return trainer

@@ -1,0 +1,172 @@
+"""The training loop: batches, Adam, schedule, budgets, periodic eval, checkpoints, Ctrl-C.
+
+The viewer and the trainer meet at two functions: ``Trainer.step()`` and ``Trainer.render``.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.data.scene import Scene, composite
+from fieldkit.progress import make_progress
+from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_state,
+                                       save_checkpoint, set_rng_state)
+from fieldkit.train.config import TrainConfig, lr_factor
+from fieldkit.train.metrics import psnr
+from fieldkit.train.plot import plot_psnr
+from fieldkit.train.rays import BACKGROUNDS, RayBatcher
+
+
+class Trainer:
+    """Optimises ``model`` (a NerfModel-like object) on ``scene``; writes into ``run_dir``."""
+
+    def __init__(self, scene: Scene, model: torch.nn.Module, config: TrainConfig, run_dir: Path):
+        self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
+        torch.manual_seed(config.seed)
+        self.batcher = RayBatcher(scene, scene.split("train"), config.background)
+        groups = model.field.param_groups(config.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.step_count = 0
+        self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
+        self.n_rays = config.init_rays
+        self._interrupted = False
+        self._log_lines: list[str] = []
+
+    # ------------------------------------------------------------------ one step
+    def progress(self) -> float:
+        c = self.config
+        parts = [self.step_count / c.step_budget]
+        if c.max_time:
+            parts.append(self.elapsed / c.max_time)
+        return min(1.0, max(parts))
+
+    def step(self) -> dict[str, float]:
+        """One optimiser step on a fresh ray batch. Returns loss, psnr, rays and samples."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.model.update_grid(self.step_count)
+        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+        origins, dirs, target, bg = self.batcher.sample(self.n_rays)
+        out = self.model.render_rays(origins, dirs, bg, stratified=True)
+        n_samples = int(out["num_samples"])
+        loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        mse = float(((out["rgb"].detach() - target) ** 2).mean())
+        loss_value = float(loss.detach()) if loss is not None else 0.0
+        # Adapt the batch so each step sees about target_samples samples.
+        if n_samples:
+            wanted = self.n_rays * self.config.target_samples / n_samples
+            self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
+        self.step_count += 1
+        self.elapsed += time.perf_counter() - t0
+        return {"loss": loss_value, "mse": mse,
+                "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
+                "rays": len(origins), "samples": n_samples, "lr": self.config.lr * factor}
+
+    def render(self, camera: Cameras, background: str | None = None) -> dict[str, Tensor]:
+        """Full image from one camera (eval mode, no grad): rgb/depth/alpha [H, W, C]."""
+        name = background or self.eval_background
+        self.model.eval()
+        return self.model.render(camera, torch.tensor(BACKGROUNDS[name]))
+
+    @property
+    def eval_background(self) -> str:
+        return "white" if self.config.background == "random" else self.config.background
+
+    def evaluate(self, n_views: int) -> float:
+        """Mean PSNR on the first ``n_views`` held-out views."""
+        views = self.scene.split("val")[:n_views]
+        bg = torch.tensor(BACKGROUNDS[self.eval_background])
+        scores = []
+        for i in views.tolist():
+            pred = self.render(self.scene.cameras[i])["rgb"]
+            scores.append(psnr(pred, composite(self.scene.image(i), bg)))
+        return sum(scores) / max(1, len(scores))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self) -> None:
+        """Atomic checkpoint (model, occupancy grid, optimizer, RNG) + model file + log."""
+        save_checkpoint(self.run_dir, self.step_count, self.model.state_dict(),
+                        self.optimizer.state_dict(), {"rng": rng_state()},
+                        {"elapsed": self.elapsed, "n_rays": self.n_rays})
+        self.model.save(self.run_dir)
+        self._flush_log()
+        plot_psnr(self.run_dir / "log.jsonl", self.run_dir / "psnr.png")
+
+    def resume(self) -> None:
+        """Continue from the run's checkpoint exactly where it stopped."""
+        step, model_state, optim_state, tensors, extra = load_checkpoint(self.run_dir)
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optim_state)
+        set_rng_state(tensors["rng"])
+        self.step_count, self.elapsed = step, float(extra["elapsed"])
+        self.n_rays = int(extra["n_rays"])
+        log = self.run_dir / "log.jsonl"
+        if log.exists():  # drop lines written after the checkpoint
+            keep = [ln for ln in log.read_text().splitlines() if ln and
+                    json.loads(ln)["step"] <= step]
+            atomic_write_bytes(log, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def _log(self, record: dict) -> None:
+        self._log_lines.append(json.dumps(record))
+
+    def _flush_log(self) -> None:
+        if not self._log_lines:
+            return
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write("\n".join(self._log_lines) + "\n")
+        self._log_lines.clear()
+
+    # ------------------------------------------------------------------ the loop
+    def _on_sigint(self, signum, frame) -> None:
+        if self._interrupted:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._interrupted = True
+
+    def done(self) -> bool:
+        c = self.config
+        return self.step_count >= c.step_budget or (c.max_time is not None
+                                                    and self.elapsed >= c.max_time)
+
+    def train(self) -> dict[str, float]:
+        """Run until a budget is spent or Ctrl-C; always leaves a checkpoint. Returns the last
+        step's stats plus ``interrupted``."""
+        c = self.config
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        last_save = self.elapsed
+        stats: dict[str, float] = {}
+        by_time = c.max_steps is None and c.max_time is not None
+        total = int(c.max_time) if by_time else c.step_budget
+        try:
+            with make_progress(loss="", psnr="", speed="") as bar:
+                task = bar.add_task("training", total=total)
+                while not self.done() and not self._interrupted:
+                    stats = self.step()
+                    rays_per_s = stats["rays"] * self.step_count / max(self.elapsed, 1e-9)
+                    bar.update(task, completed=int(self.elapsed) if by_time else self.step_count,
+                               loss=f"loss {stats['loss']:.4f}", psnr=f"psnr {stats['psnr']:.2f}",
+                               speed=f"{rays_per_s / 1000:.1f}k rays/s")
+                    if self.step_count % c.log_every == 0:
+                        self._log({"step": self.step_count, "elapsed": round(self.elapsed, 3),
+                                   **{k: round(v, 6) for k, v in stats.items()}})
+                    if c.eval_every and self.step_count % c.eval_every == 0:
+                        self._log({"step": self.step_count, "elapsed": round(self.elapsed, 3),
+                                   "eval_psnr": round(self.evaluate(c.eval_views), 4)})
+                    if self.elapsed - last_save >= c.checkpoint_every:
+                        self.save()
+                        last_save = self.elapsed
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.save()
+        return {**stats, "interrupted": self._interrupted}

@@ -1,0 +1,107 @@
+"""End to end: train on the demo scene and on lego, resume exactly, survive Ctrl-C."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.evaluate import evaluate_run
+from fieldkit.train.run import prepare, train
+from tests.conftest import DEMO_SCENE, shared_scene
+
+# A renderer that composites nothing (all background) scores ~13 dB on the demo scene's white
+# background; a blurry but correct reconstruction is far above this floor.
+DEMO_PSNR_FLOOR = 24.0
+LEGO_PSNR_FLOOR = 22.0
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(eval_every=0, checkpoint_every=1e9, log_every=5, target_samples=1 << 14,
+                init_rays=512)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_demo_scene_trains_above_a_psnr_floor(tmp_path):
+    result = train(DEMO_SCENE, "hashgrid", tmp_path / "run", _config(max_steps=600),
+                   downscale=2)
+    assert result.steps == 600 and not result.interrupted
+    metrics = evaluate_run(result.run_dir)
+    assert metrics["num_views"] == 16
+    assert metrics["psnr"] > DEMO_PSNR_FLOOR, metrics["psnr"]
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["psnr"] == pytest.approx(metrics["psnr"])
+    for name in ("config.json", "model.safetensors", "log.jsonl", "psnr.png"):
+        assert (result.run_dir / name).is_file(), name
+    assert (result.run_dir / "renders" / "test" / "0000.png").is_file()
+
+
+def test_lego_downscaled_trains_above_a_psnr_floor(tmp_path):
+    root = shared_scene("lego-400")
+    result = train(root, "hashgrid", tmp_path / "run", _config(max_time=90.0), downscale=8)
+    from fieldkit.train.run import load_model, load_run_scene
+
+    scene = load_run_scene(result.run_dir)
+    scene.splits["test"] = scene.splits["test"][::10]  # 20 of the 200 test views
+    metrics = evaluate_run(result.run_dir, scene=scene, model=load_model(result.run_dir))
+    assert metrics["psnr"] > LEGO_PSNR_FLOOR, metrics["psnr"]
+
+
+def test_resume_gives_identical_results(tmp_path):
+    straight = train(DEMO_SCENE, "hashgrid", tmp_path / "a", _config(max_steps=60), downscale=4)
+    # The same run stopped after 30 of its 60 steps (as Ctrl-C does), then resumed.
+    first = prepare(DEMO_SCENE, "hashgrid", tmp_path / "b", _config(max_steps=60), downscale=4)
+    for _ in range(30):
+        first.step()
+    first.save()
+    resumed = train(DEMO_SCENE, "hashgrid", tmp_path / "b", _config(max_steps=60), downscale=4,
+                    resume=True)
+    assert resumed.steps == 60
+    a = load_file(straight.run_dir / "model.safetensors")
+    b = load_file(resumed.run_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in
+             (resumed.run_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
+
+
+def test_existing_run_needs_resume_flag(tmp_path, capsys):
+    from fieldkit.cli import main
+
+    train(DEMO_SCENE, "hashgrid", tmp_path / "r", _config(max_steps=2), downscale=4)
+    code = main(["train", str(DEMO_SCENE), "--out", str(tmp_path / "r"), "--max-steps", "2",
+                 "--downscale", "4"])
+    assert code == 1 and "pass --resume" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "FIELDKIT_QUIET": "1"}
+    cmd = [sys.executable, "-m", "fieldkit.cli", "train", str(DEMO_SCENE), "--out", str(run),
+           "--downscale", "4", "--max-steps", "100000", "--no-final-eval", "--no-video"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (run / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(4.0)  # let it take some steps
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    stopped_at = state["step"]
+    assert stopped_at > 0
+    done = subprocess.run(cmd[:7] + ["--max-steps", str(stopped_at + 20), "--resume",
+                                     "--no-final-eval", "--no-video"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == stopped_at + 20
