@@ -232,31 +232,34 @@ def hashgrid_reference(x: Tensor, table: Tensor, offsets, resolutions, log2_tabl
     """Brute-force encoding for tests: x [N, 3] -> [N, L * features], one corner at a time.
 
     offsets [L (+1)] level starts in ``table [M, features]``; resolutions [L] cells per axis.
-    Differentiable with respect to ``table``. Meant for ~50 points.
+    ``pos = x * N_l`` is rounded to float32 like the module's (the cell choice and the fraction
+    then agree exactly); everything after that is float64. Differentiable with respect to
+    ``table``. Meant for ~50 points.
     """
     offsets = [int(o) for o in offsets]
     resolutions = [int(r) for r in resolutions]
+    size = 2**log2_table_size
     rows = []
-    for p in x.detach().double().clamp(0, 1).tolist():
+    for p in x.detach().float().clamp(0, 1).tolist():
         feats = []
         for level, n in enumerate(resolutions):
-            dense = (n + 1) ** 3 <= 2**log2_table_size
             base, frac = [], []
             for d in range(3):
-                cell = min(math.floor(p[d] * n), n - 1)
+                pos = torch.tensor(p[d], dtype=torch.float32) * n   # float32 product
+                cell = min(math.floor(pos.item()), n - 1)
                 base.append(cell)
-                frac.append(p[d] * n - cell)
-            acc = torch.zeros(features, dtype=table.dtype)
+                frac.append(pos.item() - cell)
+            acc = torch.zeros(features, dtype=torch.float64)
             for c in range(8):
                 v = [base[d] + ((c >> d) & 1) for d in range(3)]
-                if dense:
+                if (n + 1) ** 3 <= size:
                     i = v[0] + v[1] * (n + 1) + v[2] * (n + 1) ** 2
                 else:
-                    i = (v[0] * PRIMES[0] ^ v[1] * PRIMES[1] ^ v[2] * PRIMES[2]) % 2**log2_table_size
+                    i = (v[0] * PRIMES[0] ^ v[1] * PRIMES[1] ^ v[2] * PRIMES[2]) % size
                 w = 1.0
                 for d in range(3):
                     w *= frac[d] if (c >> d) & 1 else 1.0 - frac[d]
-                acc = acc + w * table[offsets[level] + i]
+                acc = acc + w * table[offsets[level] + i].double()
             feats.append(acc)
         rows.append(torch.cat(feats))
-    return torch.stack(rows)
+    return torch.stack(rows).to(table.dtype)

@@ -31,7 +31,7 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
     out_dir.mkdir(parents=True, exist_ok=True)
     views = scene.split(split).tolist()
     per_view, seconds = [], 0.0
-    for i in progress_iter(views, total=len(views), desc=f"evaluating {split}"):
+    for k, i in enumerate(progress_iter(views, total=len(views), desc=f"evaluating {split}")):
         t0 = time.perf_counter()
         out = model.render(scene.cameras[i], bg)
         seconds += time.perf_counter() - t0
@@ -39,9 +39,9 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
         per_view.append({"view": i, "image": scene.image_paths[i].name,
                          "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target)})
         if save_renders:
-            Image.fromarray(to_uint8(out["rgb"])).save(out_dir / f"{i:04d}.png")
+            Image.fromarray(to_uint8(out["rgb"])).save(out_dir / f"{k:04d}.png")
             depth = colorize_depth(out["depth"][..., 0].numpy(), out["alpha"][..., 0].numpy())
-            Image.fromarray(depth).save(out_dir / f"{i:04d}_depth.png")
+            Image.fromarray(depth).save(out_dir / f"{k:04d}_depth.png")
     metrics = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),
         "ssim": float(np.mean([v["ssim"] for v in per_view])),

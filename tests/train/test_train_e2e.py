@@ -34,6 +34,7 @@ def test_demo_scene_trains_above_a_psnr_floor(tmp_path):
     assert result.steps == 600 and not result.interrupted
     metrics = evaluate_run(result.run_dir)
     assert metrics["num_views"] == 16
+    print(f"demo: {metrics['psnr']:.2f} dB after {result.elapsed:.0f} s")
     assert metrics["psnr"] > DEMO_PSNR_FLOOR, metrics["psnr"]
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert saved["psnr"] == pytest.approx(metrics["psnr"])
@@ -50,6 +51,7 @@ def test_lego_downscaled_trains_above_a_psnr_floor(tmp_path):
     scene = load_run_scene(result.run_dir)
     scene.splits["test"] = scene.splits["test"][::10]  # 20 of the 200 test views
     metrics = evaluate_run(result.run_dir, scene=scene, model=load_model(result.run_dir))
+    print(f"lego: {metrics['psnr']:.2f} dB after {result.elapsed:.0f} s, {result.steps} steps")
     assert metrics["psnr"] > LEGO_PSNR_FLOOR, metrics["psnr"]
 
 
