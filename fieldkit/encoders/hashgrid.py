@@ -96,23 +96,24 @@ def _corners(x: Tensor, res: Tensor, mult: Tensor, dense: Tensor, offsets: Tenso
         yield idx, w
 
 
-def _corner_grid(x: Tensor, res: Tensor, mult: Tensor, dense: Tensor, offsets: Tensor,
-                 mask: int) -> tuple[Tensor, Tensor]:
-    """All corners at once as broadcast expressions: (index [L, N, 8] int64, weight [L, N, 8]).
+def _corner_grid(x: Tensor, res: Tensor, mult: Tensor, offsets: Tensor, mask: int | None,
+                 ) -> tuple[Tensor, Tensor]:
+    """All corners at once as broadcast expressions: (index [L', N, 8] int64, weight [L', N, 8]).
 
-    Same values as ``_corners``; written without stacking so that torch.compile fuses index,
-    weight and a following scatter into one loop (used by the compiled backward).
+    For a run of L' levels that are all dense (``mask=None``) or all hashed. Same values as
+    ``_corners``; written without stacking or ``where`` so that torch.compile fuses index,
+    weight and the following scatter into one loop (used by the compiled backward).
     """
     c = torch.arange(8, device=x.device)
     bits = torch.stack([c & 1, (c >> 1) & 1, (c >> 2) & 1])[:, None, None, :]   # [3, 1, 1, 8]
-    r = res[:, None, None]                                                      # [L, 1, 1]
-    pos = r * x.clamp(0.0, 1.0).t().contiguous()[:, None, :, None]             # [3, L, N, 1]
+    r = res[:, None, None]                                                      # [L', 1, 1]
+    pos = r * x.clamp(0.0, 1.0).t().contiguous()[:, None, :, None]             # [3, L', N, 1]
     cell = torch.minimum(pos.floor(), r - 1)
     w_hi = pos - cell
     m = mult[:, :, None, None]
-    h = cell.long() * m + bits * m                                              # [3, L, N, 8]
-    w = torch.where(bits == 1, w_hi, 1 - w_hi)                                  # [3, L, N, 8]
-    idx = torch.where(dense[:, None, None], h[0] + h[1] + h[2], (h[0] ^ h[1] ^ h[2]) & mask)
+    h = (cell.long() + bits) * m                                                # [3, L', N, 8]
+    w = torch.where(bits == 1, w_hi, 1 - w_hi)                                  # [3, L', N, 8]
+    idx = h[0] + h[1] + h[2] if mask is None else (h[0] ^ h[1] ^ h[2]) & mask
     return idx + offsets[:, None, None], w[0] * w[1] * w[2]
 
 
@@ -151,7 +152,7 @@ class _HashGridFunction(torch.autograd.Function):
     """table [M, F] -> [L, N, F]; gradient for the table only (x is treated as a constant)."""
 
     @staticmethod
-    def forward(x, table, res, mult, dense, offsets, mask):
+    def forward(x, table, res, mult, dense, offsets, num_dense, mask):
         parts = _chunks(x.shape[0])
         if len(parts) == 1:
             return _encode_torch(x, table, res, mult, dense, offsets, mask)
@@ -162,9 +163,9 @@ class _HashGridFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, table, res, mult, dense, offsets, mask = inputs
+        x, table, res, mult, dense, offsets, num_dense, mask = inputs
         ctx.save_for_backward(x, res, mult, dense, offsets)
-        ctx.mask = mask
+        ctx.mask, ctx.num_dense = mask, num_dense
         ctx.table_shape = table.shape
 
     @staticmethod
@@ -173,16 +174,31 @@ class _HashGridFunction(torch.autograd.Function):
         x, res, mult, dense, offsets = ctx.saved_tensors
         grad_table = grad_out.new_zeros(ctx.table_shape)
         if torch.compiler.is_compiling():
-            # one fused loop of atomic adds; nothing [L, N, 8]-sized is materialised
-            idx, w = _corner_grid(x, res, mult, dense, offsets, ctx.mask)
-            values = grad_out[:, :, None, :] * w[..., None].to(grad_out.dtype)   # [L, N, 8, F]
-            grad_table.index_put_((idx,), values, accumulate=True)
-            return None, grad_table, None, None, None, None, None
+            # fused loops of atomic adds (dense levels, hashed levels); nothing [L, N, 8]-sized
+            # is materialised
+            nd, L = ctx.num_dense, res.shape[0]
+            import os
+            variant = os.environ.get("HG_BWD", "split")
+            if variant == "loop":
+                for idx, w in _corners(x, res, mult, dense, offsets, ctx.mask):
+                    grad_table.index_put_((idx,), grad_out * w[..., None], accumulate=True)
+                return None, grad_table, None, None, None, None, None, None
+            if variant == "levels":
+                groups = [(slice(l, l + 1), None if l < nd else ctx.mask) for l in range(L)]
+            else:
+                groups = [(slice(0, nd), None), (slice(nd, L), ctx.mask)]
+            for lv, mask in groups:
+                if lv.start == lv.stop:
+                    continue
+                idx, w = _corner_grid(x, res[lv], mult[:, lv], offsets[lv], mask)
+                values = grad_out[lv, :, None, :] * w[..., None].to(grad_out.dtype)
+                grad_table.index_put_((idx,), values, accumulate=True)
+            return None, grad_table, None, None, None, None, None, None
         for p in _chunks(x.shape[0]):
             g = grad_out[:, p]
             for idx, w in _corners(x[p], res, mult, dense, offsets, ctx.mask):
                 _scatter_add_(grad_table, idx, g * w[..., None].to(g.dtype))
-        return None, grad_table, None, None, None, None, None
+        return None, grad_table, None, None, None, None, None, None
 
 
 class HashGrid(nn.Module):
@@ -213,11 +229,12 @@ class HashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [N, 3] in [0, 1] (clamped) -> [N, out_dim] in the table's dtype, level-major."""
         x = x.to(self.resolutions.dtype)
-        args = (self.resolutions, self.mult, self.dense, self.offsets[:-1], self.mask)
+        args = (self.resolutions, self.mult, self.dense, self.offsets[:-1])
         if self.impl == "fused":
-            out = _HashGridFunction.apply(x.detach(), self.table, *args)
+            out = _HashGridFunction.apply(x.detach(), self.table, *args, self.num_dense_levels,
+                                          self.mask)
         else:
-            out = _encode_torch(x, self.table, *args)
+            out = _encode_torch(x, self.table, *args, self.mask)
         return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)   # [L, N, F] -> [N, L*F]
 
     def extra_repr(self) -> str:

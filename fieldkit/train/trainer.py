@@ -144,16 +144,18 @@ class Trainer:
         step's stats plus ``interrupted``."""
         c = self.config
         previous = signal.signal(signal.SIGINT, self._on_sigint)
-        last_save = self.elapsed
+        last_save = start_elapsed = self.elapsed
+        self.total_rays = 0
         stats: dict[str, float] = {}
         by_time = c.max_steps is None and c.max_time is not None
         total = int(c.max_time) if by_time else c.step_budget
         try:
             with make_progress(loss="", psnr="", speed="") as bar:
-                task = bar.add_task("training", total=total)
+                task = bar.add_task("training", total=total, loss="", psnr="", speed="")
                 while not self.done() and not self._interrupted:
                     stats = self.step()
-                    rays_per_s = stats["rays"] * self.step_count / max(self.elapsed, 1e-9)
+                    self.total_rays += stats["rays"]
+                    rays_per_s = self.total_rays / max(self.elapsed - start_elapsed, 1e-9)
                     bar.update(task, completed=int(self.elapsed) if by_time else self.step_count,
                                loss=f"loss {stats['loss']:.4f}", psnr=f"psnr {stats['psnr']:.2f}",
                                speed=f"{rays_per_s / 1000:.1f}k rays/s")
