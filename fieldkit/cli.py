@@ -72,6 +72,9 @@ class Train:
 
         if self.viewer:
             _not_built("train --viewer", "browser viewer issue")
+        if self.model != "hashgrid":
+            issue = "Gaussian-splatting issue" if self.model == "splat" else "tri-plane/MLP issue"
+            _not_built(f"train --model {self.model}", issue)
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, compile=self.compile)
         result = train(self.scene, self.model, self.out, config, downscale=self.downscale,

@@ -39,7 +39,10 @@ class NerfConfig:
     early_stop_eps: float = 1e-4
     """Stop a ray once its transmittance falls below this."""
     alpha_thre: float = 1e-3
-    """Skip samples whose opacity is below this (after the occupancy warm-up)."""
+    """Skip samples whose opacity is below this."""
+    prune_in_training: bool = True
+    """Run the density-only pass that applies early stop and alpha_thre during training too
+    (always on when rendering without gradients)."""
 
     @property
     def step_size(self) -> float:
@@ -88,8 +91,9 @@ class NerfModel(nn.Module):
         def rgb_sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> tuple[Tensor, Tensor]:
             return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
 
+        prune = self.config.prune_in_training or not torch.is_grad_enabled()
         samples = march(origins, dirs, self.grid, step_size=self.config.step_size, aabb=self.aabb,
-                        sigma_fn=sigma_fn, early_stop_eps=self.config.early_stop_eps,
+                        sigma_fn=sigma_fn if prune else None, early_stop_eps=self.config.early_stop_eps,
                         alpha_thre=self.config.alpha_thre, stratified=stratified)
         return render_rays(rgb_sigma_fn, samples, len(origins), background)
 

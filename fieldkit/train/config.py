@@ -16,8 +16,9 @@ class TrainConfig:
     """Peak learning rate of Adam (hash tables and MLPs)."""
     warmup_steps: int = 100
     """Linear learning-rate warm-up from 1% of lr."""
-    target_samples: int = 1 << 16
-    """Samples per step the ray batch size adapts to (as nerfacc's dynamic batch)."""
+    target_samples: int = 1 << 14
+    """Samples per step the ray batch adapts to (nerfacc-style dynamic batch; 2^14 trained lego
+    furthest in a fixed CPU time: apps/results/lego_cpu)."""
     init_rays: int = 1024
     """Rays in the first batch."""
     max_rays: int = 8192

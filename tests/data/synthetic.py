@@ -22,7 +22,7 @@ def _frames() -> tuple[float, list[dict]]:
 
 
 def blender_copy(dest: Path) -> Path:
-    shutil.copytree(DEMO_SCENE, dest)
+    shutil.copytree(DEMO_SCENE, dest, ignore=shutil.ignore_patterns(".fieldkit"))
     return dest
 
 

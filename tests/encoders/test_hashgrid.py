@@ -69,9 +69,11 @@ def test_matches_reference_values_and_table_grad(impl):
     torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-6, rtol=0)
 
 
-def test_fused_matches_torch_twin_in_chunks(monkeypatch):
-    """16 levels, more points than one eager block: fused == plain autograd."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_matches_torch_twin_in_chunks(monkeypatch, threads):
+    """16 levels, several eager blocks, 1 or 3 scatter threads: fused == plain autograd."""
     monkeypatch.setattr(hg, "EAGER_CHUNK", 1000)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     x = torch.rand(2500, 3, generator=torch.Generator().manual_seed(3))
     upstream = torch.randn(2500, 32, generator=torch.Generator().manual_seed(4))
     config = HashGridConfig(log2_table_size=14)
@@ -81,6 +83,21 @@ def test_fused_matches_torch_twin_in_chunks(monkeypatch):
     for g, out in zip(grids, outs):
         out.backward(upstream)
     torch.testing.assert_close(grids[0].table.grad, grids[1].table.grad, atol=1e-5, rtol=1e-6)
+
+
+def test_int64_index_path_for_large_tables():
+    """(N + 1) * 2**T >= 2**31: the eager path falls back to int64 index arithmetic."""
+    config = HashGridConfig(num_levels=2, log2_table_size=20, base_resolution=2048,
+                            max_resolution=4096)
+    grid = _grid(config)
+    assert grid._meta[2] == torch.int64 and grid.num_dense_levels == 0
+    x = _points(20)
+    table = grid.table.detach().clone().requires_grad_(True)
+    out, ref = grid(x), _reference(grid, x, table)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("level", [0, 5])   # dense, hashed
