@@ -63,8 +63,6 @@ class Train:
     """Evaluate on every test view when training ends (writes metrics.json)."""
     video: bool = True
     """Render an orbit video into RUN/renders/orbit.mp4 when training ends."""
-    compile: bool = False
-    """Compile the field with torch.compile (one-off compile cost, faster steps)."""
 
     def run(self) -> None:
         from fieldkit.train.config import TrainConfig
@@ -76,7 +74,7 @@ class Train:
             issue = "Gaussian-splatting issue" if self.model == "splat" else "tri-plane/MLP issue"
             _not_built(f"train --model {self.model}", issue)
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
-                             background=self.background, seed=self.seed, compile=self.compile)
+                             background=self.background, seed=self.seed)
         result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
                        device=self.device, resume=self.resume)
         print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")

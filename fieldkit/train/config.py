@@ -35,8 +35,6 @@ class TrainConfig:
     """Steps between log.jsonl lines."""
     seed: int = 0
     """Seed of every random choice (ray batches, jitter, grid updates)."""
-    compile: bool = False
-    """Compile the field with torch.compile (faster steps after a one-off compile)."""
 
     @property
     def step_budget(self) -> int:
