@@ -10,7 +10,8 @@ For each (T, N) all modes are built and warmed up, then their timed steps are in
 
 Other processes on a shared machine distort timings, so every timed step also records how much
 CPU the rest of the machine used (from /proc/stat minus this process); steps during which others
-used more than ``--max-foreign`` of one core are thrown away and re-run (up to ``--retries``).
+used more than ``--max-foreign`` of one core are thrown away and re-run (up to ``--retries``
+times); "other load" is the mean number of cores other processes used during the kept steps.
 
     .venv/bin/python apps/bench_hashgrid.py --log2-table 19 17 --points 16 18
 """
@@ -50,10 +51,13 @@ def _cpu_jiffies() -> tuple[int, int]:
     return busy, int(s[11]) + int(s[12])             # utime + stime, all threads
 
 
-def _timed(step, steps: int, max_foreign: float, retries: int) -> tuple[list[float], int]:
-    """Run ``steps`` clean timed steps; returns (seconds per clean step, discarded steps)."""
+def _timed(step, steps: int, max_foreign: float, retries: int
+           ) -> tuple[list[float], int, list[float]]:
+    """Run ``steps`` timed steps, re-running (up to ``retries`` times) those during which other
+    processes used more than ``max_foreign`` cores. Returns (seconds per kept step, discarded
+    steps, other processes' cores during each kept step)."""
     hz = os.sysconf("SC_CLK_TCK")
-    times, dropped = [], 0
+    times, dropped, load = [], 0, []
     while len(times) < steps:
         b0, m0 = _cpu_jiffies()
         t0 = time.perf_counter()
@@ -67,7 +71,8 @@ def _timed(step, steps: int, max_foreign: float, retries: int) -> tuple[list[flo
             time.sleep(0.5)
             continue
         times.append(dt)
-    return times, dropped
+        load.append(max(foreign, 0.0))
+    return times, dropped, load
 
 
 def bench_cell(log2_table: int, log2_points: int, modes: list[str], args) -> dict:
@@ -92,16 +97,19 @@ def bench_cell(log2_table: int, log2_points: int, modes: list[str], args) -> dic
         warm[mode], steps[mode] = time.perf_counter() - t0, step
     times = {m: [] for m in modes}
     dropped = {m: 0 for m in modes}
+    load = {m: [] for m in modes}
     for _ in range(args.steps):
         for mode in modes:
-            t, d = _timed(steps[mode], 1, args.max_foreign, args.retries)
+            t, d, f = _timed(steps[mode], 1, args.max_foreign, args.retries)
             times[mode] += t
             dropped[mode] += d
+            load[mode] += f
     out = {}
     for mode in modes:
         ms = statistics.median(times[mode]) * 1e3
         out[mode] = dict(ms=ms, best=min(times[mode]) * 1e3, pts=2**log2_points / ms * 1e3,
-                         warm=warm[mode], dropped=dropped[mode])
+                         warm=warm[mode], dropped=dropped[mode],
+                         load=statistics.mean(load[mode]))
     return out
 
 
@@ -116,15 +124,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--max-foreign", type=float, default=0.15,
                    help="drop a step when other processes used more than this many cores")
-    p.add_argument("--retries", type=int, default=10, help="per timed step")
+    p.add_argument("--retries", type=int, default=5, help="per timed step")
     args = p.parse_args()
 
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} threads, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '(unset)')}")
     print("| T | N | mode | ms/step (median) | best | Mpoints/s | vs eager torch "
-          "| vs eager fused | warm-up s | dropped |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| vs eager fused | warm-up s | dropped | other load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in args.log2_table:
         for n in args.points:
             results = bench_cell(t, n, args.modes, args)
@@ -134,7 +142,7 @@ def main() -> None:
                        for b in ("torch", "fused")]
                 print(f"| 2^{t} | 2^{n} | {mode} | {r['ms']:.1f} | {r['best']:.1f} | "
                       f"{r['pts'] / 1e6:.2f} | {rel[0]} | {rel[1]} | {r['warm']:.1f} | "
-                      f"{r['dropped']} |", flush=True)
+                      f"{r['dropped']} | {r['load']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
