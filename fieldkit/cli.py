@@ -4,6 +4,7 @@ User mistakes raise ``FieldkitError``; ``main`` prints its one line and exits no
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -14,6 +15,7 @@ from typing import Annotated, Literal, Union
 import tyro
 
 from fieldkit.errors import FieldkitError, FieldkitWarning, NotBuiltError
+from fieldkit.fields.models import HashGridModelConfig, MlpModelConfig, TriPlaneModelConfig
 
 Positional = tyro.conf.Positional
 
@@ -63,6 +65,24 @@ class Train:
     """Evaluate on every test view when training ends (writes metrics.json)."""
     video: bool = True
     """Render an orbit video into RUN/renders/orbit.mp4 when training ends."""
+    preset: Literal["default", "fast", "quality"] = "default"
+    """Model preset: fast (smaller, coarser marching), default, or quality (larger, finer)."""
+    lr: float | None = None
+    """Peak Adam learning rate (default: the model's own)."""
+    hashgrid: HashGridModelConfig = dataclasses.field(default_factory=HashGridModelConfig)
+    """--model hashgrid settings; any you set here override the preset."""
+    triplane: TriPlaneModelConfig = dataclasses.field(default_factory=TriPlaneModelConfig)
+    """--model triplane settings; any you set here override the preset."""
+    mlp: MlpModelConfig = dataclasses.field(default_factory=MlpModelConfig)
+    """--model mlp settings; any you set here override the preset."""
+
+    def model_config(self):
+        """The preset's config with the fields set on the command line applied on top."""
+        from fieldkit.fields.registry import changed_fields, merge, preset_config
+
+        given = getattr(self, self.model)
+        return merge(preset_config(self.model, self.preset),
+                     changed_fields(given, type(given)()))
 
     def run(self) -> None:
         from fieldkit.train.config import TrainConfig
@@ -70,13 +90,13 @@ class Train:
 
         if self.viewer:
             _not_built("train --viewer", "browser viewer issue")
-        if self.model != "hashgrid":
-            issue = "Gaussian-splatting issue" if self.model == "splat" else "tri-plane/MLP issue"
-            _not_built(f"train --model {self.model}", issue)
+        if self.model == "splat":
+            _not_built(f"train --model {self.model}", "Gaussian-splatting issue")
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
-                             background=self.background, seed=self.seed)
+                             background=self.background, seed=self.seed, lr=self.lr)
         result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
-                       device=self.device, resume=self.resume)
+                       device=self.device, resume=self.resume, preset=self.preset,
+                       model_config=None if self.resume else self.model_config())
         print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")
         if result.interrupted:
             print(f"interrupted: checkpoint saved; continue with `fieldkit train {self.scene} "

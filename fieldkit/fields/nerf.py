@@ -1,19 +1,23 @@
-"""NerfModel: a radiance field, its occupancy grid and its ray marcher, behind the protocol
-every fieldkit representation offers: ``render``, ``render_rays``, ``density``, ``save``/``load``.
+"""VolumeModel: a radiance field, its occupancy grid and its ray marcher, behind the protocol every
+fieldkit representation offers (``render``, ``render_rays``, ``density``, ``save``/``load``,
+``num_params``, ``describe``).
+
+The concrete models (hash grid, tri-plane, MLP: ``fieldkit/fields/models.py``) differ only in the
+encoder they hand to ``RadianceField``; marching, compositing and persistence live here.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from fieldkit.data.cameras import Cameras
-from fieldkit.encoders.hashgrid import HashGrid, HashGridConfig
-from fieldkit.fields.radiance import DecoderConfig, RadianceField
+from fieldkit.fields.radiance import RadianceField
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import march, midpoints, render_rays
 from fieldkit.train.checkpoint import load_tensors, save_tensors
@@ -22,16 +26,11 @@ MODEL_FILE = "model.safetensors"
 
 
 @dataclass
-class NerfConfig:
-    """A volumetric model: encoder, decoders and how rays are marched through it."""
+class RenderConfig:
+    """How rays are marched through a volumetric model."""
 
-    encoder: HashGridConfig = field(default_factory=lambda: HashGridConfig(log2_table_size=17))
-    """Multiresolution hash grid (2^17 entries per level: Adam's per-step cost on a CPU scales
-    with the table size)."""
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    """Density and colour MLPs."""
     bound: float = 1.0
-    """Half-size of the box the field covers, in box units (the scene bound)."""
+    """Half-size of the box the field covers, in box units (set from the scene's bound)."""
     grid_resolution: int = 64
     """Occupancy-grid cells per side."""
     render_steps: int = 512
@@ -48,27 +47,28 @@ class NerfConfig:
     def step_size(self) -> float:
         return 2.0 * math.sqrt(3.0) * self.bound / self.render_steps
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> NerfConfig:
-        return cls(encoder=HashGridConfig(**d["encoder"]), decoder=DecoderConfig(**d["decoder"]),
-                   **{k: v for k, v in d.items() if k not in ("encoder", "decoder")})
+class VolumeModel(nn.Module):
+    """Field + occupancy grid + pure-PyTorch marcher. Subclasses set ``kind``, ``config_class``
+    and ``make_encoder``; ``config`` must have ``encoder``, ``decoder`` and ``render`` fields."""
 
+    kind: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    default_lr: ClassVar[float] = 1e-2
+    """Adam's peak learning rate for this model when the training config leaves it unset."""
 
-class NerfModel(nn.Module):
-    """Hash-grid NeRF with an occupancy grid (instant-ngp style), pure PyTorch."""
-
-    kind = "hashgrid"
-
-    def __init__(self, config: NerfConfig):
+    def __init__(self, config):
         super().__init__()
         self.config = config
-        b = config.bound
-        self.field = RadianceField(HashGrid(config.encoder), config.decoder, bound=b)
+        b = config.render.bound
+        self.field = RadianceField(self.make_encoder(config), config.decoder, bound=b)
         self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b], dtype=torch.float32))
-        self.grid = OccupancyGrid(self.aabb.clone(), resolution=config.grid_resolution)
+        self.grid = OccupancyGrid(self.aabb.clone(), resolution=config.render.grid_resolution)
+
+    @staticmethod
+    def make_encoder(config) -> nn.Module:
+        """The position encoder (x [N, 3] in [0, 1] -> [N, out_dim]) for ``config.encoder``."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ protocol
     def density(self, points: Tensor) -> Tensor:
@@ -77,7 +77,8 @@ class NerfModel(nn.Module):
 
     def update_grid(self, step: int) -> None:
         """Refresh the occupancy grid (acts every 16 steps; warm-up over the first 256)."""
-        self.grid.update(step, lambda p: self.field.density(p) * self.config.step_size)
+        step_size = self.config.render.step_size
+        self.grid.update(step, lambda p: self.field.density(p) * step_size)
 
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor,
                     stratified: bool = False) -> dict[str, Tensor]:
@@ -91,14 +92,16 @@ class NerfModel(nn.Module):
         def rgb_sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> tuple[Tensor, Tensor]:
             return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
 
-        prune = self.config.prune_in_training or not torch.is_grad_enabled()
-        samples = march(origins, dirs, self.grid, step_size=self.config.step_size, aabb=self.aabb,
-                        sigma_fn=sigma_fn if prune else None, early_stop_eps=self.config.early_stop_eps,
-                        alpha_thre=self.config.alpha_thre, stratified=stratified)
+        rc = self.config.render
+        prune = rc.prune_in_training or not torch.is_grad_enabled()
+        samples = march(origins, dirs, self.grid, step_size=rc.step_size, aabb=self.aabb,
+                        sigma_fn=sigma_fn if prune else None, early_stop_eps=rc.early_stop_eps,
+                        alpha_thre=rc.alpha_thre, stratified=stratified)
         return render_rays(rgb_sigma_fn, samples, len(origins), background)
 
     @torch.no_grad()
-    def render(self, cameras: Cameras, background: Tensor, chunk: int = 8192) -> dict[str, Tensor]:
+    def render(self, cameras: Cameras, background: Tensor, chunk: int = 16384
+               ) -> dict[str, Tensor]:
         """Render every pixel of the first camera: rgb [H, W, 3], depth [H, W, 1],
         alpha [H, W, 1]."""
         origins, dirs = cameras.image_rays(0)
@@ -111,23 +114,56 @@ class NerfModel(nn.Module):
                 out[k].append(res[k])
         return {k: torch.cat(v).reshape(h, w, -1) for k, v in out.items()}
 
+    # ------------------------------------------------------------------ training hooks
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser groups (encoder without weight decay, decoders with a little)."""
+        return self.field.param_groups(lr)
+
+    def regularization(self) -> Tensor | None:
+        """Extra loss term added at every training step (None: nothing)."""
+        return None
+
+    # ------------------------------------------------------------------ description
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters (the occupancy grid is not counted)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> str:
+        """A few readable lines: kind, parameter counts by part, encoder and renderer settings."""
+        enc, f = self.field.encoder, self.field
+        n_enc = sum(p.numel() for p in enc.parameters())
+        n_dec = self.num_params - n_enc
+        rc = self.config.render
+        return "\n".join([
+            f"{self.kind} model: {self.num_params:,} parameters "
+            f"({n_enc:,} encoder, {n_dec:,} decoders), {self.num_params * 4 / 2**20:.1f} MiB "
+            "as float32",
+            f"  encoder   {type(enc).__name__}({enc.extra_repr()}) -> {enc.out_dim} features",
+            f"  decoders  density {_layers(f.density_net)}; colour {_layers(f.color_net)}",
+            f"  renderer  bound {rc.bound:g}, occupancy grid {rc.grid_resolution}^3, "
+            f"step {rc.step_size:.4f} ({rc.render_steps} per diagonal)",
+        ])
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> Path:
         """Write ``directory/model.safetensors`` (weights, occupancy grid, config metadata)."""
         path = Path(directory) / MODEL_FILE
         save_tensors(path, self.state_dict(), metadata={
-            "kind": self.kind, "config": json.dumps(self.config.to_dict())})
+            "kind": self.kind, "config": json.dumps(asdict(self.config))})
         return path
 
     @classmethod
-    def load(cls, directory: Path, device: str | torch.device = "cpu") -> NerfModel:
-        """Rebuild a model from ``directory/model.safetensors`` (no pickling)."""
-        from safetensors import safe_open
+    def load(cls, directory: Path, device: str | torch.device = "cpu") -> VolumeModel:
+        """Rebuild a model from ``directory/model.safetensors`` alone (no pickling)."""
+        from fieldkit.fields.registry import load_model_file
 
-        path = Path(directory) / MODEL_FILE
-        tensors = load_tensors(path, device=str(device))
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        model = cls(NerfConfig.from_dict(json.loads(meta["config"]))).to(device)
-        model.load_state_dict(tensors)
+        model = load_model_file(Path(directory) / MODEL_FILE, device)
+        if cls.kind and model.kind != cls.kind:
+            raise TypeError(f"{directory} holds a {model.kind} model, not {cls.kind}")
         return model
+
+
+def _layers(net: nn.Sequential) -> str:
+    dims = [m.in_features for m in net if isinstance(m, nn.Linear)] + [net[-1].out_features]
+    return " -> ".join(str(d) for d in dims)

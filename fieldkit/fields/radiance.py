@@ -21,6 +21,8 @@ class DecoderConfig:
 
     hidden_dim: int = 64
     """Width of the density MLP."""
+    density_layers: int = 1
+    """Hidden layers of the density MLP."""
     geo_feat_dim: int = 15
     """Features passed from the density MLP to the colour MLP."""
     color_hidden_dim: int = 64
@@ -29,15 +31,19 @@ class DecoderConfig:
     """Hidden layers of the colour MLP."""
     sh_degree: int = 4
     """Spherical-harmonics degree of the view-direction encoding."""
+    bias: bool = False
+    """Give the linear layers biases (tiny-cuda-nn's fused MLPs have none)."""
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
-    """``layers`` hidden ReLU layers, no output activation, no biases (as tiny-cuda-nn)."""
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, bias: bool = False
+        ) -> nn.Sequential:
+    """``layers`` hidden ReLU layers, no output activation (no biases by default, as
+    tiny-cuda-nn)."""
     dims = [in_dim] + [hidden] * layers
     mods: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:]):
-        mods += [nn.Linear(a, b, bias=False), nn.ReLU(inplace=True)]
-    mods.append(nn.Linear(dims[-1], out_dim, bias=False))
+        mods += [nn.Linear(a, b, bias=bias), nn.ReLU(inplace=True)]
+    mods.append(nn.Linear(dims[-1], out_dim, bias=bias))
     return nn.Sequential(*mods)
 
 
@@ -47,9 +53,10 @@ class RadianceField(nn.Module):
     def __init__(self, encoder: nn.Module, config: DecoderConfig, bound: float = 1.0):
         super().__init__()
         self.encoder, self.config, self.bound = encoder, config, float(bound)
-        self.density_net = mlp(encoder.out_dim, config.hidden_dim, 1 + config.geo_feat_dim, 1)
+        self.density_net = mlp(encoder.out_dim, config.hidden_dim, 1 + config.geo_feat_dim,
+                               config.density_layers, config.bias)
         self.color_net = mlp(config.sh_degree ** 2 + config.geo_feat_dim,
-                             config.color_hidden_dim, 3, config.color_layers)
+                             config.color_hidden_dim, 3, config.color_layers, config.bias)
 
     def _unit(self, points: Tensor) -> Tensor:
         return ((points / self.bound + 1.0) * 0.5).clamp(0.0, 1.0)

@@ -12,8 +12,9 @@ class TrainConfig:
     """Stop after this many steps (default 20000 when no budget is given)."""
     max_time: float | None = None
     """Stop after this many seconds of training (evaluation and checkpoints excluded)."""
-    lr: float = 1e-2
-    """Peak learning rate of Adam (hash tables and MLPs)."""
+    lr: float | None = None
+    """Peak learning rate of Adam (default: the model's own: 1e-2 for hashgrid and triplane,
+    2e-3 for mlp)."""
     warmup_steps: int = 100
     """Linear learning-rate warm-up from 1% of lr."""
     target_samples: int = 1 << 14

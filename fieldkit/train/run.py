@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from fieldkit import __version__
 from fieldkit.data.scene import Scene, load_scene
-from fieldkit.errors import FieldkitError, NotBuiltError
-from fieldkit.fields.nerf import NerfConfig, NerfModel
+from fieldkit.errors import FieldkitError
+from fieldkit.fields.registry import build_model, load_model_file, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig
-
-MODELS = {"hashgrid": NerfModel}
-"""Model kinds that can be trained today."""
-
-
-def build_model(kind: str, bound: float) -> torch.nn.Module:
-    if kind not in MODELS:
-        raise NotBuiltError(f"--model {kind} is not built yet; use --model hashgrid")
-    return NerfModel(NerfConfig(bound=bound))
-
 
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
@@ -42,10 +32,11 @@ def read_config(run_dir: Path) -> dict:
 
 def load_model(run_dir: Path, device: str = "cpu") -> torch.nn.Module:
     """The trained model of a run (no pickling)."""
-    kind = read_config(run_dir)["model"]["kind"]
-    if not (Path(run_dir) / "model.safetensors").is_file():
+    read_config(run_dir)
+    path = Path(run_dir) / "model.safetensors"
+    if not path.is_file():
         raise FieldkitError(f"{run_dir} has no model.safetensors yet; train it first")
-    return MODELS[kind].load(Path(run_dir), device=device)
+    return load_model_file(path, device=device)
 
 
 def load_run_scene(run_dir: Path) -> Scene:
@@ -67,16 +58,19 @@ def default_run_dir(scene: Path, kind: str) -> Path:
 
 
 def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
-          downscale: int = 1, device: str | None = None, resume: bool = False) -> TrainResult:
+          downscale: int = 1, device: str | None = None, resume: bool = False,
+          preset: str = "default", model_config=None) -> TrainResult:
     """Train (or resume) a run. Prints nothing; the CLI reports."""
-    trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume)
+    trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume, preset,
+                      model_config)
     stats = trainer.train()
     return TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
                        bool(stats["interrupted"]))
 
 
 def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
-            downscale: int = 1, device: str | None = None, resume: bool = False):
+            downscale: int = 1, device: str | None = None, resume: bool = False,
+            preset: str = "default", model_config=None):
     """A Trainer for a new run (config.json written) or for a resumed one (state restored)."""
     from fieldkit.train.trainer import Trainer
 
@@ -99,15 +93,17 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
     scene = load_scene(scene_path, downscale=downscale)
     torch.manual_seed(config.seed)  # model initialisation depends only on the seed
     if resume:
-        model = MODELS[kind](NerfConfig.from_dict(saved["model"]["config"]))
+        model = model_from_config(kind, saved["model"]["config"])
+        preset = saved["model"].get("preset", "default")
     else:
-        model = build_model(kind, scene.normalisation.bound)
+        model = build_model(kind, scene.normalisation.bound, preset, model_config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {
         "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "scene": str(Path(scene_path).resolve()), "scene_format": scene.format,
         "downscale": downscale, "normalisation": scene.normalisation.as_dict(),
-        "model": {"kind": kind, "config": model.config.to_dict()},
+        "model": {"kind": kind, "preset": preset, "config": asdict(model.config),
+                  "num_params": model.num_params},
         "train": config.to_dict()})
     trainer = Trainer(scene, model, config, run_dir)
     if resume:

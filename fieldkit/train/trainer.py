@@ -30,8 +30,9 @@ class Trainer:
         self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
         torch.manual_seed(config.seed)
         self.batcher = RayBatcher(scene, scene.split("train"), config.background)
-        groups = model.field.param_groups(config.lr)
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.lr = config.lr if config.lr is not None else model.default_lr
+        groups = model.param_groups(self.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
         self.n_rays = config.init_rays
@@ -53,12 +54,15 @@ class Trainer:
         self.model.update_grid(self.step_count)
         factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * factor
+            group["lr"] = self.lr * factor
         origins, dirs, target, bg = self.batcher.sample(self.n_rays)
         out = self.model.render_rays(origins, dirs, bg, stratified=True)
         n_samples = int(out["num_samples"])
         loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
         if loss is not None:
+            reg = self.model.regularization()
+            if reg is not None:
+                loss = loss + reg
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -72,7 +76,7 @@ class Trainer:
         self.elapsed += time.perf_counter() - t0
         return {"loss": loss_value, "mse": mse,
                 "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
-                "rays": len(origins), "samples": n_samples, "lr": self.config.lr * factor}
+                "rays": len(origins), "samples": n_samples, "lr": self.lr * factor}
 
     def render(self, camera: Cameras, background: str | None = None) -> dict[str, Tensor]:
         """Full image from one camera (eval mode, no grad): rgb/depth/alpha [H, W, C]."""

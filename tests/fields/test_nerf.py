@@ -1,17 +1,19 @@
-"""NerfModel: the representation protocol (render, density, save/load) and the field."""
+"""VolumeModel (hash-grid model): density, parameter groups and gradients of the field."""
 import torch
 
 from fieldkit.data.scene import load_scene
 from fieldkit.encoders.hashgrid import HashGridConfig
-from fieldkit.fields.nerf import NerfConfig, NerfModel
+from fieldkit.fields.models import HashGridModel, HashGridModelConfig
+from fieldkit.fields.nerf import RenderConfig
 from tests.conftest import DEMO_SCENE
 
 
-def _small() -> NerfModel:
+def _small() -> HashGridModel:
     torch.manual_seed(0)
-    cfg = NerfConfig(encoder=HashGridConfig(num_levels=4, log2_table_size=12, max_resolution=64),
-                     grid_resolution=16, render_steps=64)
-    model = NerfModel(cfg)
+    cfg = HashGridModelConfig(
+        encoder=HashGridConfig(num_levels=4, log2_table_size=12, max_resolution=64),
+        render=RenderConfig(grid_resolution=16, render_steps=64))
+    model = HashGridModel(cfg)
     with torch.no_grad():  # a non-trivial field
         model.field.encoder.table.normal_(0, 1.0)
     return model
@@ -24,7 +26,7 @@ def test_save_load_round_trip_renders_identically(tmp_path):
     cams = load_scene(DEMO_SCENE, downscale=4).cameras[3]
     before = model.render(cams, torch.ones(3))
     model.save(tmp_path)
-    loaded = NerfModel.load(tmp_path)
+    loaded = HashGridModel.load(tmp_path)
     after = loaded.render(cams, torch.ones(3))
     for key in ("rgb", "depth", "alpha"):
         assert torch.equal(before[key], after[key]), key
@@ -43,7 +45,7 @@ def test_density_is_zero_outside_the_bound_and_positive_inside():
 
 def test_param_groups_cover_every_parameter_once():
     model = _small()
-    groups = model.field.param_groups(1e-2)
+    groups = model.param_groups(1e-2)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.field.parameters())
     assert {g["name"]: g["weight_decay"] for g in groups} == {"encoder": 0.0, "decoder": 1e-6}

@@ -1,0 +1,126 @@
+"""Every registered model speaks the representation protocol: render, density, save/load,
+num_params, describe; presets and config.json round-trips rebuild the same model."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from fieldkit.data.scene import load_scene
+from fieldkit.errors import FieldkitError
+from fieldkit.fields import registry
+from fieldkit.fields.registry import (build_model, changed_fields, config_from_dict, merge,
+                                      model_class, preset_config)
+from tests.conftest import DEMO_SCENE
+
+KINDS = ["hashgrid", "triplane", "mlp"]
+SMALL = {  # small but non-trivial versions, so the tests stay fast
+    "hashgrid": {"encoder": {"num_levels": 4, "log2_table_size": 12, "max_resolution": 64}},
+    "triplane": {"encoder": {"resolutions": (8, 16), "features": 4}},
+    "mlp": {"encoder": {"num_frequencies": 4}, "decoder": {"hidden_dim": 32}},
+}
+
+
+def _model(kind: str):
+    torch.manual_seed(0)
+    config = merge(preset_config(kind), {**SMALL[kind],
+                                        "render": {"grid_resolution": 16, "render_steps": 64}})
+    model = build_model(kind, bound=1.0, config=config)
+    with torch.no_grad():  # a non-trivial field: perturb every parameter
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    for step in range(0, 64, 16):
+        model.update_grid(step)
+    return model
+
+
+def test_all_volumetric_models_are_registered():
+    registry._ensure_builtin()
+    assert set(KINDS) <= set(registry.MODELS)
+    for kind in KINDS:
+        assert registry.MODELS[kind].kind == kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_protocol_render_density_and_description(kind):
+    model = _model(kind)
+    cams = load_scene(DEMO_SCENE, downscale=8).cameras[2]
+    out = model.render(cams, torch.ones(3))
+    assert set(out) >= {"rgb", "depth", "alpha"}
+    assert out["rgb"].shape == (12, 12, 3) and out["alpha"].shape == (12, 12, 1)
+    assert out["depth"].shape == (12, 12, 1)
+    assert torch.isfinite(out["rgb"]).all() and (out["rgb"] >= 0).all() and (out["rgb"] <= 1).all()
+    sigma = model.density(torch.rand(50, 3) * 2 - 1)
+    assert sigma.shape == (50,) and (sigma >= 0).all()
+    n = sum(p.numel() for p in model.parameters())
+    assert model.num_params == n > 0
+    text = model.describe()
+    assert text.startswith(f"{kind} model: {n:,} parameters") and "encoder" in text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_round_trip_renders_identically(kind, tmp_path):
+    model = _model(kind)
+    cams = load_scene(DEMO_SCENE, downscale=8).cameras[5]
+    before = model.render(cams, torch.zeros(3))
+    model.save(tmp_path)
+    loaded = model_class(kind).load(tmp_path)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    after = loaded.render(cams, torch.zeros(3))
+    for key in ("rgb", "depth", "alpha"):
+        assert torch.equal(before[key], after[key]), key
+    assert torch.equal(loaded.grid.binary, model.grid.binary)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_round_trips_through_json(kind):
+    config = preset_config(kind, "quality")
+    again = config_from_dict(type(config), json.loads(json.dumps(dataclasses.asdict(config))))
+    assert again == config
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_presets_differ_and_every_config_field_is_documented(kind):
+    cls = model_class(kind)
+    assert {"fast", "quality"} <= set(cls.presets)
+    fast, default, quality = (preset_config(kind, p) for p in ("fast", "default", "quality"))
+    assert fast != default != quality
+    n = [build_model(kind, 1.0, p).num_params for p in ("fast", "default", "quality")]
+    assert n[0] <= n[1] < n[2]
+    import ast
+    import inspect
+    for config_cls in {type(default), type(default.encoder), type(default.decoder),
+                       type(default.render)}:
+        tree = ast.parse(inspect.getsource(config_cls))
+        body = tree.body[0].body
+        for i, node in enumerate(body):
+            if isinstance(node, ast.AnnAssign):
+                doc = body[i + 1] if i + 1 < len(body) else None
+                assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant), \
+                    f"{config_cls.__name__}.{node.target.id} has no docstring"
+
+
+def test_unknown_model_and_preset_are_one_line_errors():
+    with pytest.raises(FieldkitError, match="unknown model 'nerf'; choose one of"):
+        model_class("nerf")
+    with pytest.raises(FieldkitError, match="has no preset 'huge'"):
+        preset_config("triplane", "huge")
+    with pytest.raises(FieldkitError, match="has no field"):
+        config_from_dict(type(preset_config("mlp")), {"colour": 1})
+
+
+def test_command_line_overrides_apply_on_top_of_a_preset():
+    default = preset_config("hashgrid")
+    given = merge(default, {"encoder": {"num_levels": 8}})
+    assert changed_fields(given, default) == {"encoder": {"num_levels": 8}}
+    config = merge(preset_config("hashgrid", "quality"), changed_fields(given, default))
+    assert config.encoder.num_levels == 8 and config.encoder.log2_table_size == 19
+
+
+def test_triplane_regulariser_enters_the_loss_and_mlp_has_none():
+    tri = _model("triplane")
+    reg = tri.regularization()
+    assert reg is not None and reg > 0
+    reg.backward()
+    assert all(p.grad is not None for p in tri.field.encoder.parameters())
+    assert _model("mlp").regularization() is None
