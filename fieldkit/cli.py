@@ -49,8 +49,9 @@ class Train:
     """Stop after this many seconds of training."""
     downscale: int = 1
     """Reduce images by this integer factor (cached next to the scene)."""
-    background: Literal["white", "black", "random"] = "white"
-    """Colour composited behind transparent pixels and empty space."""
+    background: Literal["auto", "white", "black", "random"] = "auto"
+    """Colour composited behind transparent pixels and empty space while training (auto:
+    random for images with alpha, else white; evaluation uses white for random)."""
     device: Literal["cpu", "cuda"] | None = None
     """Compute device (default: cuda when available)."""
     seed: int = 0
@@ -154,17 +155,40 @@ class Render:
 
 @dataclass
 class Export:
-    """Export a mesh, point cloud or 3DGS splat file from a run."""
+    """Export a mesh, point cloud or 3DGS splat file from a run (world units and axes)."""
 
     kind: Positional[Literal["mesh", "points", "splats"]]
     """What to export."""
     run_dir: Positional[Path]
     """Run directory."""
     out: Path
-    """Output file (.ply, .obj or .glb)."""
+    """Output file (.ply, .obj or .glb for meshes)."""
+    method: Literal["mc", "tsdf"] = "mc"
+    """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
+    resolution: int = 256
+    """Marching-cubes lattice points per side of the box."""
+    threshold: str = "auto"
+    """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
+    target_faces: int | None = None
+    """Decimate the mesh to about this many faces (quadric simplification)."""
 
     def run(self) -> None:
-        _not_built("export", "export issue")
+        if self.kind != "mesh":
+            _not_built(f"export {self.kind}", "export issue")
+        if self.method != "mc":
+            _not_built("export mesh --method tsdf", "export issue")
+        from fieldkit.export.mesh import MeshConfig, export_mesh
+
+        try:
+            threshold = None if self.threshold == "auto" else float(self.threshold)
+        except ValueError:
+            raise FieldkitError(f"--threshold must be auto or a number, not "
+                                f"{self.threshold!r}") from None
+        config = MeshConfig(resolution=self.resolution, threshold=threshold,
+                            target_faces=self.target_faces)
+        out, mesh = export_mesh(self.run_dir, self.out, config)
+        print(f"mesh       {out}: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} "
+              "faces, world units")
 
 
 @dataclass

@@ -26,3 +26,17 @@ def shared_scene(name: str) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Downscale caches of read-only scenes go to a per-session temporary folder."""
     monkeypatch.setenv("FIELDKIT_CACHE", str(tmp_path_factory.getbasetemp() / "fieldkit-cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A hash-grid run trained once per session on the demo scene (48 px, 600 steps): shared by
+    the end-to-end PSNR test and the export tests."""
+    os.environ["FIELDKIT_CACHE"] = str(tmp_path_factory.getbasetemp() / "fieldkit-cache")
+    from fieldkit.train.config import TrainConfig
+    from fieldkit.train.run import train
+
+    config = TrainConfig(max_steps=600, eval_every=0, checkpoint_every=1e9, log_every=5,
+                         init_rays=512)
+    return train(DEMO_SCENE, "hashgrid", tmp_path_factory.mktemp("demo") / "run", config,
+                 downscale=2).run_dir

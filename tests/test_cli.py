@@ -52,7 +52,7 @@ def test_scene_info_on_real_scenes(capsys, name, fmt, images, points):
 
 @pytest.mark.parametrize("argv", [
     ["train", str(DEMO_SCENE), "--model", "splat", "--max-steps", "1"],
-    ["train", str(DEMO_SCENE), "--viewer"], ["export", "mesh", "r", "--out", "m.ply"],
+    ["train", str(DEMO_SCENE), "--viewer"], ["export", "points", "r", "--out", "p.ply"],
     ["view", "r"], ["distill", "r", "--to", "splat"]])
 def test_unbuilt_commands_say_so(capsys, argv):
     assert main(argv) == 3
@@ -86,3 +86,18 @@ def test_scene_demo_generates_a_loadable_scene(tmp_path, capsys):
     assert main(["scene", "demo", str(out), "--size", "32"]) == 0
     scene = load_scene(out)
     assert scene.image(0).shape == (32, 32, 4) and len(scene.split("train")) == 100
+
+
+def test_train_takes_a_model_a_preset_and_per_field_overrides(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(DEMO_SCENE), "--model", "triplane", "--preset", "fast",
+                 "--triplane.encoder.features", "2", "--max-steps", "3", "--downscale", "4",
+                 "--out", str(out), "--no-final-eval", "--no-video"]) == 0
+    saved = json.loads((out / "config.json").read_text())["model"]
+    assert saved["kind"] == "triplane" and saved["preset"] == "fast"
+    assert saved["config"]["encoder"]["features"] == 2                 # the flag
+    assert saved["config"]["encoder"]["resolutions"] == [32, 64, 128]  # the preset
+    with pytest.raises(SystemExit) as exc:                             # tyro rejects the choice
+        main(["train", str(DEMO_SCENE), "--model", "mlp", "--max-steps", "1", "--preset", "huge"])
+    assert exc.value.code == 2
+    capsys.readouterr()

@@ -23,6 +23,8 @@ from fieldkit.render.volume import march, midpoints, render_rays
 from fieldkit.train.checkpoint import load_tensors, save_tensors
 
 MODEL_FILE = "model.safetensors"
+INFER_CHUNK = 1 << 18
+"""Samples per field evaluation when rendering without gradients (bounds the memory)."""
 
 
 @dataclass
@@ -40,8 +42,8 @@ class RenderConfig:
     alpha_thre: float = 1e-3
     """Skip samples whose opacity is below this."""
     prune_in_training: bool = True
-    """Run the density-only pass that applies early stop and alpha_thre during training too
-    (always on when rendering without gradients)."""
+    """Run a density-only pass that applies early stop and alpha_thre before the training pass
+    (rendering without gradients evaluates the field once on every occupied sample instead)."""
 
     @property
     def step_size(self) -> float:
@@ -90,10 +92,25 @@ class VolumeModel(nn.Module):
             return self.field.density(midpoints(origins, dirs, t0, t1, ray_idx))
 
         def rgb_sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> tuple[Tensor, Tensor]:
-            return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
+            if torch.is_grad_enabled():
+                return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
+            parts = [self.field(midpoints(origins, dirs, t0[s:s + INFER_CHUNK],
+                                          t1[s:s + INFER_CHUNK], ray_idx[s:s + INFER_CHUNK]),
+                                dirs[ray_idx[s:s + INFER_CHUNK]])
+                     for s in range(0, len(t0), INFER_CHUNK)]
+            rgb, sigma = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            if rc.alpha_thre > 0:  # as the training pre-pass: faint samples do not composite
+                alpha = 1 - torch.exp(-sigma * (t1 - t0))
+                sigma = torch.where(alpha >= rc.alpha_thre, sigma, 0.0)
+            return rgb, sigma
 
         rc = self.config.render
-        prune = rc.prune_in_training or not torch.is_grad_enabled()
+        # Training: an optional density-only pre-pass drops samples past early stop / below
+        # alpha_thre before the (costly) pass with gradients. Without gradients the field is
+        # evaluated once on every occupied sample instead (one pass costs less than a density
+        # pass plus a colour pass): samples below alpha_thre get zero density, the same
+        # composite as dropping them, and samples past early stop weigh < early_stop_eps.
+        prune = rc.prune_in_training and torch.is_grad_enabled()
         samples = march(origins, dirs, self.grid, step_size=rc.step_size, aabb=self.aabb,
                         sigma_fn=sigma_fn if prune else None, early_stop_eps=rc.early_stop_eps,
                         alpha_thre=rc.alpha_thre, stratified=stratified)

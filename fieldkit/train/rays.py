@@ -9,6 +9,15 @@ from fieldkit.data.scene import Scene, composite
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 
+def resolve_background(name: str, scene: Scene) -> str:
+    """``auto`` -> ``random`` for a scene with alpha (so alpha is learned), else ``white``."""
+    if name == "auto":
+        return "random" if scene.has_alpha else "white"
+    if name not in BACKGROUNDS and name != "random":
+        raise ValueError(f"background must be auto, white, black or random, not {name!r}")
+    return name
+
+
 def background_color(name: str, n: int) -> Tensor:
     """[n, 3] background: fixed for white/black, one random colour per ray for random."""
     if name == "random":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from fieldkit.errors import FieldkitError
 from fieldkit.fields.registry import build_model, load_model_file, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig
+from fieldkit.train.rays import resolve_background
 
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
@@ -91,6 +92,7 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         raise FieldkitError(f"{run_dir} already holds a run; pass --resume to continue it or "
                             "--out to start a new one")
     scene = load_scene(scene_path, downscale=downscale)
+    config = replace(config, background=resolve_background(config.background, scene))
     torch.manual_seed(config.seed)  # model initialisation depends only on the seed
     if resume:
         model = model_from_config(kind, saved["model"]["config"])

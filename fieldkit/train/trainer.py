@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,13 +21,14 @@ from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_
 from fieldkit.train.config import TrainConfig, lr_factor
 from fieldkit.train.metrics import psnr
 from fieldkit.train.plot import plot_psnr
-from fieldkit.train.rays import BACKGROUNDS, RayBatcher
+from fieldkit.train.rays import BACKGROUNDS, RayBatcher, resolve_background
 
 
 class Trainer:
     """Optimises ``model`` (a NerfModel-like object) on ``scene``; writes into ``run_dir``."""
 
     def __init__(self, scene: Scene, model: torch.nn.Module, config: TrainConfig, run_dir: Path):
+        config = replace(config, background=resolve_background(config.background, scene))
         self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
         torch.manual_seed(config.seed)
         self.batcher = RayBatcher(scene, scene.split("train"), config.background)

@@ -124,3 +124,26 @@ def test_triplane_regulariser_enters_the_loss_and_mlp_has_none():
     reg.backward()
     assert all(p.grad is not None for p in tri.field.encoder.parameters())
     assert _model("mlp").regularization() is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_pass_inference_matches_the_pruned_two_pass_render(kind):
+    """Without gradients the field runs once on every occupied sample; the composite must equal
+    the training-style render (density pre-pass, then early stop and alpha_thre) within the
+    early-stop tolerance."""
+    from fieldkit.render.volume import march, midpoints, render_rays
+    model = _model(kind)
+    o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(256, 1)
+    d = torch.nn.functional.normalize(torch.randn(256, 3) * 0.2 + torch.tensor([0, 0, 1.0]), dim=-1)
+    rc = model.config.render
+    with torch.no_grad():
+        single = model.render_rays(o, d, torch.ones(3))
+        samples = march(o, d, model.grid, step_size=rc.step_size, aabb=model.aabb,
+                        sigma_fn=lambda a, b, r: model.field.density(midpoints(o, d, a, b, r)),
+                        early_stop_eps=rc.early_stop_eps, alpha_thre=rc.alpha_thre)
+        two = render_rays(lambda a, b, r: model.field(midpoints(o, d, a, b, r), d[r]), samples,
+                          len(o), torch.ones(3))
+    assert single["alpha"].max() > 0.5  # the rays do hit something
+    assert samples.t_starts.numel() < single["num_samples"]
+    for key in ("rgb", "alpha"):
+        torch.testing.assert_close(single[key], two[key], atol=2e-4, rtol=0)

@@ -1,0 +1,129 @@
+"""Benchmark: train one model on a real scene for a wall-clock budget, then PSNR/SSIM on every
+test view (lego-400 at --downscale 2 = 200x200 by default; evaluation on white).
+
+    .venv/bin/python apps/bench_train.py --model hashgrid --max-time 300 --out apps/results/lego_cpu
+
+Writes OUT/bench.json and OUT/bench.md: steps, rays/s, samples/s, peak memory, parameters and
+bytes on disk, render time of one test view, a profile of where the step time goes, test
+PSNR/SSIM. Keeps the run in OUT/run (not committed). ``apps/compare_models.py`` calls ``bench``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.evaluate import evaluate_run
+from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.train.run import prepare
+
+SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
+
+
+def profile_steps(trainer, n: int = 5) -> list[tuple[str, float]]:
+    """Top operators by self CPU time over ``n`` training steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            trainer.step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    return [(e.key, 100.0 * e.self_cpu_time_total / total) for e in rows[:12]]
+
+
+def render_seconds(trainer, view: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` wall time to render one full view (no grad)."""
+    bg = torch.tensor(BACKGROUNDS[trainer.eval_background])
+    trainer.model.eval()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        trainer.model.render(trainer.scene.cameras[view], bg)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
+          test_every: int = 1, background: str = "auto", preset: str = "default") -> dict:
+    """Train, profile, time a render, evaluate; write OUT/bench.json + OUT/bench.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "run"
+    config = TrainConfig(max_time=max_time, background=background, eval_every=0,
+                         checkpoint_every=1e9)
+    trainer = prepare(scene, kind, run_dir, config, downscale=downscale, preset=preset)
+    wall0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - wall0
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x]
+    rays = sum(r["rays"] for r in log) * config.log_every
+    samples = sum(r["samples"] for r in log) * config.log_every
+    profile = profile_steps(trainer)
+    test = trainer.scene.split("test")
+    render_s = render_seconds(trainer, int(test[0]))
+    trainer.scene.splits["test"] = test[::test_every]
+    t0 = time.perf_counter()
+    metrics = evaluate_run(run_dir, scene=trainer.scene, model=trainer.model)
+    eval_s = time.perf_counter() - t0
+    command = (f"python apps/bench_train.py --scene {scene.name} --model {kind} --preset {preset} "
+               f"--max-time {max_time:g} --downscale {downscale} --background {background} "
+               f"--out {out}")
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+                   f"{torch.__version__}, no GPU",
+        "command": command, "scene": scene.name, "model": kind, "preset": preset,
+        "train_background": trainer.config.background, "eval_background": metrics["background"],
+        "resolution": metrics["resolution"], "train_seconds": trainer.elapsed,
+        "wall_seconds_training": wall, "steps": trainer.step_count,
+        "rays_per_s": rays / trainer.elapsed, "samples_per_s": samples / trainer.elapsed,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "num_params": trainer.model.num_params,
+        "bytes_on_disk": (run_dir / "model.safetensors").stat().st_size,
+        "render_seconds_one_view": render_s,
+        "test_psnr": metrics["psnr"], "test_ssim": metrics["ssim"],
+        "test_views": metrics["num_views"], "eval_seconds": eval_s,
+        "profile_top_ops_percent": profile,
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# {scene.name} {kind} ({preset}), {result['resolution']}, {max_time:g} s budget",
+             "", f"- date: {result['date']}", f"- machine: {result['machine']}",
+             f"- command: `{command}`",
+             f"- trained on a {result['train_background']} background, evaluated on "
+             f"{result['eval_background']}", "", "| metric | value |", "|---|---|"]
+    for key in ("steps", "train_seconds", "wall_seconds_training", "rays_per_s", "samples_per_s",
+                "peak_rss_mib", "num_params", "bytes_on_disk", "render_seconds_one_view",
+                "test_psnr", "test_ssim", "test_views", "eval_seconds"):
+        v = result[key]
+        lines.append(f"| {key} | {v:.4g} |" if isinstance(v, float) else f"| {key} | {v} |")
+    lines += ["", "Where step time goes (self CPU time, torch.profiler, 5 steps):", "",
+              "| op | % |", "|---|---|"] + [f"| {k} | {p:.1f} |" for k, p in profile]
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scene", default="lego-400", help="folder name under ../shared/scenes")
+    ap.add_argument("--model", default="hashgrid")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--max-time", type=float, default=300.0)
+    ap.add_argument("--downscale", type=int, default=2)
+    ap.add_argument("--background", default="auto", help="training background")
+    ap.add_argument("--out", type=Path, default=Path("apps/results/lego_cpu"))
+    ap.add_argument("--test-every", type=int, default=1, help="evaluate every k-th test view")
+    args = ap.parse_args()
+    bench(SCENES / args.scene, args.model, args.max_time, args.downscale, args.out,
+          args.test_every, args.background, args.preset)
+    print((args.out / "bench.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
