@@ -171,8 +171,17 @@ class Export:
     """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
     target_faces: int | None = None
     """Decimate the mesh to about this many faces (quadric simplification)."""
+    num: int = 1_000_000
+    """Points in a point-cloud export (a random subset when more are found)."""
 
     def run(self) -> None:
+        if self.kind == "points":
+            from fieldkit.export.points import PointsConfig, export_points
+
+            out, cloud = export_points(self.run_dir, self.out, PointsConfig(num=self.num))
+            print(f"points     {out}: {len(cloud.points):,} points with colours and normals, "
+                  "world units")
+            return
         if self.kind != "mesh":
             _not_built(f"export {self.kind}", "export issue")
         if self.method != "mc":
