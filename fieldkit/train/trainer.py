@@ -25,7 +25,8 @@ from fieldkit.train.rays import BACKGROUNDS, RayBatcher, resolve_background
 
 
 class Trainer:
-    """Optimises ``model`` (a NerfModel-like object) on ``scene``; writes into ``run_dir``."""
+    """Optimises ``model`` (any registered model: ``fieldkit/fields/registry.py``) on ``scene``;
+    writes into ``run_dir``."""
 
     def __init__(self, scene: Scene, model: torch.nn.Module, config: TrainConfig, run_dir: Path):
         config = replace(config, background=resolve_background(config.background, scene))
