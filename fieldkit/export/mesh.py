@@ -39,7 +39,15 @@ class MeshConfig:
     """Points per density query."""
 
 
-def _o3d():
+def check_suffix(out: Path, suffixes: tuple[str, ...]) -> Path:
+    """``out`` as a Path, or a one-line error when its suffix is not one of ``suffixes``."""
+    out = Path(out)
+    if out.suffix.lower() not in suffixes:
+        raise FieldkitError(f"--out must end in {', '.join(suffixes)}, not {out.name!r}")
+    return out
+
+
+def require_open3d():
     try:
         import open3d as o3d
     except ImportError:
@@ -92,7 +100,7 @@ def sample_density(model, resolution: int, chunk: int = 1 << 18) -> tuple[np.nda
 def _isosurface(volume: np.ndarray, level: float, origin: float, spacing: float):
     """Legacy open3d TriangleMesh of {volume == level}; ``volume`` [x, y, z]; vertices in box
     units (open3d puts voxel [k, j, i] at (i, j, k), hence the transpose)."""
-    o3d = _o3d()
+    o3d = require_open3d()
     t = o3d.core.Tensor(np.ascontiguousarray(volume.transpose(2, 1, 0), dtype=np.float32))
     mesh = o3d.t.geometry.TriangleMesh.create_isosurfaces(t, [float(level)])
     legacy = mesh.to_legacy()
@@ -157,7 +165,7 @@ def extract_mesh(model, config: MeshConfig, normalisation: Normalisation | None 
                             "can be meshed with --method tsdf")
     if config.resolution < 16:
         raise FieldkitError(f"--resolution must be at least 16, not {config.resolution}")
-    o3d = _o3d()
+    o3d = require_open3d()
     model.eval()
     volume, spacing = sample_density(model, config.resolution, config.chunk)
     level = config.threshold if config.threshold is not None else auto_threshold(volume)
@@ -178,9 +186,7 @@ def extract_mesh(model, config: MeshConfig, normalisation: Normalisation | None 
 
 def write_mesh(mesh, out: Path) -> Path:
     """Write .ply (binary), .obj or .glb; raises a one-line error for other suffixes."""
-    out = Path(out)
-    if out.suffix.lower() not in MESH_SUFFIXES:
-        raise FieldkitError(f"--out must end in {', '.join(MESH_SUFFIXES)}, not {out.name!r}")
+    out = check_suffix(out, MESH_SUFFIXES)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if out.suffix.lower() == ".glb":
@@ -193,7 +199,7 @@ def write_mesh(mesh, out: Path) -> Path:
                         vertex_normals=np.asarray(mesh.vertex_normals),
                         vertex_colors=colors if len(colors) else None,
                         process=False).export(str(tmp))
-    elif not _o3d().io.write_triangle_mesh(str(tmp), mesh, write_ascii=False,
+    elif not require_open3d().io.write_triangle_mesh(str(tmp), mesh, write_ascii=False,
                                            write_vertex_normals=True, write_vertex_colors=True):
         raise FieldkitError(f"could not write {out}; check the folder is writable")
     tmp.replace(out)
@@ -204,9 +210,7 @@ def export_mesh(run_dir: Path, out: Path, config: MeshConfig):
     """Mesh of a run's model in world units, written to ``out``; returns (path, mesh)."""
     from fieldkit.train.run import load_model, read_config
 
-    if Path(out).suffix.lower() not in MESH_SUFFIXES:
-        raise FieldkitError(f"--out must end in {', '.join(MESH_SUFFIXES)}, not "
-                            f"{Path(out).name!r}")
+    check_suffix(out, MESH_SUFFIXES)   # before the (long) extraction
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     mesh = extract_mesh(load_model(run_dir), config, normalisation)
     return write_mesh(mesh, out), mesh

@@ -15,7 +15,7 @@ import torch
 
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
-from fieldkit.export.mesh import _o3d
+from fieldkit.export.mesh import check_suffix, require_open3d
 from fieldkit.progress import progress_iter
 
 
@@ -58,7 +58,7 @@ def lift_views(model, scene, views: list[int], min_alpha: float, background: tor
 
 def extract_points(model, scene, config: PointsConfig, normalisation: Normalisation):
     """open3d PointCloud (world units) with colours and outward normals."""
-    o3d = _o3d()
+    o3d = require_open3d()
     if config.num < 1 or config.views < 1:
         raise FieldkitError("--num and --views must be at least 1")
     model.eval()
@@ -93,14 +93,12 @@ def export_points(run_dir: Path, out: Path, config: PointsConfig):
     """Point cloud of a run in world units written to ``out`` (.ply); returns (path, cloud)."""
     from fieldkit.train.run import load_model, load_run_scene, read_config
 
-    out = Path(out)
-    if out.suffix.lower() != ".ply":
-        raise FieldkitError(f"--out must end in .ply, not {out.name!r}")
+    out = check_suffix(out, (".ply",))
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     cloud = extract_points(load_model(run_dir), load_run_scene(run_dir), config, normalisation)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.ply")
-    if not _o3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+    if not require_open3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):
         raise FieldkitError(f"could not write {out}; check the folder is writable")
     tmp.replace(out)
     return out, cloud
