@@ -16,6 +16,7 @@ import tyro
 
 from fieldkit.errors import FieldkitError, FieldkitWarning, NotBuiltError
 from fieldkit.fields.models import HashGridModelConfig, MlpModelConfig, TriPlaneModelConfig
+from fieldkit.splats.model import SplatConfig
 
 Positional = tyro.conf.Positional
 
@@ -76,14 +77,28 @@ class Train:
     """--model triplane settings; any you set here override the preset."""
     mlp: MlpModelConfig = dataclasses.field(default_factory=MlpModelConfig)
     """--model mlp settings; any you set here override the preset."""
+    splat: SplatConfig = dataclasses.field(default_factory=SplatConfig)
+    """--model splat settings; any you set here override the preset."""
+    max_gaussians: int | None = None
+    """--model splat: cap on the number of Gaussians (memory stays bounded)."""
+    init: Path | None = None
+    """--model splat: start from this 3DGS .ply (in the scene's world units) instead of the
+    scene's sparse points or random points."""
 
     def model_config(self):
         """The preset's config with the fields set on the command line applied on top."""
         from fieldkit.fields.registry import changed_fields, merge, preset_config
 
         given = getattr(self, self.model)
-        return merge(preset_config(self.model, self.preset),
-                     changed_fields(given, type(given)()))
+        config = merge(preset_config(self.model, self.preset),
+                       changed_fields(given, type(given)()))
+        if self.max_gaussians is not None:
+            if self.model != "splat":
+                raise FieldkitError("--max-gaussians is for --model splat")
+            if self.max_gaussians < 1:
+                raise FieldkitError("--max-gaussians must be a positive number")
+            config = merge(config, {"densify": {"max_gaussians": self.max_gaussians}})
+        return config
 
     def run(self) -> None:
         from fieldkit.train.config import TrainConfig
@@ -91,13 +106,12 @@ class Train:
 
         if self.viewer:
             _not_built("train --viewer", "browser viewer issue")
-        if self.model == "splat":
-            _not_built(f"train --model {self.model}", "Gaussian-splatting issue")
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, lr=self.lr)
         result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
                        device=self.device, resume=self.resume, preset=self.preset,
-                       model_config=None if self.resume else self.model_config())
+                       model_config=None if self.resume else self.model_config(),
+                       init=self.init)
         print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")
         if result.interrupted:
             print(f"interrupted: checkpoint saved; continue with `fieldkit train {self.scene} "
@@ -182,8 +196,12 @@ class Export:
             print(f"points     {out}: {len(cloud.points):,} points with colours and normals, "
                   "world units")
             return
-        if self.kind != "mesh":
-            _not_built(f"export {self.kind}", "export issue")
+        if self.kind == "splats":
+            from fieldkit.export.splats import export_splats
+
+            out, n = export_splats(self.run_dir, self.out)
+            print(f"splats     {out}: {n:,} Gaussians, 3DGS layout, world units")
+            return
         if self.method != "mc":
             _not_built("export mesh --method tsdf", "export issue")
         from fieldkit.export.mesh import MeshConfig, export_mesh

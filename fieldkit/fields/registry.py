@@ -27,6 +27,7 @@ def register(cls: type) -> type:
 
 def _ensure_builtin() -> None:
     import fieldkit.fields.models  # noqa: F401  (registers hashgrid, triplane, mlp)
+    import fieldkit.splats.model  # noqa: F401  (registers splat)
 
 
 def model_class(kind: str) -> type:

@@ -60,10 +60,10 @@ def default_run_dir(scene: Path, kind: str) -> Path:
 
 def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
           downscale: int = 1, device: str | None = None, resume: bool = False,
-          preset: str = "default", model_config=None) -> TrainResult:
+          preset: str = "default", model_config=None, init: Path | None = None) -> TrainResult:
     """Train (or resume) a run. Prints nothing; the CLI reports."""
     trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume, preset,
-                      model_config)
+                      model_config, init)
     stats = trainer.train()
     return TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
                        bool(stats["interrupted"]))
@@ -71,8 +71,10 @@ def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig
 
 def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
             downscale: int = 1, device: str | None = None, resume: bool = False,
-            preset: str = "default", model_config=None):
-    """A Trainer for a new run (config.json written) or for a resumed one (state restored)."""
+            preset: str = "default", model_config=None, init: Path | None = None):
+    """A Trainer for a new run (config.json written) or for a resumed one (state restored).
+
+    ``init``: a 3DGS .ply the splat model starts from (world units of the scene)."""
     from fieldkit.train.trainer import Trainer
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -99,6 +101,10 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         preset = saved["model"].get("preset", "default")
     else:
         model = build_model(kind, scene.normalisation.bound, preset, model_config)
+        if hasattr(model, "init_from_scene"):
+            model.init_from_scene(scene, init)
+        elif init is not None:
+            raise FieldkitError(f"--init is for splat models; {kind} starts from scratch")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {
         "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -107,7 +113,8 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         "model": {"kind": kind, "preset": preset, "config": asdict(model.config),
                   "num_params": model.num_params},
         "train": config.to_dict()})
-    trainer = Trainer(scene, model, config, run_dir)
+    trainer_cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
+    trainer = trainer_cls(scene, model, config, run_dir)
     if resume:
         trainer.resume()
     return trainer

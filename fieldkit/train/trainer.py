@@ -34,13 +34,16 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.batcher = RayBatcher(scene, scene.split("train"), config.background)
         self.lr = config.lr if config.lr is not None else model.default_lr
-        groups = model.param_groups(self.lr)
-        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
+        self._make_optimizer()
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
         self.n_rays = config.init_rays
         self._interrupted = False
         self._log_lines: list[str] = []
+
+    def _make_optimizer(self) -> None:
+        groups = self.model.param_groups(self.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
 
     # ------------------------------------------------------------------ one step
     def progress(self) -> float:
@@ -104,12 +107,16 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
         """Atomic checkpoint (model, occupancy grid, optimizer, RNG) + model file + log."""
+        tensors, extra = self.checkpoint_state()
         save_checkpoint(self.run_dir, self.step_count, self.model.state_dict(),
-                        self.optimizer.state_dict(), {"rng": rng_state()},
-                        {"elapsed": self.elapsed, "n_rays": self.n_rays})
+                        self.optimizer.state_dict(), tensors, extra)
         self.model.save(self.run_dir)
         self._flush_log()
         plot_psnr(self.run_dir / "log.jsonl", self.run_dir / "psnr.png")
+
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
+        """Tensors and JSON the checkpoint carries besides the model and the optimizer."""
+        return {"rng": rng_state()}, {"elapsed": self.elapsed, "n_rays": self.n_rays}
 
     def resume(self) -> None:
         """Continue from the run's checkpoint exactly where it stopped."""
@@ -119,11 +126,18 @@ class Trainer:
         set_rng_state(tensors["rng"])
         self.step_count, self.elapsed = step, float(extra["elapsed"])
         self.n_rays = int(extra["n_rays"])
+        self._truncate_log(step)
+
+    def _truncate_log(self, step: int) -> None:
         log = self.run_dir / "log.jsonl"
         if log.exists():  # drop lines written after the checkpoint
             keep = [ln for ln in log.read_text().splitlines() if ln and
                     json.loads(ln)["step"] <= step]
             atomic_write_bytes(log, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def speed_text(self, stats: dict[str, float], rays_per_s: float) -> str:
+        """The progress bar's speed column."""
+        return f"{rays_per_s / 1000:.1f}k rays/s"
 
     def _log(self, record: dict) -> None:
         self._log_lines.append(json.dumps(record))
@@ -165,7 +179,7 @@ class Trainer:
                     rays_per_s = self.total_rays / max(self.elapsed - start_elapsed, 1e-9)
                     bar.update(task, completed=int(self.elapsed) if by_time else self.step_count,
                                loss=f"loss {stats['loss']:.4f}", psnr=f"psnr {stats['psnr']:.2f}",
-                               speed=f"{rays_per_s / 1000:.1f}k rays/s")
+                               speed=self.speed_text(stats, rays_per_s))
                     if self.step_count % c.log_every == 0:
                         self._log({"step": self.step_count, "elapsed": round(self.elapsed, 3),
                                    **{k: round(v, 6) for k, v in stats.items()}})

@@ -1,0 +1,274 @@
+"""Gaussian-splat rasterizer in pure PyTorch: the CPU backend and the reference of the CUDA path.
+
+One camera at a time, in three stages (the structure of 3DGS and gsplat):
+
+1. ``project``: EWA splatting. Each 3D Gaussian becomes a 2D one in pixels (centre ``means2d``,
+   inverse covariance ``conics``) with a low-pass ``eps2d`` added to its covariance, and an exact
+   pixel bounding box: the ellipse outside which its alpha is below 1/255.
+2. ``bin_tiles``: (tile, Gaussian) intersections sorted by tile, then front to back.
+3. ``composite``: batches of tiles. Each intersection expands into the pixels of its bounding
+   box inside its tile; pairs whose alpha is below 1/255 are dropped; the rest are grouped per
+   pixel (a stable sort keeps them front to back) and composited for all pixels at once with a
+   segmented exclusive cumsum of log(1 - alpha), stopping where transmittance would fall below
+   1e-4 (as 3DGS). The cost follows the pixels the Gaussians actually cover, never pixels x all
+   Gaussians, and autograd gives the backward pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ALPHA_MIN = 1.0 / 255.0
+"""Pairs fainter than this do not composite (3DGS)."""
+ALPHA_MAX = 0.999
+"""Upper clamp of a single Gaussian's alpha (gsplat)."""
+T_MIN = 1e-4
+"""A pixel stops accumulating before its transmittance would fall to this (3DGS)."""
+EXTENT_MAX = 3.33
+"""Largest bounding-box half-size in standard deviations (alpha of an opaque Gaussian there is
+1/255, so this box loses nothing)."""
+
+
+@dataclass
+class Projection:
+    """Gaussians seen from one camera. Culled Gaussians have ``radii == 0``."""
+
+    means2d: Tensor
+    """[N, 2] pixel position of the centre (pixel (i, j) has its centre at (j + 0.5, i + 0.5))."""
+    conics: Tensor
+    """[N, 3] (a, b, c) of the inverse 2D covariance: power = -(a dx^2 + c dy^2) / 2 - b dx dy."""
+    depths: Tensor
+    """[N] camera-space z of the centre."""
+    radii: Tensor
+    """[N, 2] int64 half-size of the bounding box in pixels along x and y (0: culled)."""
+    opacities: Tensor
+    """[N] opacity in [0, 1]."""
+
+    @property
+    def visible(self) -> Tensor:
+        """[N] bool: the Gaussian touches the image."""
+        return (self.radii > 0).all(-1)
+
+
+def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
+    """quats [N, 4] (w, x, y, z, any norm), scales [N, 3] (standard deviations) -> [N, 3, 3]."""
+    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
+    R = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(-1, 3, 3)
+    M = R * scales[:, None, :]
+    return M @ M.transpose(1, 2)
+
+
+def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor,
+            K: Tensor, width: int, height: int, near: float = 0.01, far: float = 1e10,
+            eps2d: float = 0.3) -> Projection:
+    """EWA projection of N Gaussians through one pinhole camera.
+
+    means [N, 3], quats [N, 4], scales [N, 3] (standard deviations, not logs), opacities [N] in
+    [0, 1]; viewmat [4, 4] world-to-camera (OpenCV axes); K [3, 3] intrinsics in pixels.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    p = means @ R.T + t  # [N, 3]
+    x, y, z = p.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    zs = torch.where(z > near, z, torch.ones_like(z))  # keeps culled ones finite
+    # Clamp the point used for the Jacobian to a little beyond the field of view, as 3DGS: the
+    # affine approximation explodes for Gaussians far outside it.
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    tx = zs * torch.clamp(x / zs, -(cx / fx + 0.3 * tan_x), (width - cx) / fx + 0.3 * tan_x)
+    ty = zs * torch.clamp(y / zs, -(cy / fy + 0.3 * tan_y), (height - cy) / fy + 0.3 * tan_y)
+    zero = torch.zeros_like(zs)
+    J = torch.stack([fx / zs, zero, -fx * tx / zs ** 2,
+                     zero, fy / zs, -fy * ty / zs ** 2], dim=-1).reshape(-1, 2, 3)
+    JW = J @ R  # [N, 2, 3]
+    cov2d = JW @ quat_scale_to_covar(quats, scales) @ JW.transpose(1, 2)
+    a = cov2d[:, 0, 0] + eps2d
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + eps2d
+    det = a * c - b * b
+    det_safe = torch.where(det > 0, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
+    with torch.no_grad():
+        # Half-size of the box outside which alpha = opacity * exp(-k^2 / 2) < 1/255.
+        k = torch.sqrt(2 * torch.log((opacities * 255).clamp_min(1.0))).clamp_max(EXTENT_MAX)
+        rx = torch.ceil(k * a.clamp_min(0).sqrt())
+        ry = torch.ceil(k * c.clamp_min(0).sqrt())
+        mx, my = means2d.unbind(-1)
+        ok = ((z > near) & (z < far) & (det > 0) & (opacities >= ALPHA_MIN) & (rx > 0)
+              & (ry > 0) & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0)
+              & (my - ry < height) & torch.isfinite(mx) & torch.isfinite(my))
+        radii = torch.stack([rx, ry], -1).where(ok[:, None], 0.0).long()
+    return Projection(means2d, conics, z, radii, opacities)
+
+
+@dataclass
+class TileBins:
+    """(tile, Gaussian) intersections sorted by tile, then by depth (front to back)."""
+
+    gaussian: Tensor
+    """[M] int64 Gaussian of each intersection."""
+    tile: Tensor
+    """[M] int64 tile (row-major over a grid of ``tiles_x`` x ``tiles_y``)."""
+    offsets: Tensor
+    """[tiles_x * tiles_y + 1] int64 start of each tile's intersections."""
+    tiles_x: int
+    tiles_y: int
+    tile_size: int
+
+
+def pixel_boxes(proj: Projection, width: int, height: int) -> Tensor:
+    """[N, 4] int64 (x0, y0, x1, y1), end-exclusive pixel box of each Gaussian in the image."""
+    c = proj.means2d.detach()
+    r = proj.radii
+    x0 = torch.floor(c[:, 0] - r[:, 0]).long().clamp(0, width)
+    x1 = torch.ceil(c[:, 0] + r[:, 0]).long().clamp(0, width)
+    y0 = torch.floor(c[:, 1] - r[:, 1]).long().clamp(0, height)
+    y1 = torch.ceil(c[:, 1] + r[:, 1]).long().clamp(0, height)
+    return torch.stack([x0, y0, x1, y1], -1)
+
+
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """counts [M] -> (owner [sum], rank within owner [sum]) for a ragged expansion."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(owner), device=counts.device) - starts[owner]
+    return owner, rank
+
+
+def bin_tiles(proj: Projection, width: int, height: int, tile_size: int = 16) -> TileBins:
+    """Every (tile, Gaussian) overlap of the visible Gaussians, sorted by tile then depth."""
+    tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    vis = torch.nonzero(proj.visible).squeeze(1)
+    vis = vis[torch.argsort(proj.depths.detach()[vis], stable=True)]  # front to back
+    box = pixel_boxes(proj, width, height)[vis]
+    tx0, ty0 = box[:, 0] // tile_size, box[:, 1] // tile_size
+    ntx = (box[:, 2] - 1) // tile_size + 1 - tx0
+    nty = (box[:, 3] - 1) // tile_size + 1 - ty0
+    counts = (ntx * nty).clamp_min(0)
+    owner, rank = _expand(counts)
+    tile = (ty0[owner] + rank // ntx[owner]) * tiles_x + tx0[owner] + rank % ntx[owner]
+    order = torch.argsort(tile, stable=True)  # stable: depth order survives within a tile
+    tile = tile[order]
+    n_tiles = tiles_x * tiles_y
+    per_tile = torch.bincount(tile, minlength=n_tiles)
+    offsets = torch.cat([per_tile.new_zeros(1), torch.cumsum(per_tile, 0)])
+    return TileBins(vis[owner[order]], tile, offsets, tiles_x, tiles_y, tile_size)
+
+
+def _row_pairs(proj: Projection, bins: TileBins, box: Tensor, lo: int, hi: int, width: int
+               ) -> tuple[Tensor, Tensor]:
+    """The (Gaussian, pixel) pairs of intersections ``lo:hi`` whose alpha can reach 1/255.
+
+    Row by row, the pixels where alpha >= 1/255 form an interval (the ellipse's chord), solved
+    in closed form, so no candidate is generated only to be discarded. The chord is widened by
+    a hair; ``composite`` zeroes the few pairs that land below 1/255. Returns gaussian [P] and
+    pixel id [P] (row-major), in intersection order (so front to back within each pixel).
+    """
+    g, tile = bins.gaussian[lo:hi], bins.tile[lo:hi]
+    ts = bins.tile_size
+    tx0, ty0 = (tile % bins.tiles_x) * ts, (tile // bins.tiles_x) * ts
+    b = box[g]
+    x0, x1 = torch.maximum(b[:, 0], tx0), torch.minimum(b[:, 2], tx0 + ts)
+    y0, y1 = torch.maximum(b[:, 1], ty0), torch.minimum(b[:, 3], ty0 + ts)
+    row_owner, r = _expand((y1 - y0).clamp_min(0))
+    gr = g[row_owner]
+    y = y0[row_owner] + r
+    m = proj.means2d.detach()[gr]
+    a, bb, c = proj.conics.detach()[gr].unbind(-1)
+    level = torch.log(proj.opacities.detach()[gr] * 255).clamp_min(0)
+    dy = y.to(m.dtype) + 0.5 - m[:, 1]
+    # 0.5 a t^2 + (b dy) t + 0.5 c dy^2 <= level, t = pixel centre x - mean x
+    disc = (bb * bb - a * c) * dy * dy + 2 * a * level
+    root = disc.clamp_min(0).sqrt()
+    lo_t, hi_t = (-bb * dy - root) / a, (-bb * dy + root) / a
+    xs = torch.maximum(torch.ceil(m[:, 0] + lo_t - 0.5 - 1e-3).long(), x0[row_owner])
+    xe = torch.minimum(torch.floor(m[:, 0] + hi_t - 0.5 + 1e-3).long() + 1, x1[row_owner])
+    n = torch.where(disc >= 0, xe - xs, 0).clamp_min(0)
+    pair_owner, k = _expand(n)
+    pix = y[pair_owner] * width + xs[pair_owner] + k
+    return gr[pair_owner], pix
+
+
+def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, height: int,
+              background: Tensor | None = None, batch_pairs: int = 1 << 22
+              ) -> dict[str, Tensor]:
+    """Front-to-back alpha compositing of the binned Gaussians (differentiable).
+
+    colors [N, D]; background [D] or None (black). Returns "rgb" [H, W, D], "depth" [H, W, 1]
+    (expected camera z of the visible surface) and "alpha" [H, W, 1].
+    """
+    # Pairs, grouped per pixel, front to back (no gradient needed to find them). Tiles are
+    # visited in batches of about ``batch_pairs`` box pixels to bound the memory.
+    with torch.no_grad():
+        box = pixel_boxes(proj, width, height)
+        ts, n = bins.tile_size, len(bins.gaussian)
+        tx0 = (bins.tile % bins.tiles_x) * ts
+        ty0 = (bins.tile // bins.tiles_x) * ts
+        b = box[bins.gaussian]
+        area = ((torch.minimum(b[:, 2], tx0 + ts) - torch.maximum(b[:, 0], tx0)).clamp_min(0)
+                * (torch.minimum(b[:, 3], ty0 + ts) - torch.maximum(b[:, 1], ty0)).clamp_min(0))
+        cum = torch.cumsum(area, 0)
+        total = int(cum[-1]) if n else 0
+        marks = torch.arange(1, total // batch_pairs + 1, device=cum.device) * batch_pairs
+        cuts = bins.offsets[bins.tile[torch.searchsorted(cum, marks).clamp_max(n - 1)]]
+        bounds = [0] + torch.unique(cuts).tolist() + [n]
+        gs, pixs = [], []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi > lo:
+                g, pix = _row_pairs(proj, bins, box, lo, hi, width)
+                order = torch.argsort(pix, stable=True)
+                gs.append(g[order])
+                pixs.append(pix[order])
+        g = torch.cat(gs) if gs else torch.zeros(0, dtype=torch.long, device=colors.device)
+        pix = torch.cat(pixs) if pixs else g
+        first = torch.ones_like(pix, dtype=torch.bool)
+        first[1:] = pix[1:] != pix[:-1]
+        seg = torch.cumsum(first.long(), 0) - 1
+        starts = torch.nonzero(first).squeeze(1)
+    # One gather of everything a pair needs, then the differentiable composite.
+    d = colors.shape[1]
+    feats = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
+                       proj.depths[:, None], colors], 1).index_select(0, g)
+    dx = (pix % width).to(feats.dtype) + 0.5 - feats[:, 0]
+    dy = (pix // width).to(feats.dtype) + 0.5 - feats[:, 1]
+    sigma = 0.5 * (feats[:, 2] * dx * dx + feats[:, 4] * dy * dy) + feats[:, 3] * dx * dy
+    alpha = (feats[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+    alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+    log1m = torch.log1p(-alpha.double())
+    incl = torch.cumsum(log1m, 0)
+    incl = incl - (incl - log1m)[starts][seg]  # per pixel: sum of log(1 - alpha) so far
+    w = alpha * torch.exp(incl - log1m).to(alpha.dtype)
+    w = torch.where(incl.detach() > math.log(T_MIN), w, torch.zeros_like(w))  # 3DGS stop
+    vals = torch.cat([w[:, None] * feats[:, 7:], w[:, None], (w * feats[:, 6])[:, None]], 1)
+    acc = torch.zeros(height * width, d + 2, dtype=vals.dtype, device=vals.device)
+    acc = acc.index_add(0, pix, vals)
+    rgb, alpha_img, depth = acc[:, :d], acc[:, d], acc[:, d + 1]
+    depth = depth / alpha_img.clamp_min(1e-10)
+    if background is not None:
+        rgb = rgb + (1 - alpha_img)[:, None] * background.to(rgb)
+    return {"rgb": rgb.reshape(height, width, d), "depth": depth.reshape(height, width, 1),
+            "alpha": alpha_img.reshape(height, width, 1)}
+
+
+def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+              viewmat: Tensor, K: Tensor, width: int, height: int,
+              background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
+              eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22
+              ) -> tuple[dict[str, Tensor], Projection]:
+    """Render N Gaussians into one camera (pure PyTorch, differentiable).
+
+    means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],
+    colors [N, D]; viewmat [4, 4] world-to-camera (OpenCV); K [3, 3]; background [D] or None.
+    Returns ({"rgb" [H, W, D], "depth" [H, W, 1] camera z, "alpha" [H, W, 1]}, projection);
+    ``projection.means2d`` carries the view-space gradient densification needs.
+    """
+    proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d)
+    bins = bin_tiles(proj, width, height, tile_size)
+    return composite(proj, bins, colors, width, height, background, batch_pairs), proj

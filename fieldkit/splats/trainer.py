@@ -1,0 +1,135 @@
+"""SplatTrainer: the fieldkit training loop for Gaussian splats (whole images, not ray batches).
+
+Same budgets, progress bar, periodic eval, checkpoints, Ctrl-C handling and run directory as the
+volumetric models (``fieldkit/train/trainer.py``); what differs is the step: one training image
+per step, rasterized whole, L1 + SSIM loss, the view-space gradients fed to the densifier, and
+the 3DGS schedules (SH degree, means learning rate, densification) laid over the run's budget.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from pytorch_msssim import ssim as _ssim
+
+from fieldkit.data.scene import Scene, composite
+from fieldkit.splats.densify import Densifier
+from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
+from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.train.trainer import Trainer
+
+REFERENCE_STEPS = 30000
+"""Length of the 3DGS schedule the densification and SH steps are written for; a run of any
+budget follows it proportionally (by the larger of its step and time fractions)."""
+MIN_REFINE_GAP = 10
+"""Fewest training steps between two refinements, so the gradient statistics cover several
+views even when a short budget compresses the schedule."""
+MEANS_LR_FINAL = 0.01
+"""The means' learning rate decays exponentially to this fraction at the end (3DGS)."""
+
+
+class SplatTrainer(Trainer):
+    """Trainer for ``SplatModel`` (see module docstring)."""
+
+    def __init__(self, scene: Scene, model, config, run_dir):
+        super().__init__(scene, model, config, run_dir)
+        self.densifier = Densifier(model.config.densify, model.config.scene_extent)
+        self.train_views = scene.split("train")
+        self.last_refine_bucket = 0
+        self.last_refine_step = 0
+        self.base_lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        self.last_refine: dict = {}
+
+    def _make_optimizer(self) -> None:
+        groups = self.model.param_groups(self.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.999), eps=1e-15)
+
+    def schedule_step(self) -> int:
+        """Position in the 30k-step reference schedule."""
+        return int(self.progress() * REFERENCE_STEPS)
+
+    def view(self, step: int) -> int:
+        """Training image of ``step``: every image once per epoch, in a seeded random order."""
+        n = len(self.train_views)
+        g = torch.Generator().manual_seed(self.config.seed * 100003 + step // n)
+        return int(self.train_views[torch.randperm(n, generator=g)[step % n]])
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        model, cfg = self.model, self.model.config
+        model.train()
+        vstep = self.schedule_step()
+        model.active_sh_degree = min(cfg.sh_degree, int(vstep // cfg.sh_interval))
+        decay = MEANS_LR_FINAL ** self.progress()
+        for group in self.optimizer.param_groups:
+            base = self.base_lrs[group["name"]]
+            group["lr"] = base * decay if group["name"] == "means" else base
+        i = self.view(self.step_count)
+        camera = self.scene.cameras[i]
+        if self.config.background == "random":
+            bg = torch.rand(3)
+        else:
+            bg = torch.tensor(BACKGROUNDS[self.config.background])
+        target = composite(self.scene.image(i), bg)  # [H, W, 3]
+        out, proj = model.rasterize(camera, bg)
+        proj.means2d.retain_grad()
+        rgb = out["rgb"]
+        l1 = (rgb - target).abs().mean()
+        win = min(11, (min(rgb.shape[:2]) // 2) * 2 - 1)
+        ssim = _ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0,
+                     size_average=True, win_size=win)
+        loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if proj.means2d.grad is not None:
+            h, w = rgb.shape[:2]
+            self.densifier.accumulate(proj.means2d.grad, proj.radii, w, h)
+        self.optimizer.step()
+        self._densify(vstep)
+        mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
+        self.step_count += 1
+        self.elapsed += time.perf_counter() - t0
+        return {"loss": float(loss.detach()), "mse": mse,
+                "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": rgb.shape[0] * rgb.shape[1],
+                "samples": model.num_gaussians, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _densify(self, vstep: int) -> None:
+        """Refine when the reference schedule crosses a refine boundary (at most every
+        MIN_REFINE_GAP steps), and never miss an opacity reset."""
+        dc = self.model.config.densify
+        bucket = vstep // dc.refine_every
+        if bucket == self.last_refine_bucket:
+            return
+        crossed_reset = vstep // dc.reset_every != self.last_refine_bucket * dc.refine_every \
+            // dc.reset_every
+        if not crossed_reset and self.step_count - self.last_refine_step < MIN_REFINE_GAP:
+            return
+        at = (vstep // dc.reset_every) * dc.reset_every if crossed_reset \
+            else bucket * dc.refine_every
+        self.last_refine = self.densifier.step(at, self.model.params, self.optimizer)
+        self.last_refine_bucket, self.last_refine_step = bucket, self.step_count
+
+    def speed_text(self, stats: dict, rays_per_s: float) -> str:
+        return f"{self.model.num_gaussians:,} gaussians"
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint_state(self) -> tuple[dict, dict]:
+        tensors = {"rng": rng_state(), **{f"densify.{k}": v for k, v in
+                                          self.densifier.state_dict().items()}}
+        return tensors, {"elapsed": self.elapsed, "last_refine_bucket": self.last_refine_bucket,
+                         "last_refine_step": self.last_refine_step}
+
+    def resume(self) -> None:
+        step, model_state, optim_state, tensors, extra = load_checkpoint(self.run_dir)
+        self.model.load_state_dict(model_state)  # resizes to the saved Gaussians
+        self._make_optimizer()  # the parameters are new objects
+        self.optimizer.load_state_dict(optim_state)
+        self.base_lrs = {g["name"]: g["lr"] for g in self.model.param_groups(self.lr)}
+        set_rng_state(tensors["rng"])
+        self.densifier.load_state_dict({k[len("densify."):]: v for k, v in tensors.items()
+                                        if k.startswith("densify.")})
+        self.step_count, self.elapsed = step, float(extra["elapsed"])
+        self.last_refine_bucket = int(extra["last_refine_bucket"])
+        self.last_refine_step = int(extra["last_refine_step"])
+        self._truncate_log(step)

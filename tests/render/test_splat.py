@@ -1,0 +1,181 @@
+"""The pure-torch splat rasterizer: projection and compositing against hand-worked values, and the
+tiled rasterizer against a dense front-to-back reference (forward and gradients)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fieldkit.render.splat import (ALPHA_MAX, ALPHA_MIN, T_MIN, bin_tiles, project,
+                                   quat_scale_to_covar, rasterize)
+
+IDENTITY_Q = [1.0, 0.0, 0.0, 0.0]
+
+
+def camera(width: int, height: int, f: float, dtype=torch.float64):
+    """Camera at the origin looking down +z: viewmat identity."""
+    K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=dtype)
+    return torch.eye(4, dtype=dtype), K
+
+
+def gaussians(means, scales, opacities, colors, quats=None, dtype=torch.float64):
+    n = len(means)
+    t = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    q = t(quats) if quats is not None else t([IDENTITY_Q] * n)
+    return t(means), q, t(scales), t(opacities), t(colors)
+
+
+def dense_reference(proj, colors, width, height, background):
+    """Every pixel against every visible Gaussian, one Gaussian at a time front to back, with
+    3DGS's rules written out (skip alpha < 1/255, clamp at ALPHA_MAX, stop before T <= 1e-4)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=colors.dtype) + 0.5,
+                            torch.arange(width, dtype=colors.dtype) + 0.5, indexing="ij")
+    T = torch.ones(height, width, dtype=colors.dtype)
+    done = torch.zeros(height, width, dtype=torch.bool)
+    rgb = torch.zeros(height, width, colors.shape[1], dtype=colors.dtype)
+    depth = torch.zeros(height, width, dtype=colors.dtype)
+    for i in torch.argsort(proj.depths.detach()).tolist():
+        if not bool(proj.visible[i]):
+            continue
+        dx, dy = xs - proj.means2d[i, 0], ys - proj.means2d[i, 1]
+        a, b, c = proj.conics[i]
+        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+        alpha = (proj.opacities[i] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, 0.0)
+        next_T = T * (1 - alpha)
+        stop = (alpha > 0) & (next_T <= T_MIN)
+        use = ~done & ~stop
+        w = torch.where(use, alpha * T, 0.0)
+        rgb = rgb + w[..., None] * colors[i]
+        depth = depth + w * proj.depths[i]
+        T = torch.where(use, next_T, T)
+        done = done | stop
+    acc = 1 - T
+    return {"rgb": rgb + T[..., None] * background, "alpha": acc[..., None],
+            "depth": (depth / acc.clamp_min(1e-10))[..., None]}
+
+
+# ---------------------------------------------------------------------- hand-worked values
+def test_projection_of_one_isotropic_gaussian():
+    view, K = camera(10, 10, f=20.0)
+    means, quats, scales, opac, _ = gaussians([[0.1, -0.05, 2.0]], [[0.05] * 3], [0.8], [[1, 0, 0]])
+    p = project(means, quats, scales, opac, view, K, 10, 10)
+    # centre: f x / z + c; covariance: J S J^T with J = f / z on the diagonal plus the
+    # x / z terms: cov_xx = (f/z)^2 s^2 + (f x / z^2)^2 s^2, cov_xy = (f/z^2)^2 x y s^2.
+    assert p.means2d[0].tolist() == pytest.approx([20 * 0.1 / 2 + 5, 20 * -0.05 / 2 + 5])
+    s2, z, x, y, f = 0.05 ** 2, 2.0, 0.1, -0.05, 20.0
+    cxx = (f / z) ** 2 * s2 + (f * x / z ** 2) ** 2 * s2 + 0.3
+    cyy = (f / z) ** 2 * s2 + (f * y / z ** 2) ** 2 * s2 + 0.3
+    cxy = f * f * x * y / z ** 4 * s2
+    det = cxx * cyy - cxy ** 2
+    assert p.conics[0].tolist() == pytest.approx([cyy / det, -cxy / det, cxx / det], rel=1e-9)
+    k = math.sqrt(2 * math.log(0.8 * 255))  # alpha reaches 1/255 at k standard deviations
+    assert p.radii[0].tolist() == [math.ceil(k * math.sqrt(cxx)), math.ceil(k * math.sqrt(cyy))]
+    assert p.depths[0] == pytest.approx(2.0)
+
+
+def test_rotated_anisotropic_covariance():
+    # 90 degrees about z swaps the x and y standard deviations
+    q = [math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)]
+    cov = quat_scale_to_covar(torch.tensor([q], dtype=torch.float64),
+                              torch.tensor([[0.3, 0.1, 0.2]], dtype=torch.float64))[0]
+    assert torch.allclose(cov, torch.diag(torch.tensor([0.01, 0.09, 0.04], dtype=torch.float64)))
+
+
+def test_culling_behind_near_and_outside():
+    view, K = camera(16, 16, f=16.0)
+    means, quats, scales, opac, _ = gaussians(
+        [[0, 0, -1.0], [0, 0, 0.001], [50, 0, 1.0], [0, 0, 2.0], [0, 0, 3.0]], [[0.1] * 3] * 5,
+        [0.9, 0.9, 0.9, 0.9, 0.001], [[1, 1, 1]] * 5)
+    p = project(means, quats, scales, opac, view, K, 16, 16)
+    # behind, at the near plane, far outside the image, visible, too faint to ever show
+    assert p.visible.tolist() == [False, False, False, True, False]
+
+
+def test_composite_two_gaussians_front_to_back():
+    view, K = camera(9, 9, f=9.0)
+    # Two nearly flat, large Gaussians centred on the middle pixel, red in front of green.
+    means, quats, scales, opac, colors = gaussians(
+        [[0, 0, 2.0], [0, 0, 3.0]], [[1.0, 1.0, 1e-3]] * 2, [0.6, 0.5], [[1, 0, 0], [0, 1, 0]])
+    out, p = rasterize(means, quats, scales, opac, colors, view, K, 9, 9,
+                       background=torch.tensor([0, 0, 1.0], dtype=torch.float64))
+    a = [float(p.opacities[i] * torch.exp(-0.5 * (p.conics[i, 0] * 0.0))) for i in range(2)]
+    # the centre pixel (4, 4) has its centre at (4.5, 4.5) = the projected mean
+    expected = [a[0], (1 - a[0]) * a[1], (1 - a[0]) * (1 - a[1])]
+    assert out["rgb"][4, 4].tolist() == pytest.approx(expected, rel=1e-6)
+    assert out["alpha"][4, 4, 0].item() == pytest.approx(1 - expected[2], rel=1e-6)
+    w = [a[0], (1 - a[0]) * a[1]]
+    assert out["depth"][4, 4, 0].item() == pytest.approx((2 * w[0] + 3 * w[1]) / sum(w))
+
+
+def test_composite_stops_before_transmittance_vanishes():
+    view, K = camera(5, 5, f=5.0)
+    means, quats, scales, opac, colors = gaussians(
+        [[0, 0, 2.0], [0, 0, 3.0], [0, 0, 4.0]], [[1.0, 1.0, 1e-3]] * 3, [1.0, 1.0, 1.0],
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    out, _ = rasterize(means, quats, scales, opac, colors, view, K, 5, 5,
+                       background=torch.zeros(3, dtype=torch.float64))
+    # first: alpha 0.999, T -> 1e-3 (kept); second would take T to 1e-6 <= 1e-4: stop there
+    assert out["rgb"][2, 2].tolist() == pytest.approx([ALPHA_MAX, 0, 0], abs=1e-9)
+
+
+# ---------------------------------------------------------------------- tiled == dense
+def random_scene(n: int, seed: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.cat([(torch.rand(n, 2, generator=g, dtype=dtype) - 0.5) * 1.6,
+                       2 + 2 * torch.rand(n, 1, generator=g, dtype=dtype)], 1)
+    quats = torch.randn(n, 4, generator=g, dtype=dtype)
+    scales = torch.exp(torch.randn(n, 3, generator=g, dtype=dtype) * 0.5 - 2.5)
+    opac = torch.rand(n, generator=g, dtype=dtype) * 0.9 + 0.05
+    colors = torch.rand(n, 3, generator=g, dtype=dtype)
+    return means, quats, scales, opac, colors
+
+
+@pytest.mark.parametrize("seed,tile,batch", [(0, 16, 1 << 22), (1, 8, 64), (2, 4, 1 << 22)])
+def test_tiled_matches_dense_forward_and_backward(seed, tile, batch):
+    W, H = 37, 29
+    view, K = camera(W, H, f=30.0)
+    params = [t.requires_grad_(True) for t in random_scene(40, seed)]
+    bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    out, proj = rasterize(*params, view, K, W, H, background=bg, tile_size=tile,
+                          batch_pairs=batch)
+    assert proj.visible.sum() > 20
+    ref = dense_reference(proj, params[4], W, H, bg)
+    for key in ("rgb", "alpha", "depth"):
+        assert torch.allclose(out[key], ref[key], atol=1e-10), key
+    g = torch.Generator().manual_seed(seed + 10)
+    up = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in out.items()}
+    ours = torch.autograd.grad(sum((out[k] * up[k]).sum() for k in up), params,
+                               retain_graph=True)
+    theirs = torch.autograd.grad(sum((ref[k] * up[k]).sum() for k in up), params)
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), ours, theirs):
+        assert torch.allclose(a, b, atol=1e-8, rtol=1e-6), name
+        assert a.abs().sum() > 0, name
+
+
+def test_bins_cover_every_visible_gaussian_in_depth_order():
+    W, H = 64, 48
+    view, K = camera(W, H, f=50.0)
+    means, quats, scales, opac, _ = random_scene(200, 3)
+    proj = project(means, quats, scales, opac, view, K, W, H)
+    bins = bin_tiles(proj, W, H, tile_size=16)
+    assert set(bins.gaussian.tolist()) == set(torch.nonzero(proj.visible).squeeze(1).tolist())
+    for t in range(bins.tiles_x * bins.tiles_y):
+        d = proj.depths[bins.gaussian[bins.offsets[t]:bins.offsets[t + 1]]]
+        assert torch.all(d[1:] >= d[:-1])
+    assert int(bins.offsets[-1]) == len(bins.gaussian)
+
+
+def test_empty_and_all_culled_scenes_render_background():
+    view, K = camera(8, 6, f=8.0)
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    for n in (0, 3):
+        means = torch.zeros(n, 3, dtype=torch.float64) - 1  # behind the camera
+        out, _ = rasterize(means, torch.ones(n, 4, dtype=torch.float64),
+                           torch.full((n, 3), 0.1, dtype=torch.float64),
+                           torch.full((n,), 0.5, dtype=torch.float64),
+                           torch.ones(n, 3, dtype=torch.float64), view, K, 8, 6, background=bg)
+        assert out["rgb"].shape == (6, 8, 3)
+        assert torch.allclose(out["rgb"], bg.expand(6, 8, 3))
+        assert out["alpha"].abs().max() == 0
