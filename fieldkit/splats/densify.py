@@ -203,9 +203,10 @@ class Densifier:
         return (self.grad2d / self.count.clamp_min(1)).to(device)
 
     def step(self, step: int, params: nn.ParameterDict,
-             optimizer: torch.optim.Optimizer) -> dict:
+             optimizer: torch.optim.Optimizer, allow_reset: bool = True) -> dict:
         """Refine and/or reset opacities if ``step`` calls for it (call after optimizer.step()).
 
+        ``allow_reset=False`` skips an opacity reset the step would call for.
         Returns ``{"cloned", "split", "pruned", "reset", "n"}``: Gaussians cloned, Gaussians
         split (each replaced by ``split_n``), Gaussians pruned, whether opacities were reset,
         and the number N of Gaussians afterwards.
@@ -217,7 +218,7 @@ class Densifier:
                 out["cloned"], out["split"] = self._grow(params, optimizer)
                 out["pruned"] = self._prune(step, params, optimizer)
                 self.reset_accumulators()
-            if step > 0 and step % cfg.reset_every == 0:
+            if allow_reset and step > 0 and step % cfg.reset_every == 0:
                 self._reset_opacity(params, optimizer)
                 out["reset"] = True
         out["n"] = int(params["means"].shape[0])

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from fieldkit.data.cameras import Cameras
 from fieldkit.encoders.sh import C0, sh_encode
 from fieldkit.fields.registry import register
+from fieldkit.render.backends import choose_splat_backend
 from fieldkit.render.splat import rasterize
 from fieldkit.splats.densify import DensifyConfig
 from fieldkit.splats.mixture import mixture_density
@@ -42,6 +43,9 @@ class SplatRenderConfig:
     """Low-pass filter added to every projected covariance, in pixels^2 (3DGS)."""
     tile_size: int = 16
     """Tile side in pixels for binning."""
+    backend: str = "auto"
+    """auto (gsplat's CUDA kernels on a GPU when they build, else the pure-torch twin), cuda
+    or torch."""
 
 
 @dataclass
@@ -87,6 +91,9 @@ class SplatModel(nn.Module):
 
     kind: ClassVar[str] = "splat"
     config_class: ClassVar[type] = SplatConfig
+    pinhole_only: ClassVar[bool] = True
+    """Rasterization projects through pinholes: runs train and evaluate on undistorted photos
+    (``fieldkit/data/undistort.py``)."""
     default_lr: ClassVar[float] = 1.0
     """``--lr`` multiplies every per-parameter learning rate of ``SplatConfig``."""
     presets: ClassVar[dict] = {
@@ -187,7 +194,10 @@ class SplatModel(nn.Module):
         p, rc = self.params, self.config.render
         c2w = camera.c2w[0]
         viewmat = torch.linalg.inv(c2w)
-        return rasterize(p["means"], p["quats"], torch.exp(p["scales"]),
+        raster = rasterize
+        if choose_splat_backend(rc.backend, p["means"].device) == "gsplat":
+            from fieldkit.render.splat_gsplat import rasterize_gsplat as raster
+        return raster(p["means"], p["quats"], torch.exp(p["scales"]),
                          torch.sigmoid(p["opacities"]), self.colors(c2w[:3, 3]), viewmat,
                          camera.K[0], int(camera.width[0]), int(camera.height[0]),
                          background=background, near=rc.near, eps2d=rc.eps2d,

@@ -22,9 +22,12 @@ from fieldkit.train.trainer import Trainer
 REFERENCE_STEPS = 30000
 """Length of the 3DGS schedule the densification and SH steps are written for; a run of any
 budget follows it proportionally (by the larger of its step and time fractions)."""
-MIN_REFINE_GAP = 10
+MIN_REFINE_GAP = 50
 """Fewest training steps between two refinements, so the gradient statistics cover several
 views even when a short budget compresses the schedule."""
+MIN_RESET_GAP = 50
+"""Fewest training steps between two opacity resets (and before the first): the Gaussians need
+that long to regain their opacity, which a short budget's compressed schedule would not give."""
 MEANS_LR_FINAL = 0.01
 """The means' learning rate decays exponentially to this fraction at the end (3DGS)."""
 
@@ -38,6 +41,7 @@ class SplatTrainer(Trainer):
         self.train_views = scene.split("train")
         self.last_refine_bucket = 0
         self.last_refine_step = 0
+        self.last_reset_step = 0
         self.base_lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         self.last_refine: dict = {}
 
@@ -107,8 +111,12 @@ class SplatTrainer(Trainer):
             return
         at = (vstep // dc.reset_every) * dc.reset_every if crossed_reset \
             else bucket * dc.refine_every
-        self.last_refine = self.densifier.step(at, self.model.params, self.optimizer)
+        allow_reset = self.step_count - self.last_reset_step >= MIN_RESET_GAP
+        self.last_refine = self.densifier.step(at, self.model.params, self.optimizer,
+                                               allow_reset=allow_reset)
         self.last_refine_bucket, self.last_refine_step = bucket, self.step_count
+        if self.last_refine["reset"]:
+            self.last_reset_step = self.step_count
 
     def speed_text(self, stats: dict, rays_per_s: float) -> str:
         return f"{self.model.num_gaussians:,} gaussians"
@@ -118,7 +126,8 @@ class SplatTrainer(Trainer):
         tensors = {"rng": rng_state(), **{f"densify.{k}": v for k, v in
                                           self.densifier.state_dict().items()}}
         return tensors, {"elapsed": self.elapsed, "last_refine_bucket": self.last_refine_bucket,
-                         "last_refine_step": self.last_refine_step}
+                         "last_refine_step": self.last_refine_step,
+                         "last_reset_step": self.last_reset_step}
 
     def resume(self) -> None:
         step, model_state, optim_state, tensors, extra = load_checkpoint(self.run_dir)
@@ -132,4 +141,5 @@ class SplatTrainer(Trainer):
         self.step_count, self.elapsed = step, float(extra["elapsed"])
         self.last_refine_bucket = int(extra["last_refine_bucket"])
         self.last_refine_step = int(extra["last_refine_step"])
+        self.last_reset_step = int(extra["last_reset_step"])
         self._truncate_log(step)

@@ -43,7 +43,16 @@ def load_model(run_dir: Path, device: str = "cpu") -> torch.nn.Module:
 def load_run_scene(run_dir: Path) -> Scene:
     """The scene a run was trained on, at the run's downscale."""
     cfg = read_config(run_dir)
-    return load_scene(cfg["scene"], downscale=cfg["downscale"])
+    return scene_for_model(load_scene(cfg["scene"], downscale=cfg["downscale"]),
+                           cfg["model"]["kind"])
+
+
+def scene_for_model(scene: Scene, kind: str) -> Scene:
+    """Pinhole-only models (``pinhole_only``: splats) see undistorted copies of the photos."""
+    from fieldkit.data.undistort import undistort_scene
+    from fieldkit.fields.registry import model_class
+
+    return undistort_scene(scene) if getattr(model_class(kind), "pinhole_only", False) else scene
 
 
 @dataclass
@@ -93,7 +102,7 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
     elif (run_dir / "checkpoint").exists():
         raise FieldkitError(f"{run_dir} already holds a run; pass --resume to continue it or "
                             "--out to start a new one")
-    scene = load_scene(scene_path, downscale=downscale)
+    scene = scene_for_model(load_scene(scene_path, downscale=downscale), kind)
     config = replace(config, background=resolve_background(config.background, scene))
     torch.manual_seed(config.seed)  # model initialisation depends only on the seed
     if resume:

@@ -19,11 +19,11 @@ from fieldkit.train.evaluate import evaluate_run
 from fieldkit.train.run import load_model, load_run_scene, prepare, train
 from tests.conftest import DEMO_SCENE, shared_scene
 
-# All background scores about 13 dB on the demo scene; 300 steps reach about 25 dB.
+# All background scores about 13 dB on the demo scene; 400 steps reach about 24 dB.
 DEMO_PSNR_FLOOR = 22.0
-# beer-colmap at 1/16 size after 400 steps from its 4,414 COLMAP points reaches about 20 dB;
-# the mean colour alone gives about 11 dB.
-BEER_PSNR_FLOOR = 21.0
+# beer-colmap at 1/16 size (45x80, undistorted) after 400 steps from its 4,414 COLMAP points
+# reaches about 23.5 dB; painting every test pixel the mean training colour gives 19.6 dB.
+BEER_PSNR_FLOOR = 21.5
 
 
 def _config(**kw) -> TrainConfig:
@@ -33,7 +33,7 @@ def _config(**kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def splat_run(tmp_path_factory):
     return train(DEMO_SCENE, "splat", tmp_path_factory.mktemp("splat") / "run",
-                 _config(max_steps=300), downscale=2).run_dir
+                 _config(max_steps=400), downscale=2).run_dir
 
 
 def test_demo_scene_trains_above_a_psnr_floor(splat_run):
