@@ -92,6 +92,9 @@ def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
         "test_views": metrics["num_views"], "eval_seconds": eval_s,
         "profile_top_ops_percent": profile,
     }
+    if hasattr(trainer.model, "num_gaussians"):  # splats: rays are pixels, no samples
+        result["num_gaussians"] = trainer.model.num_gaussians
+        del result["samples_per_s"]
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     lines = [f"# {scene.name} {kind} ({preset}), {result['resolution']}, {max_time:g} s budget",
              "", f"- date: {result['date']}", f"- machine: {result['machine']}",
@@ -100,7 +103,9 @@ def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
              f"{result['eval_background']}", "", "| metric | value |", "|---|---|"]
     for key in ("steps", "train_seconds", "wall_seconds_training", "rays_per_s", "samples_per_s",
                 "peak_rss_mib", "num_params", "bytes_on_disk", "render_seconds_one_view",
-                "test_psnr", "test_ssim", "test_views", "eval_seconds"):
+                "test_psnr", "test_ssim", "test_views", "eval_seconds", "num_gaussians"):
+        if key not in result:
+            continue
         v = result[key]
         lines.append(f"| {key} | {v:.4g} |" if isinstance(v, float) else f"| {key} | {v} |")
     lines += ["", "Where step time goes (self CPU time, torch.profiler, 5 steps):", "",

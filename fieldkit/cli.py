@@ -147,7 +147,8 @@ class Render:
     out: Path
     """Output video file (.mp4)."""
     path: str = "orbit"
-    """Camera path: orbit, spiral, test or a .json camera path file."""
+    """Camera path: orbit, spiral, interp (smooth, through the training cameras), test, or a
+    .json camera path file (fieldkit frames or nerfstudio's camera_path.json)."""
     frames: int = 120
     """Number of frames."""
     fps: int = 30
@@ -180,7 +181,10 @@ class Export:
     method: Literal["mc", "tsdf"] = "mc"
     """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
     resolution: int = 256
-    """Marching-cubes lattice points per side of the box."""
+    """Marching-cubes lattice points per side of the box (mc), or voxels per side of the
+    region of interest (tsdf)."""
+    views: int = 100
+    """Training views rendered and fused (tsdf)."""
     threshold: str = "auto"
     """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
     target_faces: int | None = None
@@ -202,8 +206,14 @@ class Export:
             out, n = export_splats(self.run_dir, self.out)
             print(f"splats     {out}: {n:,} Gaussians, 3DGS layout, world units")
             return
-        if self.method != "mc":
-            _not_built("export mesh --method tsdf", "export issue")
+        if self.method == "tsdf":
+            from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
+
+            out, mesh = export_mesh_tsdf(self.run_dir, self.out, TsdfConfig(
+                resolution=self.resolution, views=self.views, target_faces=self.target_faces))
+            print(f"mesh       {out}: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} "
+                  "faces (TSDF fusion), world units")
+            return
         from fieldkit.export.mesh import MeshConfig, export_mesh
 
         try:

@@ -42,4 +42,8 @@ def report() -> str:
         version = _version("tinycudann" if module == "tinycudann" else module) if found else None
         state = f"installed {version or ''}".strip() if found else "not installed"
         lines.append(f"{module:<11}{state:<22}{role}")
+    from fieldkit.render.backends import gsplat_status
+
+    ok, reason = gsplat_status()  # builds gsplat's kernels only on a CUDA machine
+    lines.append(f"{'splats':<11}{'gsplat' if ok else 'torch twin':<22}{reason}")
     return "\n".join(lines)

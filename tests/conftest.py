@@ -40,3 +40,16 @@ def demo_run(tmp_path_factory) -> Path:
                          init_rays=512)
     return train(DEMO_SCENE, "hashgrid", tmp_path_factory.mktemp("demo") / "run", config,
                  downscale=2).run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_splat_run(tmp_path_factory) -> Path:
+    """A splat run trained once per session on the demo scene (48 px, 400 steps): shared by the
+    splat model tests and the TSDF export test."""
+    os.environ["FIELDKIT_CACHE"] = str(tmp_path_factory.getbasetemp() / "fieldkit-cache")
+    from fieldkit.train.config import TrainConfig
+    from fieldkit.train.run import train
+
+    config = TrainConfig(max_steps=400, eval_every=0, checkpoint_every=1e9, log_every=5)
+    return train(DEMO_SCENE, "splat", tmp_path_factory.mktemp("splat") / "run", config,
+                 downscale=2).run_dir

@@ -1,4 +1,5 @@
-"""`fieldkit render RUN`: a video along a camera path (orbit, spiral, test views or a JSON file)."""
+"""`fieldkit render RUN`: a video along a camera path (orbit, spiral, a smooth path through the
+training cameras, the test views or a JSON file)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,10 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
         return orbit_path(train, frames, width, height)
     if path == "spiral":
         return spiral_path(train, frames, width, height)
+    if path == "interp":
+        from fieldkit.export.interp import interpolated_path
+
+        return interpolated_path(train, frames, width=width, height=height)
     if path == "test":
         test = cameras[splits.get("test", splits["train"])]
         if width or height:
@@ -35,7 +40,8 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
         return test
     if path.endswith(".json"):
         return load_path_json(Path(path), train, width, height)
-    raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, test or a .json file")
+    raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, interp, test or a "
+                        ".json file")
 
 
 def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 120,

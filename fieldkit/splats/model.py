@@ -61,8 +61,10 @@ class SplatConfig:
     """Random Gaussians drawn in the region of interest when the scene has no sparse points."""
     init_opacity: float = 0.1
     """Opacity of new Gaussians."""
-    init_scale: float = 1.0
-    """Multiplier of the initial scale (mean distance to the 3 nearest neighbours)."""
+    init_scale: float = 0.5
+    """Multiplier of the initial scale (mean distance to the 3 nearest neighbours). Half of
+    3DGS's: the CPU rasterizer's cost follows the pixels the Gaussians cover, and 1.0 made the
+    first steps on lego at 200x200 8x slower (6.2 vs 0.8 s)."""
     ssim_weight: float = 0.2
     """Loss = (1 - w) * L1 + w * (1 - SSIM)."""
     lr_means: float = 1.6e-4

@@ -26,8 +26,9 @@ MIN_REFINE_GAP = 50
 """Fewest training steps between two refinements, so the gradient statistics cover several
 views even when a short budget compresses the schedule."""
 MIN_RESET_GAP = 50
-"""Fewest training steps between two opacity resets (and before the first): the Gaussians need
-that long to regain their opacity, which a short budget's compressed schedule would not give."""
+"""Fewest training steps between two opacity resets (and before the first); none happens with
+fewer than 4x this many steps left. The Gaussians need that long to regain their opacity, which
+a short budget's compressed schedule would not give."""
 MEANS_LR_FINAL = 0.01
 """The means' learning rate decays exponentially to this fraction at the end (3DGS)."""
 
@@ -111,12 +112,21 @@ class SplatTrainer(Trainer):
             return
         at = (vstep // dc.reset_every) * dc.reset_every if crossed_reset \
             else bucket * dc.refine_every
-        allow_reset = self.step_count - self.last_reset_step >= MIN_RESET_GAP
+        allow_reset = (self.step_count - self.last_reset_step >= MIN_RESET_GAP
+                       and self.remaining_steps() >= 4 * MIN_RESET_GAP)
         self.last_refine = self.densifier.step(at, self.model.params, self.optimizer,
                                                allow_reset=allow_reset)
         self.last_refine_bucket, self.last_refine_step = bucket, self.step_count
         if self.last_refine["reset"]:
             self.last_reset_step = self.step_count
+
+    def remaining_steps(self) -> float:
+        """Steps left in the budget (for a time budget, at the mean step time so far)."""
+        c = self.config
+        left = float(c.step_budget - self.step_count)
+        if c.max_time and self.step_count:
+            left = min(left, (c.max_time - self.elapsed) * self.step_count / self.elapsed)
+        return left
 
     def speed_text(self, stats: dict, rays_per_s: float) -> str:
         return f"{self.model.num_gaussians:,} gaussians"

@@ -44,6 +44,25 @@ def _surface_samples(n: int = 40000) -> np.ndarray:
     return p[np.abs(scene_sdf(p)) < 1e-5]
 
 
+def symmetric_distance(mesh) -> float:
+    """Mean symmetric distance between a world-unit mesh and the analytic demo surface, as a
+    fraction of the object's size (its bounding-box diagonal)."""
+    v = np.asarray(mesh.vertices)
+    to_true = np.abs(scene_sdf(v)).mean()
+    truth = _surface_samples()
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+    to_mesh = scene.compute_distance(o3d.core.Tensor(truth.astype(np.float32))).numpy().mean()
+    size = np.linalg.norm(truth.max(0) - truth.min(0))
+    return float(0.5 * (to_true + to_mesh) / size)
+
+
+def outward_fraction(mesh) -> float:
+    """Fraction of vertices whose normal points out of the analytic shape."""
+    v, n = np.asarray(mesh.vertices), np.asarray(mesh.vertex_normals)
+    return float((scene_sdf(v + 0.05 * n) > scene_sdf(v - 0.05 * n)).mean())
+
+
 def test_mesh_of_the_demo_shape_is_close_and_loads_everywhere(demo_run, tmp_path, capsys):
     paths = {}
     for suffix in (".ply", ".obj", ".glb"):
@@ -61,22 +80,11 @@ def test_mesh_of_the_demo_shape_is_close_and_loads_everywhere(demo_run, tmp_path
         if suffix != ".obj":  # .obj splits vertices by normal and colour on write
             assert len(om.vertices) == nv and len(tm.vertices) == nv, suffix
 
-    # Symmetric surface distance to the analytic shape, in world units.
-    v = np.asarray(ref.vertices)
-    to_true = np.abs(scene_sdf(v)).mean()
-    truth = _surface_samples()
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(ref))
-    to_mesh = scene.compute_distance(o3d.core.Tensor(truth.astype(np.float32))).numpy().mean()
-    size = np.linalg.norm(truth.max(0) - truth.min(0))
-    symmetric = 0.5 * (to_true + to_mesh) / size
-    print(f"mesh: {nf} faces, symmetric distance {100 * symmetric:.2f}% of {size:.2f}")
+    symmetric = symmetric_distance(ref)
+    print(f"mesh: {nf} faces, symmetric distance {100 * symmetric:.2f}% of the object's size")
     assert symmetric < MAX_SYMMETRIC_DISTANCE, symmetric
-
-    # Normals face outwards: stepping along them leaves the object.
-    n = np.asarray(ref.vertex_normals)
-    outside = (scene_sdf(v + 0.05 * n) > scene_sdf(v - 0.05 * n)).mean()
-    assert outside > 0.9, outside
+    assert outward_fraction(ref) > 0.9
+    v = np.asarray(ref.vertices)
 
     # World units: vertices project into a training image onto the object (alpha > 0).
     scene_data = load_scene(json.loads((demo_run / "config.json").read_text())["scene"])

@@ -202,3 +202,41 @@ def test_malformed_json(tmp_path, text, needle):
 def test_missing_json(tmp_path):
     with pytest.raises(FieldkitError, match="does not exist"):
         load_path_json(tmp_path / "nope.json", _ring())
+
+
+# ---------------------------------------------------------------------- interpolation
+def test_interpolated_path_loops_through_keyframes_smoothly():
+    from fieldkit.export.interp import interpolated_path
+
+    ring = _ring(n=12)
+    perm = torch.tensor([5, 0, 9, 2, 11, 7, 1, 4, 10, 3, 8, 6])  # dataset order is no path order
+    shuffled = Cameras(ring.c2w[perm], ring.K[perm], ring.width[perm], ring.height[perm])
+    cams = interpolated_path(shuffled, 96, keyframes=6, width=40)
+    assert len(cams) == 96 and int(cams.width[0]) == 40 and int(cams.height[0]) == 30
+    _check_rotations(cams)
+    pos = cams.positions.double().numpy()
+    ring_pos = ring.positions.double().numpy()
+    # every 16th frame is a keyframe: exactly a training camera, pose included
+    for f in range(0, 96, 16):
+        d = np.linalg.norm(ring_pos - pos[f], axis=1)
+        assert d.min() < 1e-5
+        j = int(d.argmin())
+        assert torch.allclose(cams.c2w[f, :3, :3], ring.c2w[j, :3, :3], atol=1e-5)
+    # smooth and looping: steps are even (no jumps), the last frame leads back to the first
+    steps = np.linalg.norm(np.diff(np.vstack([pos, pos[:1]]), axis=0), axis=1)
+    assert steps.max() < 1.6 * np.median(steps)
+    # the cameras keep looking at the object (the ring's centre)
+    assert _axis_distance(cams, np.array([0.2, -0.1, 0.3])).max() < 0.3
+
+
+def test_interpolated_path_sweeps_a_forward_facing_capture():
+    from fieldkit.export.interp import interpolated_path
+
+    cams = interpolated_path(_forward_facing(), 30, keyframes=4)
+    _check_rotations(cams)
+    pos = cams.positions.double().numpy()
+    grid = _forward_facing().positions.double().numpy()
+    for end in (pos[0], pos[-1]):  # starts and ends on capture cameras, no loop back
+        assert np.linalg.norm(grid - end, axis=1).min() < 1e-5
+    assert np.linalg.norm(pos[0] - pos[-1]) > 0.1
+    assert torch.allclose(cams.c2w[:, :3, 2], torch.tensor([0.0, 1, 0]).expand(30, 3), atol=1e-5)

@@ -30,10 +30,9 @@ def _config(**kw) -> TrainConfig:
     return TrainConfig(**{**dict(eval_every=0, checkpoint_every=1e9, log_every=5), **kw})
 
 
-@pytest.fixture(scope="module")
-def splat_run(tmp_path_factory):
-    return train(DEMO_SCENE, "splat", tmp_path_factory.mktemp("splat") / "run",
-                 _config(max_steps=400), downscale=2).run_dir
+@pytest.fixture
+def splat_run(demo_splat_run):
+    return demo_splat_run
 
 
 def test_demo_scene_trains_above_a_psnr_floor(splat_run):

@@ -1,0 +1,105 @@
+"""`fieldkit export mesh --method tsdf`: fuse rendered depth and colour into a mesh (any model).
+
+Views spread over the training cameras are rendered; each depth map (distance along the ray,
+box units) becomes camera z in world units and is fused, with its colours, into open3d's
+``ScalableTSDFVolume``; pixels whose opacity is below ``min_alpha`` are left out (depth 0).
+Marching cubes on the fused volume gives the mesh, cleaned like the density export. It needs
+only ``render``, so it meshes splats as well as density fields, and it works in the scene's
+world units throughout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fieldkit.data.normalize import Normalisation
+from fieldkit.errors import FieldkitError
+from fieldkit.export.mesh import _clean, require_open3d
+from fieldkit.progress import progress_iter
+
+
+@dataclass
+class TsdfConfig:
+    """How rendered depth maps become a mesh."""
+
+    resolution: int = 256
+    """Voxels along the region of interest's side ([-1, 1]^3 in box units)."""
+    views: int = 100
+    """Training views fused (evenly spaced over the training split)."""
+    trunc_voxels: float = 4.0
+    """Truncation distance of the signed distance, in voxels."""
+    min_alpha: float = 0.5
+    """Pixels rendered with lower opacity carry no depth."""
+    target_faces: int | None = None
+    """Decimate to about this many faces (None: keep all)."""
+    min_component: float = 0.002
+    """Drop connected pieces with fewer faces than this fraction of the largest piece."""
+
+
+def camera_to_world(c2w_box: torch.Tensor, norm: Normalisation) -> np.ndarray:
+    """[4, 4] OpenCV camera-to-world in world units from one in box units."""
+    inv = norm.inverse_matrix()  # box -> world: rotation.T / scale, then + center
+    out = np.eye(4)
+    out[:3, :3] = norm.rotation.T @ c2w_box[:3, :3].double().numpy()
+    out[:3, 3] = inv[:3, :3] @ c2w_box[:3, 3].double().numpy() + inv[:3, 3]
+    return out
+
+
+@torch.no_grad()
+def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
+    """A cleaned, coloured open3d TriangleMesh in world units, fused from rendered views."""
+    o3d = require_open3d()
+    if config.resolution < 16 or config.views < 1:
+        raise FieldkitError("--resolution must be at least 16 and --views at least 1")
+    model.eval()
+    voxel = 2.0 / norm.scale / config.resolution  # world units
+    volume = o3d.pipelines.integration.ScalableTSDFVolume(
+        voxel_length=voxel, sdf_trunc=config.trunc_voxels * voxel,
+        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+    train = scene.split("train").tolist()
+    views = train[::max(1, len(train) // config.views)][:config.views]
+    bg = torch.ones(3)
+    fused = 0
+    for i in progress_iter(views, total=len(views), desc="fusing views"):
+        cam = scene.cameras[i]
+        out = model.render(cam, bg)
+        _, dirs = cam.image_rays(0)                                   # [H, W, 3] unit, box
+        z = out["depth"][..., 0] * (dirs @ cam.c2w[0, :3, 2])          # camera z, box units
+        z = torch.where(out["alpha"][..., 0] >= config.min_alpha, z / norm.scale, 0.0)
+        if not bool((z > 0).any()):
+            continue
+        rgb = (out["rgb"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.ascontiguousarray(rgb)),
+            o3d.geometry.Image(np.ascontiguousarray(z.float().numpy())),
+            depth_scale=1.0, depth_trunc=1e9, convert_rgb_to_intensity=False)
+        K = cam.K[0].double()
+        intrinsic = o3d.camera.PinholeCameraIntrinsic(
+            int(cam.width[0]), int(cam.height[0]), float(K[0, 0]), float(K[1, 1]),
+            float(K[0, 2]) - 0.5, float(K[1, 2]) - 0.5)  # open3d puts pixel centres at integers
+        extrinsic = np.linalg.inv(camera_to_world(cam.c2w[0], norm))
+        volume.integrate(rgbd, intrinsic, extrinsic)
+        fused += 1
+    if not fused:
+        raise FieldkitError(f"no rendered pixel reached opacity {config.min_alpha}; train "
+                            "longer")
+    mesh = volume.extract_triangle_mesh()
+    if not len(mesh.triangles):
+        raise FieldkitError("the fused volume has no surface; train longer or raise "
+                            "--resolution")
+    mesh = _clean(mesh, config.min_component, config.target_faces)
+    mesh.compute_vertex_normals()
+    return mesh
+
+
+def export_mesh_tsdf(run_dir, out, config: TsdfConfig):
+    """TSDF mesh of a run in world units written to ``out``; returns (path, mesh)."""
+    from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
+    from fieldkit.train.run import load_model, load_run_scene, read_config
+
+    check_suffix(out, MESH_SUFFIXES)  # before the (long) fusion
+    norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
+    mesh = extract_mesh_tsdf(load_model(run_dir), load_run_scene(run_dir), config, norm)
+    return write_mesh(mesh, out), mesh
