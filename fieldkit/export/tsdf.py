@@ -2,7 +2,7 @@
 
 Views spread over the training cameras are rendered; each depth map (distance along the ray,
 box units) becomes camera z in world units and is fused, with its colours, into open3d's
-``ScalableTSDFVolume``; pixels whose opacity is below ``min_alpha`` are left out (depth 0).
+sparse ``VoxelBlockGrid``; pixels whose opacity is below ``min_alpha`` are left out (depth 0).
 Marching cubes on the fused volume gives the mesh, cleaned like the density export. It needs
 only ``render``, so it meshes splats as well as density fields, and it works in the scene's
 world units throughout.
@@ -32,6 +32,8 @@ class TsdfConfig:
     """Truncation distance of the signed distance, in voxels."""
     min_alpha: float = 0.5
     """Pixels rendered with lower opacity carry no depth."""
+    min_weight: float = 2.0
+    """Voxels seen by fewer views than this are left out of the surface."""
     target_faces: int | None = None
     """Decimate to about this many faces (None: keep all)."""
     min_component: float = 0.002
@@ -55,9 +57,13 @@ def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
         raise FieldkitError("--resolution must be at least 16 and --views at least 1")
     model.eval()
     voxel = 2.0 / norm.scale / config.resolution  # world units
-    volume = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=voxel, sdf_trunc=config.trunc_voxels * voxel,
-        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+    o3c = o3d.core
+    # open3d's sparse voxel-block grid (the legacy ScalableTSDFVolume of open3d 0.20 extracts
+    # nothing here); the hash map of blocks grows as views reveal more surface.
+    grid = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf", "weight", "color"),
+        attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
+        voxel_size=voxel, block_resolution=8, block_count=20000)
     train = scene.split("train").tolist()
     views = train[::max(1, len(train) // config.views)][:config.views]
     bg = torch.ones(3)
@@ -70,22 +76,21 @@ def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
         z = torch.where(out["alpha"][..., 0] >= config.min_alpha, z / norm.scale, 0.0)
         if not bool((z > 0).any()):
             continue
-        rgb = (out["rgb"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(np.ascontiguousarray(rgb)),
-            o3d.geometry.Image(np.ascontiguousarray(z.float().numpy())),
-            depth_scale=1.0, depth_trunc=1e9, convert_rgb_to_intensity=False)
-        K = cam.K[0].double()
-        intrinsic = o3d.camera.PinholeCameraIntrinsic(
-            int(cam.width[0]), int(cam.height[0]), float(K[0, 0]), float(K[1, 1]),
-            float(K[0, 2]) - 0.5, float(K[1, 2]) - 0.5)  # open3d puts pixel centres at integers
-        extrinsic = np.linalg.inv(camera_to_world(cam.c2w[0], norm))
-        volume.integrate(rgbd, intrinsic, extrinsic)
+        depth = o3d.t.geometry.Image(np.ascontiguousarray(z.float().numpy()))
+        color = o3d.t.geometry.Image(np.ascontiguousarray(out["rgb"].clamp(0, 1).numpy()))
+        K = cam.K[0].double().numpy().copy()
+        K[:2, 2] -= 0.5  # open3d puts pixel centres at integer coordinates
+        K = o3c.Tensor(K)
+        extrinsic = o3c.Tensor(np.linalg.inv(camera_to_world(cam.c2w[0], norm)))
+        far = float(z.max()) * 1.01
+        blocks = grid.compute_unique_block_coordinates(depth, K, extrinsic, 1.0, far,
+                                                       config.trunc_voxels)
+        grid.integrate(blocks, depth, color, K, extrinsic, 1.0, far, config.trunc_voxels)
         fused += 1
     if not fused:
         raise FieldkitError(f"no rendered pixel reached opacity {config.min_alpha}; train "
                             "longer")
-    mesh = volume.extract_triangle_mesh()
+    mesh = grid.extract_triangle_mesh(weight_threshold=config.min_weight).to_legacy()
     if not len(mesh.triangles):
         raise FieldkitError("the fused volume has no surface; train longer or raise "
                             "--resolution")
