@@ -11,8 +11,8 @@ trimesh = pytest.importorskip("trimesh", reason="the round-trip test reads meshe
 
 # TSDF at 128 voxels over the region of interest (3 world units: 2.3 cm voxels) from 48 px
 # renders; measured 1.3% (hash grid) and 1.7% (splats) of the object's size. At 256 voxels the
-# 48 px depth maps are the limit (2.1%, 2.3%: thinner truncation band, more holes). A mesh in box units, a depth
-# along the ray used as camera z, or a half-pixel shift lands far above this.
+# 48 px depth maps are the limit (2.1%, 2.3%: thinner truncation band, more holes). A mesh in
+# box units, a depth along the ray used as camera z, or a half-pixel shift lands far above this.
 MAX_SYMMETRIC_DISTANCE = 0.02
 
 
