@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.fields.radiance import RadianceField
+from fieldkit.render.composite import segment_first
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import march, midpoints, render_rays
 from fieldkit.train.checkpoint import load_tensors, save_tensors
@@ -25,6 +26,8 @@ from fieldkit.train.checkpoint import load_tensors, save_tensors
 MODEL_FILE = "model.safetensors"
 INFER_CHUNK = 1 << 18
 """Samples per field evaluation when rendering without gradients (bounds the memory)."""
+INFER_ROUND = 16
+"""Samples per ray evaluated per round when rendering without gradients (front to back)."""
 
 
 @dataclass
@@ -94,27 +97,48 @@ class VolumeModel(nn.Module):
         def rgb_sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> tuple[Tensor, Tensor]:
             if torch.is_grad_enabled():
                 return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
-            parts = [self.field(midpoints(origins, dirs, t0[s:s + INFER_CHUNK],
-                                          t1[s:s + INFER_CHUNK], ray_idx[s:s + INFER_CHUNK]),
-                                dirs[ray_idx[s:s + INFER_CHUNK]])
-                     for s in range(0, len(t0), INFER_CHUNK)]
-            rgb, sigma = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-            if rc.alpha_thre > 0:  # as the training pre-pass: faint samples do not composite
-                alpha = 1 - torch.exp(-sigma * (t1 - t0))
-                sigma = torch.where(alpha >= rc.alpha_thre, sigma, 0.0)
-            return rgb, sigma
+            return self._infer_front_to_back(origins, dirs, t0, t1, ray_idx)
 
         rc = self.config.render
         # Training: an optional density-only pre-pass drops samples past early stop / below
         # alpha_thre before the (costly) pass with gradients. Without gradients the field is
-        # evaluated once on every occupied sample instead (one pass costs less than a density
-        # pass plus a colour pass): samples below alpha_thre get zero density, the same
-        # composite as dropping them, and samples past early stop weigh < early_stop_eps.
+        # evaluated once per sample, front to back in rounds, skipping rays that have already
+        # stopped (``_infer_front_to_back``): samples below alpha_thre or past early stop get
+        # zero density, the same composite as dropping them.
         prune = rc.prune_in_training and torch.is_grad_enabled()
         samples = march(origins, dirs, self.grid, step_size=rc.step_size, aabb=self.aabb,
                         sigma_fn=sigma_fn if prune else None, early_stop_eps=rc.early_stop_eps,
                         alpha_thre=rc.alpha_thre, stratified=stratified)
         return render_rays(rgb_sigma_fn, samples, len(origins), background)
+
+    @torch.no_grad()
+    def _infer_front_to_back(self, origins: Tensor, dirs: Tensor, t0: Tensor, t1: Tensor,
+                             ray_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """rgb [S, 3], sigma [S] of packed samples without gradients, evaluated in rounds of
+        INFER_ROUND samples per ray from front to back: a ray whose transmittance has fallen
+        below early_stop_eps is not evaluated further (its later samples get zero density, as
+        the training pre-pass drops them). Samples below alpha_thre get zero density too."""
+        rc = self.config.render
+        n = len(t0)
+        rgb, sigma = t0.new_zeros(n, 3), t0.new_zeros(n)
+        rank = torch.arange(n, device=t0.device) - segment_first(ray_idx, len(origins))
+        order = torch.argsort(rank, stable=True)
+        bounds = torch.searchsorted(rank[order], torch.arange(
+            0, int(rank.max()) + INFER_ROUND + 1, INFER_ROUND, device=t0.device)).tolist()
+        log_t = torch.zeros(len(origins), dtype=torch.float64, device=t0.device)
+        stop, dt = math.log(rc.early_stop_eps), t1 - t0
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            sel = order[lo:hi]
+            sel = sel[log_t[ray_idx[sel]] > stop]
+            for part in sel.split(INFER_CHUNK):
+                r = ray_idx[part]
+                rgb[part], sigma[part] = self.field(
+                    midpoints(origins, dirs, t0[part], t1[part], r), dirs[r])
+            if rc.alpha_thre > 0:  # as the training pre-pass: faint samples do not composite
+                faint = 1 - torch.exp(-sigma[sel] * dt[sel]) < rc.alpha_thre
+                sigma[sel[faint]] = 0.0
+            log_t.index_add_(0, ray_idx[sel], (-sigma[sel] * dt[sel]).double())
+        return rgb, sigma
 
     @torch.no_grad()
     def render(self, cameras: Cameras, background: Tensor, chunk: int = 16384

@@ -267,3 +267,30 @@ def test_early_stop_behind_opaque_slab():
         sig = sigma_fn(thre.t_starts, thre.t_ends, thre.ray_indices)
         assert (1 - torch.exp(-sig * (thre.t_ends - thre.t_starts)) >= 0.01).all()
         assert len(thre) < len(pruned)
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_two_level_skipping_gives_the_same_samples(monkeypatch, stratified):
+    """The coarse pass only removes candidates that the fine occupancy test would drop."""
+    import fieldkit.render.volume as volume
+
+    g = torch.Generator().manual_seed(0)
+    grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), resolution=32)
+    grid.binary.copy_(torch.rand(32, 32, 32, generator=g) < 0.02)   # scattered occupied cells
+    grid.binary[10:14, 3:9, 20:30] = True                            # and a solid block
+    origins = torch.randn(3000, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, -3.0])
+    dirs = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g) * 0.3
+                                         + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+
+    def run():
+        torch.manual_seed(1)
+        return march(origins, dirs, grid, step_size=2 * math.sqrt(3) / 256, aabb=aabb,
+                     stratified=stratified, max_candidates=50_000)
+
+    two_level = run()
+    monkeypatch.setattr(volume, "_coarse_steps", lambda *a, **k: None)
+    one_level = run()
+    assert len(one_level) > 1000
+    for name in ("ray_indices", "t_starts", "t_ends", "packed_info"):
+        assert torch.equal(getattr(two_level, name), getattr(one_level, name)), name
