@@ -158,13 +158,17 @@ class Render:
     height: int | None = None
     """Frame height (default: the training images' height)."""
     depth: bool = False
-    """Put a colour-mapped depth image beside each frame."""
+    """Put a colour-mapped depth image beside each frame (same as --output both)."""
+    output: Literal["rgb", "depth", "both"] | None = None
+    """rgb, depth (colour mapped) or both side by side (default rgb)."""
+    fov: float | None = None
+    """Vertical field of view in degrees (default: the camera path's own)."""
 
     def run(self) -> None:
         from fieldkit.export.render import render_video
 
         out = render_video(self.run_dir, self.out, self.path, self.frames, self.fps, self.width,
-                           self.height, self.depth)
+                           self.height, self.depth, self.output, self.fov)
         print(f"video      {out}")
 
 

@@ -2,6 +2,7 @@
 training cameras, the test views or a JSON file)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,28 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
                         ".json file")
 
 
+def with_fov(cams: Cameras, fov_deg: float) -> Cameras:
+    """``cams`` with a vertical field of view of ``fov_deg`` degrees (square pixels, principal
+    point at the image centre)."""
+    if not 0 < fov_deg < 180:
+        raise FieldkitError(f"--fov must be between 0 and 180 degrees, not {fov_deg:g}")
+    K = cams.K.clone()
+    f = 0.5 * cams.height.to(K.dtype) / math.tan(math.radians(fov_deg) / 2)
+    K[:, 0, 0], K[:, 1, 1] = f, f
+    K[:, 0, 2], K[:, 1, 2] = cams.width.to(K.dtype) / 2, cams.height.to(K.dtype) / 2
+    return Cameras(cams.c2w, K, cams.width, cams.height, None)
+
+
 def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 120,
                  fps: int = 30, width: int | None = None, height: int | None = None,
-                 depth: bool = False) -> Path:
-    """Render the frames of a camera path and encode them (rgb, or rgb | depth side by side)."""
+                 depth: bool = False, output: str | None = None,
+                 fov: float | None = None) -> Path:
+    """Render the frames of a camera path and encode them. ``output``: rgb, depth (colour
+    mapped) or both (side by side); ``depth=True`` is the same as ``output="both"``. ``fov``:
+    vertical field of view in degrees (default: the path's own)."""
+    output = output or ("both" if depth else "rgb")
+    if output not in ("rgb", "depth", "both"):
+        raise FieldkitError(f"--output must be rgb, depth or both, not {output!r}")
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     model = load_model(run_dir)
@@ -55,15 +74,19 @@ def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 12
     name = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
     bg = torch.tensor(BACKGROUNDS[name])
     cams = camera_path(run_dir, path, frames, width, height)
+    if fov is not None:
+        cams = with_fov(cams, fov)
 
     def frames_iter():
         for i in progress_iter(range(len(cams)), total=len(cams), desc="rendering"):
             res = model.render(cams[i], bg)
-            img = to_uint8(res["rgb"])
-            if depth:
-                d = colorize_depth(res["depth"][..., 0].numpy(), res["alpha"][..., 0].numpy())
-                img = np.concatenate([img, d], axis=1)
-            yield img
+            parts = []
+            if output in ("rgb", "both"):
+                parts.append(to_uint8(res["rgb"]))
+            if output in ("depth", "both"):
+                parts.append(colorize_depth(res["depth"][..., 0].numpy(),
+                                            res["alpha"][..., 0].numpy()))
+            yield np.concatenate(parts, axis=1)
 
     write_video(Path(out), frames_iter(), fps=fps)
     return Path(out)
