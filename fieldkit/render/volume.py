@@ -89,7 +89,7 @@ def packed_info_from(ray_indices: Tensor, n_rays: int) -> Tensor:
     return torch.stack([torch.cumsum(counts, 0) - counts, counts], -1)
 
 
-COARSE_POOL = 4
+COARSE_POOL = 2
 """Occupancy cells per coarse cell (per axis) of the first level of empty-space skipping."""
 
 
