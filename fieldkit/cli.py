@@ -70,7 +70,8 @@ class Train:
     preset: Literal["default", "fast", "quality"] = "default"
     """Model preset: fast (smaller, coarser marching), default, or quality (larger, finer)."""
     lr: float | None = None
-    """Peak Adam learning rate (default: the model's own)."""
+    """Peak Adam learning rate (default: the model's own); for splat, a multiplier of its
+    per-parameter rates."""
     hashgrid: HashGridModelConfig = dataclasses.field(default_factory=HashGridModelConfig)
     """--model hashgrid settings; any you set here override the preset."""
     triplane: TriPlaneModelConfig = dataclasses.field(default_factory=TriPlaneModelConfig)

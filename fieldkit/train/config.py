@@ -14,7 +14,7 @@ class TrainConfig:
     """Stop after this many seconds of training (evaluation and checkpoints excluded)."""
     lr: float | None = None
     """Peak learning rate of Adam (default: the model's own: 1e-2 for hashgrid and triplane,
-    2e-3 for mlp)."""
+    2e-3 for mlp). For splat it multiplies the per-parameter rates of 3DGS (default 1)."""
     warmup_steps: int = 100
     """Linear learning-rate warm-up from 1% of lr."""
     target_samples: int = 1 << 14
