@@ -21,7 +21,6 @@ import torch
 
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.evaluate import evaluate_run
-from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.run import prepare
 
 SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
@@ -41,12 +40,10 @@ def profile_steps(trainer, n: int = 5) -> list[tuple[str, float]]:
 
 def render_seconds(trainer, view: int, repeats: int = 3) -> float:
     """Best-of-``repeats`` wall time to render one full view (no grad)."""
-    bg = torch.tensor(BACKGROUNDS[trainer.eval_background])
-    trainer.model.eval()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        trainer.model.render(trainer.scene.cameras[view], bg)
+        trainer.render(trainer.scene.cameras[view])  # on the model's device, result on the CPU
         best = min(best, time.perf_counter() - t0)
     return best
 

@@ -71,12 +71,13 @@ class SplatTrainer(Trainer):
             base = self.base_lrs[group["name"]]
             group["lr"] = base * decay if group["name"] == "means" else base
         i = self.view(self.step_count)
-        camera = self.scene.cameras[i]
+        camera = self.scene.cameras[i].to(self.device)
         if self.config.background == "random":
             bg = torch.rand(3)
         else:
             bg = torch.tensor(BACKGROUNDS[self.config.background])
-        target = composite(self.scene.image(i), bg)  # [H, W, 3]
+        target = composite(self.scene.image(i), bg).to(self.device)  # [H, W, 3]
+        bg = bg.to(self.device)
         out, proj = model.rasterize(camera, bg)
         proj.means2d.retain_grad()
         rgb = out["rgb"]
@@ -146,8 +147,8 @@ class SplatTrainer(Trainer):
         self.optimizer.load_state_dict(optim_state)
         self.base_lrs = {g["name"]: g["lr"] for g in self.model.param_groups(self.lr)}
         set_rng_state(tensors["rng"])
-        self.densifier.load_state_dict({k[len("densify."):]: v for k, v in tensors.items()
-                                        if k.startswith("densify.")})
+        self.densifier.load_state_dict({k[len("densify."):]: v.to(self.device)
+                                        for k, v in tensors.items() if k.startswith("densify.")})
         self.step_count, self.elapsed = step, float(extra["elapsed"])
         self.last_refine_bucket = int(extra["last_refine_bucket"])
         self.last_refine_step = int(extra["last_refine_step"])

@@ -26,6 +26,7 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
     model = model or load_model(run_dir)
     model.eval()
     background = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
+    device = next(model.parameters()).device
     bg = torch.tensor(BACKGROUNDS[background])
     out_dir = run_dir / "renders" / split
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,8 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
     per_view, seconds = [], 0.0
     for k, i in enumerate(progress_iter(views, total=len(views), desc=f"evaluating {split}")):
         t0 = time.perf_counter()
-        out = model.render(scene.cameras[i], bg)
+        out = {k: v.cpu() for k, v in
+               model.render(scene.cameras[i].to(device), bg.to(device)).items()}
         seconds += time.perf_counter() - t0
         target = composite(scene.image(i), bg)
         per_view.append({"view": i, "image": scene.image_paths[i].name,

@@ -89,6 +89,7 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
     if device == "cuda" and not torch.cuda.is_available():
         raise FieldkitError("--device cuda was asked for but no CUDA device is available; "
                             "drop --device to train on the CPU")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = Path(run_dir or default_run_dir(scene_path, kind))
     if resume:
         saved = read_config(run_dir)
@@ -122,6 +123,7 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         "model": {"kind": kind, "preset": preset, "config": asdict(model.config),
                   "num_params": model.num_params},
         "train": config.to_dict()})
+    model = model.to(device)  # images stay on the CPU; each batch moves to the model
     trainer_cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
     trainer = trainer_cls(scene, model, config, run_dir)
     if resume:

@@ -33,6 +33,8 @@ class Trainer:
         self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
         torch.manual_seed(config.seed)
         self.batcher = RayBatcher(scene, scene.split("train"), config.background)
+        self.device = next(model.parameters()).device
+        """Where the model lives; ray batches and cameras move there, images stay on the CPU."""
         self.lr = config.lr if config.lr is not None else model.default_lr
         self._make_optimizer()
         self.step_count = 0
@@ -61,7 +63,8 @@ class Trainer:
         factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
-        origins, dirs, target, bg = self.batcher.sample(self.n_rays)
+        origins, dirs, target, bg = (t.to(self.device) for t in
+                                     self.batcher.sample(self.n_rays))
         out = self.model.render_rays(origins, dirs, bg, stratified=True)
         n_samples = int(out["num_samples"])
         loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
@@ -85,10 +88,13 @@ class Trainer:
                 "rays": len(origins), "samples": n_samples, "lr": self.lr * factor}
 
     def render(self, camera: Cameras, background: str | None = None) -> dict[str, Tensor]:
-        """Full image from one camera (eval mode, no grad): rgb/depth/alpha [H, W, C]."""
+        """Full image from one camera (eval mode, no grad): rgb/depth/alpha [H, W, C] on the
+        CPU."""
         name = background or self.eval_background
         self.model.eval()
-        return self.model.render(camera, torch.tensor(BACKGROUNDS[name]))
+        out = self.model.render(camera.to(self.device),
+                                torch.tensor(BACKGROUNDS[name], device=self.device))
+        return {k: v.cpu() for k, v in out.items()}
 
     @property
     def eval_background(self) -> str:
