@@ -7,9 +7,8 @@ encoder they hand to ``RadianceField``; marching, compositing and persistence li
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,12 +17,11 @@ from torch import Tensor, nn
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.fields.radiance import RadianceField
+from fieldkit.fields.registry import load_model_dir, save_model
 from fieldkit.render.composite import segment_first
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import march, midpoints, render_rays
-from fieldkit.train.checkpoint import load_tensors, save_tensors
 
-MODEL_FILE = "model.safetensors"
 INFER_CHUNK = 1 << 18
 """Samples per field evaluation when rendering without gradients (bounds the memory)."""
 INFER_ROUND = 16
@@ -189,20 +187,12 @@ class VolumeModel(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> Path:
         """Write ``directory/model.safetensors`` (weights, occupancy grid, config metadata)."""
-        path = Path(directory) / MODEL_FILE
-        save_tensors(path, self.state_dict(), metadata={
-            "kind": self.kind, "config": json.dumps(asdict(self.config))})
-        return path
+        return save_model(self, directory)
 
     @classmethod
     def load(cls, directory: Path, device: str | torch.device = "cpu") -> VolumeModel:
         """Rebuild a model from ``directory/model.safetensors`` alone (no pickling)."""
-        from fieldkit.fields.registry import load_model_file
-
-        model = load_model_file(Path(directory) / MODEL_FILE, device)
-        if cls.kind and model.kind != cls.kind:
-            raise TypeError(f"{directory} holds a {model.kind} model, not {cls.kind}")
-        return model
+        return load_model_dir(cls, directory, device)
 
 
 def _layers(net: nn.Sequential) -> str:

@@ -106,6 +106,29 @@ def load_model_file(path: Path, device: str | torch.device = "cpu"):
     return model
 
 
+MODEL_FILE = "model.safetensors"
+
+
+def save_model(model, directory: Path) -> Path:
+    """Write ``directory/model.safetensors``: the state dict, with the kind and the config as
+    metadata, so that the file alone rebuilds the model."""
+    from fieldkit.train.checkpoint import save_tensors
+
+    path = Path(directory) / MODEL_FILE
+    save_tensors(path, model.state_dict(), metadata={
+        "kind": model.kind, "config": json.dumps(dataclasses.asdict(model.config))})
+    return path
+
+
+def load_model_dir(cls: type, directory: Path, device: str | torch.device = "cpu"):
+    """The model in ``directory/model.safetensors`` (no pickling); it must be a ``cls.kind``
+    model when ``cls`` names a kind."""
+    model = load_model_file(Path(directory) / MODEL_FILE, device)
+    if getattr(cls, "kind", "") and model.kind != cls.kind:
+        raise TypeError(f"{directory} holds a {model.kind} model, not {cls.kind}")
+    return model
+
+
 def changed_fields(config, default) -> dict:
     """The nested override dict that turns ``default`` into ``config`` (only what differs)."""
     out = {}

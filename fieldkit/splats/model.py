@@ -8,10 +8,9 @@ training; ``load_state_dict`` resizes the model to the incoming tensors.
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,14 +19,12 @@ from torch import Tensor, nn
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.encoders.sh import C0, sh_encode
-from fieldkit.fields.registry import register
+from fieldkit.fields.registry import load_model_dir, register, save_model
 from fieldkit.render.backends import choose_splat_backend
 from fieldkit.render.splat import rasterize
 from fieldkit.splats.densify import DensifyConfig
 from fieldkit.splats.mixture import mixture_density
-from fieldkit.train.checkpoint import save_tensors
 
-MODEL_FILE = "model.safetensors"
 KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 
@@ -263,19 +260,12 @@ class SplatModel(nn.Module):
 
     def save(self, directory: Path) -> Path:
         """Write ``directory/model.safetensors`` (parameters and config metadata)."""
-        path = Path(directory) / MODEL_FILE
-        save_tensors(path, self.state_dict(), metadata={
-            "kind": self.kind, "config": json.dumps(asdict(self.config))})
-        return path
+        return save_model(self, directory)
 
     @classmethod
     def load(cls, directory: Path, device: str | torch.device = "cpu") -> SplatModel:
-        from fieldkit.fields.registry import load_model_file
-
-        model = load_model_file(Path(directory) / MODEL_FILE, device)
-        if model.kind != cls.kind:
-            raise TypeError(f"{directory} holds a {model.kind} model, not {cls.kind}")
-        return model
+        """Rebuild a splat model from ``directory/model.safetensors`` alone (no pickling)."""
+        return load_model_dir(cls, directory, device)
 
     def export_params(self) -> dict[str, Tensor]:
         """Detached copies of the parameters (box coordinates)."""
