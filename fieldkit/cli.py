@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from fieldkit.distill.config import DistillConfig
 from fieldkit.errors import FieldkitError, FieldkitWarning, NotBuiltError
 from fieldkit.fields.models import HashGridModelConfig, MlpModelConfig, TriPlaneModelConfig
 from fieldkit.splats.model import SplatConfig
@@ -105,14 +106,25 @@ class Train:
         from fieldkit.train.config import TrainConfig
         from fieldkit.train.run import train
 
-        if self.viewer:
-            _not_built("train --viewer", "browser viewer issue")
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, lr=self.lr)
-        result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
-                       device=self.device, resume=self.resume, preset=self.preset,
-                       model_config=None if self.resume else self.model_config(),
-                       init=self.init)
+        live = None
+        if self.viewer:  # the viewer renders between training steps and stays up afterwards
+            from fieldkit.viewer import require_viser
+            from fieldkit.viewer.config import ViewerConfig
+            from fieldkit.viewer.live import train_with_viewer
+
+            require_viser()
+            result, live = train_with_viewer(
+                self.scene, self.model, self.out, config, ViewerConfig(port=self.port),
+                downscale=self.downscale, device=self.device, resume=self.resume,
+                preset=self.preset, model_config=None if self.resume else self.model_config(),
+                init=self.init)
+        else:
+            result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
+                           device=self.device, resume=self.resume, preset=self.preset,
+                           model_config=None if self.resume else self.model_config(),
+                           init=self.init)
         print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")
         if result.interrupted:
             print(f"interrupted: checkpoint saved; continue with `fieldkit train {self.scene} "
@@ -126,6 +138,17 @@ class Train:
             out = render_video(result.run_dir, result.run_dir / "renders" / "orbit.mp4",
                                frames=60, fps=30)
             print(f"video      {out}")
+        if live is not None:
+            import time
+
+            print(f"viewer     still serving {live.viewer.url}; Ctrl-C to quit", flush=True)
+            try:
+                while True:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                live.viewer.stop()
 
 
 @dataclass
@@ -235,19 +258,48 @@ class Export:
 
 @dataclass
 class Distill:
-    """Convert a trained run into another representation."""
+    """Convert a trained run into another representation (hashgrid, triplane, mlp, splat) from
+    the teacher alone; writes a student run and its fidelity report (RUN/distill.json)."""
 
     teacher: Positional[Path]
     """Teacher run directory."""
     to: Literal["hashgrid", "triplane", "mlp", "splat"]
     """Student representation."""
     out: Path | None = None
-    """Student run directory."""
+    """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
-    """Time budget in seconds."""
+    """Seconds of student optimisation (default: a quarter of the teacher's training time)."""
+    max_steps: int | None = None
+    """Student optimisation steps."""
+    preset: Literal["default", "fast", "quality"] = "default"
+    """Student model preset."""
+    device: Literal["cpu", "cuda"] | None = None
+    """Compute device (default: cuda when available)."""
+    seed: int = 0
+    """Seed of the student's initialisation and batches."""
+    resume: bool = False
+    """Continue an interrupted distillation in --out."""
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    """Targets, stages and report."""
 
     def run(self) -> None:
-        _not_built("distill", "distillation issue")
+        from fieldkit.distill.run import distill
+        from fieldkit.train.config import TrainConfig
+
+        if self.max_time is not None and self.max_time <= 0:
+            raise FieldkitError("--max-time must be a positive number of seconds")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise FieldkitError("--max-steps must be a positive number")
+        config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time, seed=self.seed)
+        report = distill(self.teacher, self.to, self.out, config,
+                         dataclasses.replace(self.distill), preset=self.preset,
+                         device=self.device, resume=self.resume)
+        if report.get("interrupted"):
+            print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
+                  f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",
+                  file=sys.stderr)
+            raise SystemExit(130)
+        print(f"report     {Path(report['student_run']) / 'distill.json'}")
 
 
 @dataclass
@@ -266,7 +318,17 @@ class View:
     """Access token required by the browser (recommended with a non-local host)."""
 
     def run(self) -> None:
-        _not_built("view", "browser viewer issue")
+        from fieldkit.viewer import require_viser
+
+        require_viser()
+        from fieldkit.viewer.config import ViewerConfig
+        from fieldkit.viewer.server import serve
+
+        try:
+            serve(self.target, self.other, ViewerConfig(host=self.host, port=self.port,
+                                                        token=self.token))
+        except KeyboardInterrupt:
+            pass
 
 
 @dataclass

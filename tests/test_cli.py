@@ -52,7 +52,7 @@ def test_scene_info_on_real_scenes(capsys, name, fmt, images, points):
 
 @pytest.mark.parametrize("argv", [
     ["train", str(DEMO_SCENE), "--viewer"],
-    ["view", "r"], ["distill", "r", "--to", "splat"]])
+    ["view", "r"]])
 def test_unbuilt_commands_say_so(capsys, argv):
     assert main(argv) == 3
     err = capsys.readouterr().err

@@ -123,6 +123,9 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         "model": {"kind": kind, "preset": preset, "config": asdict(model.config),
                   "num_params": model.num_params},
         "train": config.to_dict()})
+    from fieldkit.distill.views import save_train_cameras
+
+    save_train_cameras(run_dir, scene.cameras[scene.split("train")])  # distillation needs no scene
     model = model.to(device)  # images stay on the CPU; each batch moves to the model
     trainer_cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
     trainer = trainer_cls(scene, model, config, run_dir)

@@ -1,0 +1,122 @@
+"""Benchmark: distillation between representations on lego-400 at 200x200, against training the
+same student from scratch on the photos for the same wall time.
+
+    .venv/bin/python apps/bench_distill.py --teacher apps/results/lego_cpu_2level/run \\
+        --out apps/results/distill_lego_cpu
+
+The teacher is a hash-grid run trained for 300 s (``apps/bench_train.py``). Pairs whose teacher
+is not a hash grid (``splat:hashgrid``, ``triplane:hashgrid``) use the student this benchmark
+distilled from the hash grid as their teacher (a round trip). For each pair: the distillation
+time (teacher renders + student optimisation), student vs teacher PSNR on held-out novel views,
+student and teacher vs the photos on evenly spaced test views, and a student of the same
+architecture trained from scratch for the same wall time, on the same test views. Writes
+OUT/bench.json and OUT/bench.md; the runs stay in OUT/run (not committed).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.report import versus_photos
+from fieldkit.distill.run import distill, teacher_train_seconds
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.run import load_run_scene, prepare, read_config
+
+PAIRS = ("hashgrid:triplane", "hashgrid:mlp", "hashgrid:splat", "splat:hashgrid",
+         "triplane:hashgrid")
+
+
+def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, views: int
+            ) -> dict:
+    """Train ``kind`` from scratch on the photos for ``seconds``; PSNR on ``views`` test views."""
+    trainer = prepare(scene, kind, out, TrainConfig(max_time=seconds, eval_every=0),
+                      downscale=downscale)
+    trainer.train()
+    res = versus_photos({"student": trainer.model.eval()}, {"student": load_run_scene(out)},
+                        views)
+    return {"steps": trainer.step_count, "seconds": trainer.elapsed, **res["student"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--teacher", type=Path, default=Path("apps/results/lego_cpu_2level/run"))
+    ap.add_argument("--pairs", nargs="+", default=list(PAIRS))
+    ap.add_argument("--fraction", type=float, default=0.25,
+                    help="field students: optimisation time as a share of the teacher's")
+    ap.add_argument("--splat-time", type=float, default=300.0,
+                    help="seconds of optimisation for splat students")
+    ap.add_argument("--gt-views", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("apps/results/distill_lego_cpu"))
+    args = ap.parse_args()
+    run_root = args.out / "run"
+    if run_root.exists():
+        raise SystemExit(f"{run_root} exists; delete it to rerun")
+    tcfg = read_config(args.teacher)
+    t_seconds = teacher_train_seconds(args.teacher)
+    scene, downscale = Path(tcfg["scene"]), int(tcfg["downscale"])
+    students: dict[str, Path] = {tcfg["model"]["kind"]: args.teacher}
+    rows = []
+    for pair in args.pairs:
+        src, dst = pair.split(":")
+        teacher = students[src]
+        budget = args.splat_time if dst == "splat" else args.fraction * t_seconds
+        out = run_root / f"{src}-to-{dst}"
+        cfg = DistillConfig(gt_views=args.gt_views)
+        report = distill(teacher, dst, out, TrainConfig(max_time=budget), cfg)
+        students.setdefault(dst, out)
+        wall = report["time"]["distill_seconds"]
+        base = scratch(scene, dst, wall, run_root / f"scratch-{dst}-{pair.replace(':', '-')}",
+                       downscale, args.gt_views)
+        gt = report["vs_photos"]
+        rows.append({"pair": pair, "teacher_run": str(teacher), "budget_seconds": budget,
+                     "distill_seconds": wall, "teacher_render_seconds":
+                         report["time"]["teacher_seconds"],
+                     "student_vs_teacher_psnr": report["vs_teacher"]["psnr"],
+                     "student_psnr": gt["student"]["psnr"], "teacher_psnr": gt["teacher"]["psnr"],
+                     "student_ssim": gt["student"]["ssim"], "scratch_psnr": base["psnr"],
+                     "scratch_steps": base["steps"], "student_steps": report["student"]["steps"],
+                     "student_params": report["student"]["num_params"],
+                     "student_bytes": report["student"]["bytes_on_disk"],
+                     "student_seconds_per_frame": gt["student"]["seconds_per_frame"],
+                     "teacher_seconds_per_frame": gt["teacher"]["seconds_per_frame"]})
+        print(json.dumps(rows[-1]), flush=True)
+    meta = {"date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+                       f"{torch.__version__}, "
+                       f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+            "command": "python " + " ".join(os.sys.argv), "teacher": str(args.teacher),
+            "teacher_train_seconds": t_seconds, "scene": str(scene), "downscale": downscale,
+            "gt_views": args.gt_views}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    lines = [f"# Distillation on {scene.name}, teacher hash grid trained {t_seconds:.0f} s", "",
+             f"- date: {meta['date']}", f"- machine: {meta['machine']}",
+             f"- command: `{meta['command']}`",
+             f"- PSNR vs photos on {args.gt_views} evenly spaced test views (white background); "
+             "student vs teacher on 8 held-out novel views",
+             "- scratch: the student's architecture trained on the photos for the distillation's "
+             "whole wall time (teacher renders included)", "",
+             "| pair | distill s (teacher renders) | student vs teacher | student vs photos | "
+             "teacher vs photos | scratch, same time | student - scratch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['pair']} | {r['distill_seconds']:.0f} ({r['teacher_render_seconds']:.0f})"
+                     f" | {r['student_vs_teacher_psnr']:.2f} | {r['student_psnr']:.2f} | "
+                     f"{r['teacher_psnr']:.2f} | {r['scratch_psnr']:.2f} | "
+                     f"{r['student_psnr'] - r['scratch_psnr']:+.2f} |")
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t0:.0f} s")

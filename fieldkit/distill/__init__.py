@@ -1,0 +1,1 @@
+"""Distillation: convert any trained representation into any other (``fieldkit distill``)."""

@@ -1,0 +1,56 @@
+"""How a teacher is distilled into a student (``fieldkit distill --help`` shows these fields)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class DistillConfig:
+    """Targets, stages and report of a distillation. The optimisation budget (steps, seconds)
+    and the learning-rate schedule are the student's ordinary training config."""
+
+    views: int = 100
+    """Novel views the teacher renders whole for a splat student (its training images)."""
+    bank_views: int = 200
+    """Novel views the ray bank of a volumetric student draws its rays from."""
+    bank_rays: int = 1 << 18
+    """Rays the teacher renders for a volumetric student's stage 2 (drawn at random from
+    bank_views novel views)."""
+    view_scale: float = 1.0
+    """Size of the novel views relative to the teacher's training images."""
+    held_out_views: int = 8
+    """Novel views, never trained on, where the student is compared with the teacher."""
+    gt_views: int = 20
+    """Test views (evenly spaced) where student and teacher are compared with the photos, when
+    the teacher's scene is on disk (0: skip)."""
+    volume_fraction: float = 0.4
+    """Share of a volumetric student's budget spent in stage 1 (matching density and colour at
+    3D points); the rest is stage 2 (matching rendered rays)."""
+    points_per_step: int = 1 << 15
+    """3D points per stage-1 step."""
+    mass_fraction: float = 0.75
+    """Share of the stage-1 points drawn where the teacher has mass (its occupancy grid or its
+    Gaussians); the rest are uniform in the box."""
+    surface_fraction: float = 0.5
+    """Share of those mass points drawn near the surface the teacher shows (its depth along
+    bank rays, seen from the ray's direction); the others fill its occupancy grid (or its
+    Gaussians) uniformly, seen from random directions."""
+    density_floor: float = 0.1
+    """Densities are compared as log(sigma + floor): below ~floor a sample is empty anyway
+    (alpha < 1e-3 at the default step), and the log keeps large densities in range."""
+    density_cap: float = 1e4
+    """Teacher densities above this count as this (opaque either way)."""
+    density_weight: float = 0.1
+    """Weight of the log-density term against the colour term in stage 1."""
+    stage2_point_weight: float = 0.1
+    """Weight of the stage-1 loss (on a quarter of the points) kept during stage 2, so that
+    density the rays do not see stays matched."""
+    alpha_weight: float = 0.1
+    """Weight of the opacity term in stage 2."""
+    depth_weight: float = 0.05
+    """Weight of the depth term in stage 2 (box units, weighted by the teacher's opacity)."""
+    seed: int = 0
+    """Seed of the novel views, the ray bank and the points."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)

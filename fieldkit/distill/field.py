@@ -1,0 +1,151 @@
+"""Volumetric students (hash grid, tri-plane, MLP): PVD-style progressive distillation.
+
+Stage 1 (volume-aligned): density and colour are matched at 3D points, most drawn where the
+teacher has mass, the rest uniform in the box; density is compared as log(sigma + floor) with
+the teacher's capped, a numerically safe space. Splat teachers have no colour at a point, so
+only their density is matched. Stage 2: rendered colour (over a random background), opacity
+and depth are matched on rays of random novel views (``RayBank``), with a little of the
+stage-1 loss kept. The student's occupancy grid starts from the teacher's.
+
+The loop, budgets, schedule, checkpoints, Ctrl-C and periodic evaluation (on held-out teacher
+views, so the logged eval PSNR is student vs teacher) are ``Trainer``'s.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.targets import RayBank, TeacherViews
+from fieldkit.distill.teacher import Teacher
+from fieldkit.train.config import lr_factor
+from fieldkit.train.trainer import Trainer
+
+
+def init_grid_from_teacher(student, teacher: Teacher) -> None:
+    """Start ``student``'s occupancy grid (EMA density and bitfield) from the teacher's density
+    at its cells, in the student's own units (density x its step size)."""
+    grid = student.grid
+    sigma = teacher.cell_density(grid).to(grid.density)
+    grid.density.copy_(sigma * student.config.render.step_size)
+    threshold = torch.clamp(grid.density.mean(), max=0.01)
+    grid.binary.copy_((grid.density > threshold).reshape(grid.binary.shape))
+
+
+class FieldDistillTrainer(Trainer):
+    """Trains a volumetric student on a teacher's points and rays (see module docstring)."""
+
+    def __init__(self, views: TeacherViews, student, config, run_dir, teacher: Teacher,
+                 bank: RayBank, distill: DistillConfig):
+        super().__init__(views.scene, student, config, run_dir)
+        self.teacher, self.bank, self.distill = teacher, bank, distill
+        self.generator = torch.Generator().manual_seed(distill.seed + 1)
+        self._stage: int | None = None
+
+    def stage(self) -> int:
+        return 1 if self.progress() < self.distill.volume_fraction else 2
+
+    def point_loss(self, n: int) -> tuple[Tensor, float]:
+        """Stage-1 loss on ``n`` points, and the colour MSE there (weighted by teacher
+        opacity; NaN for splat teachers)."""
+        dc, dev, g = self.distill, self.device, self.generator
+        m = int(n * dc.mass_fraction)
+        s = int(m * dc.surface_fraction)
+        bound = self.model.config.render.bound
+        surf, surf_dirs = self.surface_points(s)
+        pts = torch.cat([surf, self.teacher.mass_points(m - s, g).cpu(),
+                         (torch.rand(n - m, 3, generator=g) * 2 - 1) * bound]).to(dev)
+        dirs = torch.cat([surf_dirs, F.normalize(torch.randn(n - s, 3, generator=g), dim=-1)]
+                         ).to(dev)
+        t_rgb, t_sigma = self.teacher.query(pts, dirs)
+        if t_rgb is None:
+            s_rgb, s_sigma = None, self.model.density(pts)
+        else:
+            s_rgb, s_sigma = self.model.field(pts, dirs)
+        lo = dc.density_floor
+        target = torch.log(t_sigma.clamp(max=dc.density_cap) + lo)
+        pred = torch.log(s_sigma + lo)
+        both_opaque = (t_sigma >= dc.density_cap) & (s_sigma.detach() >= dc.density_cap)
+        loss = dc.density_weight * (F.smooth_l1_loss(pred, target, reduction="none")
+                                    * ~both_opaque).mean()
+        mse = math.nan
+        if s_rgb is not None:
+            w = 1 - torch.exp(-t_sigma * self.model.config.render.step_size)  # teacher alpha
+            err = (s_rgb - t_rgb) ** 2
+            denom = w.sum().clamp_min(1e-6)
+            loss = loss + (w[:, None] * (s_rgb - t_rgb).abs()).sum() / (3 * denom)
+            mse = float((w[:, None] * err.detach()).sum() / (3 * denom))
+        return loss, mse
+
+    def surface_points(self, n: int) -> tuple[Tensor, Tensor]:
+        """[n, 3] points near the surface the teacher shows along bank rays (its depth, moved
+        by a few marching steps) and the rays' directions [n, 3], on the CPU."""
+        idx = torch.randint(len(self.bank), (n,), generator=self.generator)
+        o, d = self.bank.origins[idx], self.bank.dirs[idx]
+        step = self.model.config.render.step_size
+        t = self.bank.depth[idx] + torch.randn(n, 1, generator=self.generator) * 4 * step
+        return o + d * t, d
+
+    def ray_loss(self) -> tuple[Tensor | None, float, int, int]:
+        """Stage-2 loss on a batch of bank rays: (loss or None, colour MSE, rays, samples)."""
+        dc = self.distill
+        b = {k: v.to(self.device) for k, v in self.bank.sample(self.n_rays).items()}
+        n = len(b["origins"])
+        bg = torch.rand(n, 3, device=self.device)
+        target = b["rgb"] + (1 - b["alpha"]) * bg
+        out = self.model.render_rays(b["origins"], b["dirs"], bg, stratified=True)
+        n_samples = int(out["num_samples"])
+        mse = float(((out["rgb"].detach() - target) ** 2).mean())
+        if not n_samples:
+            return None, mse, n, 0
+        loss = F.smooth_l1_loss(out["rgb"], target)
+        loss = loss + dc.alpha_weight * (out["alpha"] - b["alpha"]).abs().mean()
+        loss = loss + dc.depth_weight * (b["alpha"] * (out["depth"] - b["depth"]).abs()).mean()
+        wanted = self.n_rays * self.config.target_samples / n_samples
+        self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
+        return loss, mse, n, n_samples
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        self.model.train()
+        self.model.update_grid(self.step_count)
+        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor
+        dc = self.distill
+        stage = self.stage()
+        if self._stage == 1 and stage == 2:
+            # Fresh Adam moments: stage 1's gradient scale would stall stage 2's first steps.
+            self._make_optimizer()
+        self._stage = stage
+        if stage == 1:
+            loss, mse = self.point_loss(dc.points_per_step)
+            rays, samples = dc.points_per_step, dc.points_per_step
+        else:
+            loss, mse, rays, samples = self.ray_loss()
+            if dc.stage2_point_weight:
+                p_loss, _ = self.point_loss(dc.points_per_step // 4)
+                loss = p_loss * dc.stage2_point_weight + (0 if loss is None else loss)
+        reg = self.model.regularization()
+        if reg is not None and loss is not None:
+            loss = loss + reg
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.step_count += 1
+        self.elapsed += time.perf_counter() - t0
+        if mse != mse:  # a splat teacher's stage 1 compares no colour
+            mse = 0.0
+        psnr = -10 * math.log10(max(mse, 1e-10)) if mse else 0.0
+        return {"loss": float(loss.detach()) if loss is not None else 0.0, "mse": mse,
+                "psnr": psnr, "rays": rays, "samples": samples, "lr": self.lr * factor,
+                "stage": stage}
+
+    def speed_text(self, stats: dict, rays_per_s: float) -> str:
+        what = "points" if stats.get("stage") == 1 else "rays"
+        return f"stage {int(stats.get('stage', 1))}: {rays_per_s / 1000:.1f}k {what}/s"

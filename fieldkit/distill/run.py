@@ -1,0 +1,186 @@
+"""`fieldkit distill TEACHER_RUN --to KIND`: convert a trained model into another representation.
+
+Works from the teacher run alone (its model file and its training cameras); the photos, when
+still on disk, only serve the report. The student is an ordinary run directory (config.json,
+model.safetensors, checkpoint/, log.jsonl) that every other command reads, plus distill.json.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from fieldkit import __version__
+from fieldkit.data.cameras import Cameras
+from fieldkit.data.normalize import Normalisation
+from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.field import FieldDistillTrainer, init_grid_from_teacher
+from fieldkit.distill.report import model_facts, print_report, versus_photos, versus_teacher
+from fieldkit.distill.splat import init_splats_from_views
+from fieldkit.distill.targets import build_ray_bank, render_scene
+from fieldkit.distill.teacher import Teacher
+from fieldkit.distill.views import novel_cameras, save_train_cameras, train_cameras
+from fieldkit.errors import FieldkitError
+from fieldkit.fields.registry import build_model, model_from_config
+from fieldkit.train.checkpoint import atomic_write_json
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.rays import resolve_background
+from fieldkit.train.run import load_model, read_config
+
+MIN_DEFAULT_SECONDS = 30.0
+DEFAULT_FRACTION = 0.25
+"""Without a budget, a student gets this share of the teacher's training time."""
+
+
+def teacher_train_seconds(run_dir: Path) -> float | None:
+    """Seconds the teacher trained for (its log's last ``elapsed``), if known."""
+    log = Path(run_dir) / "log.jsonl"
+    if not log.is_file():
+        return None
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    return float(json.loads(lines[-1]).get("elapsed", 0)) if lines else None
+
+
+def default_budget(config: TrainConfig, teacher_seconds: float | None) -> TrainConfig:
+    """A quarter of the teacher's training time when no budget is given (2000 steps when the
+    teacher's time is unknown)."""
+    if config.max_steps is not None or config.max_time is not None:
+        return config
+    if teacher_seconds:
+        return replace(config, max_time=max(MIN_DEFAULT_SECONDS, DEFAULT_FRACTION *
+                                            teacher_seconds))
+    return replace(config, max_steps=2000)
+
+
+def _empty_cameras() -> Cameras:
+    return Cameras(torch.zeros(0, 4, 4), torch.zeros(0, 3, 3), torch.zeros(0, dtype=torch.long),
+                   torch.zeros(0, dtype=torch.long))
+
+
+def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
+    """The teacher's photos for each model (undistorted for splats), or None when absent."""
+    from fieldkit.data.scene import load_scene
+    from fieldkit.errors import SceneError
+    from fieldkit.train.run import scene_for_model
+
+    path = Path(tcfg.get("scene", ""))
+    if not path.is_dir():
+        return None
+    try:
+        scene = load_scene(path, downscale=int(tcfg.get("downscale", 1)))
+    except (SceneError, FieldkitError):
+        return None
+    if "test" not in scene.splits:
+        return None
+    return {name: scene_for_model(scene, kind) for name, kind in kinds.items()}
+
+
+def distill(teacher_run: Path, kind: str, out: Path | None = None,
+            train: TrainConfig | None = None, config: DistillConfig | None = None,
+            preset: str = "default", device: str | None = None, resume: bool = False,
+            quiet: bool = False) -> dict:
+    """Distil the model of ``teacher_run`` into a ``kind`` student in ``out``; returns the
+    report (also in ``out/distill.json``)."""
+    t_start = time.perf_counter()
+    teacher_run = Path(teacher_run)
+    tcfg = read_config(teacher_run)
+    out = Path(out or teacher_run.parent / f"{teacher_run.name}-to-{kind}")
+    if out.resolve() == teacher_run.resolve():
+        raise FieldkitError("--out must differ from the teacher run")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FieldkitError("--device cuda was asked for but no CUDA device is available")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    train = train or TrainConfig()
+    config = config or DistillConfig()
+    if resume:
+        saved = read_config(out)
+        if "distill" not in saved or not (out / "checkpoint").exists():
+            raise FieldkitError(f"{out} holds no distillation to resume; drop --resume")
+        kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
+        budgets = {"max_steps": train.max_steps, "max_time": train.max_time}
+        train = TrainConfig(**{**saved["train"], **{k: v for k, v in budgets.items()
+                                                     if v is not None}})
+        config = DistillConfig(**saved["distill"]["config"])
+    elif (out / "checkpoint").exists():
+        raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
+                            "to start a new one")
+    t_seconds = teacher_train_seconds(teacher_run)
+    train = default_budget(train, t_seconds)
+
+    teacher = Teacher(load_model(teacher_run, device=device))
+    norm = Normalisation.from_dict(tcfg["normalisation"])
+    cams, cam_source = train_cameras(teacher_run, tcfg)
+    held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
+                         scale=config.view_scale)
+    student_views = novel_cameras(cams, config.views, seed=config.seed,
+                                  scale=config.view_scale) if kind == "splat" else _empty_cameras()
+    views = render_scene(teacher, student_views, held, norm, teacher_run)
+    teacher_seconds = views.seconds
+    teacher_frame = float(torch.tensor(views.frame_seconds[len(student_views):]).median())
+
+    bound = float(tcfg["model"]["config"]["render"]["bound"])
+    torch.manual_seed(train.seed)
+    student = (model_from_config(kind, saved["model"]["config"]) if resume
+               else build_model(kind, bound, preset))
+    train = replace(train, background=resolve_background(train.background, views.scene))
+    if kind == "splat":
+        if not resume:
+            init_splats_from_views(student, views, cams)
+        student = student.to(device)
+        trainer_cls, extra = student.trainer_class(), {}
+    else:
+        t0 = time.perf_counter()
+        bank_cams = novel_cameras(cams, config.bank_views, seed=config.seed + 1,
+                                  scale=config.view_scale)
+        bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
+                              torch.Generator().manual_seed(config.seed + 2))
+        teacher_seconds += time.perf_counter() - t0
+        student = student.to(device)
+        init_grid_from_teacher(student, teacher)
+        trainer_cls = FieldDistillTrainer
+        extra = {"teacher": teacher, "bank": bank, "distill": config}
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", {
+        "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "scene": tcfg["scene"], "scene_format": tcfg.get("scene_format"),
+        "downscale": tcfg.get("downscale", 1), "normalisation": tcfg["normalisation"],
+        "model": {"kind": kind, "preset": preset, "config": asdict(student.config),
+                  "num_params": student.num_params},
+        "train": train.to_dict(),
+        "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
+                    "cameras": cam_source, "config": config.to_dict()}})
+    save_train_cameras(out, cams)
+    if trainer_cls is FieldDistillTrainer:
+        trainer = FieldDistillTrainer(views, student, train, out, **extra)
+    else:
+        trainer = trainer_cls(views.scene, student, train, out)
+    if resume:
+        trainer.resume()
+    stats = trainer.train()
+    if stats.get("interrupted"):
+        return {"interrupted": True, "student_run": str(out), "steps": trainer.step_count}
+
+    student.eval()
+    report = {
+        "teacher_run": str(teacher_run), "student_run": str(out),
+        "teacher": {**model_facts(teacher.model, teacher_run), "train_seconds": t_seconds},
+        "student": {**model_facts(student, out), "steps": trainer.step_count},
+        "cameras": cam_source, "teacher_seconds_per_frame": teacher_frame,
+        "vs_teacher": versus_teacher(student, views),
+    }
+    scenes = _gt_scenes(tcfg, {"teacher": teacher.kind, "student": kind}) \
+        if config.gt_views > 0 else None
+    if scenes is not None:
+        report["vs_photos"] = versus_photos({"teacher": teacher.model, "student": student},
+                                            scenes, config.gt_views)
+    report["time"] = {"teacher_seconds": teacher_seconds, "student_seconds": trainer.elapsed,
+                      "distill_seconds": teacher_seconds + trainer.elapsed,
+                      "total_seconds": time.perf_counter() - t_start}
+    atomic_write_json(out / "distill.json", report)
+    if not quiet:
+        print_report(report)
+    return report

@@ -1,0 +1,126 @@
+"""Teacher renders as training targets: a bank of rays, or a scene of whole views.
+
+- ``RayBank``: random rays through random novel views with the teacher's premultiplied colour,
+  depth and opacity; volumetric students draw their ray batches from it (stage 2).
+- ``render_scene``: whole novel views rendered by the teacher as a ``Scene`` (RGBA uint8, straight
+  alpha), so that the ordinary trainers (splats: whole images) and evaluation use them as if they
+  were photos; the teacher's depth comes alongside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.data.normalize import Normalisation
+from fieldkit.data.scene import Scene
+from fieldkit.distill.teacher import Teacher
+from fieldkit.progress import progress_iter
+
+BANK_CHUNK = 1 << 14
+"""Rays rendered per progress tick when filling a bank."""
+
+
+@dataclass
+class RayBank:
+    """Rays with the teacher's renders of them (all on the CPU)."""
+
+    origins: Tensor
+    """[R, 3] box units."""
+    dirs: Tensor
+    """[R, 3] unit directions."""
+    rgb: Tensor
+    """[R, 3] colour over black (premultiplied by opacity)."""
+    depth: Tensor
+    """[R, 1] expected depth of the hit (distance along the ray)."""
+    alpha: Tensor
+    """[R, 1] opacity."""
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def sample(self, n: int) -> dict[str, Tensor]:
+        """``n`` random rays (with replacement) and their targets."""
+        idx = torch.randint(len(self), (n,))
+        return {k: getattr(self, k)[idx] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
+
+
+def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,
+                   generator: torch.Generator) -> RayBank:
+    """``n_rays`` rays through uniformly random points of the images of ``cameras``, rendered by
+    the teacher (volumetric teachers render the rays themselves; splat teachers render whole
+    views and the rays are drawn from their pixel centres)."""
+    if teacher.is_splat:
+        return _bank_from_views(teacher, cameras, n_rays, generator)
+    cam = torch.randint(len(cameras), (n_rays,), generator=generator)
+    uv = torch.rand(n_rays, 2, generator=generator)
+    xy = uv * torch.stack([cameras.width[cam], cameras.height[cam]], -1).float()
+    origins, dirs = cameras.rays(cam, xy)
+    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "alpha": []}
+    chunks = list(zip(origins.split(BANK_CHUNK), dirs.split(BANK_CHUNK)))
+    for o, d in progress_iter(chunks, total=len(chunks), desc="teacher rays"):
+        out = teacher.render_rays(o, d)
+        for k in parts:
+            parts[k].append(out[k])
+    return RayBank(origins.float(), dirs.float(), *(torch.cat(parts[k]) for k in parts))
+
+
+def _bank_from_views(teacher: Teacher, cameras: Cameras, n_rays: int,
+                     generator: torch.Generator) -> RayBank:
+    cols: dict[str, list[Tensor]] = {k: [] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
+    for i in progress_iter(range(len(cameras)), total=len(cameras), desc="teacher views"):
+        out = teacher.render_view(cameras[i])
+        o, d = cameras.image_rays(i)
+        for k, v in (("origins", o), ("dirs", d), *out.items()):
+            cols[k].append(v.reshape(-1, v.shape[-1]).float())
+    full = {k: torch.cat(v) for k, v in cols.items()}
+    keep = torch.randperm(len(full["origins"]), generator=generator)[:n_rays]
+    return RayBank(**{k: v[keep] for k, v in full.items()})
+
+
+@dataclass
+class TeacherViews:
+    """Whole views rendered by the teacher, as a scene (splits ``train`` and ``val``)."""
+
+    scene: Scene
+    depth: list[Tensor]
+    """Per view [H, W, 1] teacher depth."""
+    seconds: float
+    """Time spent rendering them."""
+    frame_seconds: list[float]
+    """Per view, the teacher's render time."""
+
+
+def render_scene(teacher: Teacher, train: Cameras, held_out: Cameras,
+                 normalisation: Normalisation, root: Path) -> TeacherViews:
+    """Render ``train`` then ``held_out`` views with the teacher into a ``Scene`` whose
+    ``train`` split holds the first and whose ``val``/``test`` splits hold the second."""
+    import time
+
+    t0 = time.perf_counter()
+    cams = Cameras(torch.cat([train.c2w, held_out.c2w]), torch.cat([train.K, held_out.K]),
+                   torch.cat([train.width, held_out.width]),
+                   torch.cat([train.height, held_out.height]))
+    pixels, depths, secs = [], [], []
+    for i in progress_iter(range(len(cams)), total=len(cams), desc="teacher views"):
+        t1 = time.perf_counter()
+        out = teacher.render_view(cams[i])
+        secs.append(time.perf_counter() - t1)
+        alpha = out["alpha"].clamp(0, 1)
+        rgb = (out["rgb"] / alpha.clamp_min(1e-6)).clamp(0, 1)  # straight alpha
+        rgba = torch.cat([rgb, alpha], -1)
+        pixels.append((rgba * 255 + 0.5).to(torch.uint8).reshape(-1, 4))
+        depths.append(out["depth"])
+    sizes = torch.tensor([0] + [len(p) for p in pixels])
+    n_train = len(train)
+    held = torch.arange(n_train, len(cams))
+    scene = Scene(root=Path(root), format="teacher", cameras=cams,
+                  image_paths=[Path(root) / f"view_{i:04d}" for i in range(len(cams))],
+                  pixels=torch.cat(pixels), offsets=torch.cumsum(sizes, 0),
+                  splits={"train": torch.arange(n_train) if n_train else held, "val": held,
+                          "test": held},
+                  normalisation=normalisation, camera_models=["PINHOLE"] * len(cams))
+    return TeacherViews(scene, depths, time.perf_counter() - t0, secs)

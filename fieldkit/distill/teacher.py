@@ -1,0 +1,103 @@
+"""The teacher side of distillation: what a trained model of any kind can be asked.
+
+Only the representation protocol is used (``render``, ``density``), plus the volumetric models'
+field and occupancy grid when they have them:
+- renders of whole views (every kind) and of single rays (volumetric kinds), over black, so that
+  the colour is premultiplied and any background can be composited later;
+- density (and, for fields, view-dependent colour) at 3D points;
+- points where the teacher has mass (its occupancy grid, or its Gaussians);
+- an occupancy density per cell, to start a volumetric student's grid from.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.splats.transform import quat_to_rotmat
+
+RAY_CHUNK = 1 << 14
+"""Rays per teacher render call (bounds memory)."""
+POINT_CHUNK = 1 << 16
+"""Points per teacher field call."""
+
+
+class Teacher:
+    """A trained model of any registered kind, frozen, asked for distillation targets."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval().requires_grad_(False)
+        self.kind = model.kind
+        self.is_splat = self.kind == "splat"
+        self.device = next(model.parameters()).device
+        self.black = torch.zeros(3, device=self.device)
+
+    # ------------------------------------------------------------------ renders
+    @torch.no_grad()
+    def render_view(self, camera: Cameras) -> dict[str, Tensor]:
+        """Camera 0 over black: rgb [H, W, 3] (premultiplied), depth [H, W, 1], alpha
+        [H, W, 1], on the CPU."""
+        out = self.model.render(camera[0].to(self.device), self.black)
+        return {k: out[k].float().cpu() for k in ("rgb", "depth", "alpha")}
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]:
+        """Volumetric teachers only: rays [R, 3] (box units) over black -> rgb [R, 3]
+        (premultiplied), depth [R, 1], alpha [R, 1], on the CPU."""
+        out: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "alpha": []}
+        for o, d in zip(origins.split(RAY_CHUNK), dirs.split(RAY_CHUNK)):
+            res = self.model.render_rays(o.to(self.device), d.to(self.device), self.black)
+            for k in out:
+                out[k].append(res[k].float().cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ points
+    @torch.no_grad()
+    def query(self, points: Tensor, dirs: Tensor) -> tuple[Tensor | None, Tensor]:
+        """points, unit dirs [P, 3] on the teacher's device -> (rgb [P, 3] or None for splats,
+        which have no colour at a point, density [P])."""
+        if self.is_splat:
+            return None, torch.cat([self.model.density(p) for p in points.split(POINT_CHUNK)])
+        rgbs, sigmas = [], []
+        for p, d in zip(points.split(POINT_CHUNK), dirs.split(POINT_CHUNK)):
+            rgb, sigma = self.model.field(p, d)
+            rgbs.append(rgb)
+            sigmas.append(sigma)
+        return torch.cat(rgbs), torch.cat(sigmas)
+
+    @torch.no_grad()
+    def mass_points(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """[n, 3] box points where the teacher has mass: uniform in occupied grid cells (fields),
+        or drawn from the Gaussians in proportion to their opacity (splats)."""
+        if self.is_splat:
+            p = self.model.params
+            weight = torch.sigmoid(p["opacities"]).float().cpu()
+            idx = torch.multinomial(weight.clamp_min(1e-8), n, replacement=True,
+                                    generator=generator).to(self.device)
+            eps = torch.randn(n, 3, generator=generator).to(self.device)
+            rot = quat_to_rotmat(p["quats"][idx])
+            return p["means"][idx] + torch.einsum("nij,nj->ni", rot, eps * p["scales"][idx].exp())
+        grid = self.model.grid
+        occupied = torch.nonzero(grid.binary.reshape(-1))[:, 0]
+        if occupied.numel() == 0:
+            occupied = torch.arange(grid.num_cells, device=grid.binary.device)
+        pick = occupied[torch.randint(len(occupied), (n,), generator=generator).to(
+            occupied.device)]
+        lo, hi = grid.aabb[:3], grid.aabb[3:]
+        coords = grid.cell_coords(pick).to(lo.dtype)
+        jitter = torch.rand(n, 3, generator=generator).to(lo.device)
+        return lo + (coords + jitter) / grid.resolution * (hi - lo)
+
+    @torch.no_grad()
+    def cell_density(self, grid) -> Tensor:
+        """[R^3] teacher density at the centres of ``grid``'s cells (flat cell order)."""
+        if not self.is_splat and self.model.grid.resolution == grid.resolution and \
+                torch.allclose(self.model.grid.aabb, grid.aabb.to(self.device)):
+            # The teacher's own running estimate already covers every cell.
+            step = self.model.config.render.step_size
+            return self.model.grid.density / step
+        pts = grid.cell_points(torch.arange(grid.num_cells, device=grid.aabb.device),
+                               jitter=False).to(self.device)
+        _, sigma = self.query(pts, torch.zeros_like(pts) + torch.tensor([0.0, 0.0, 1.0],
+                                                                         device=self.device))
+        return sigma.float()

@@ -1,0 +1,144 @@
+"""Distillation on the demo scene: every conversion reaches a student-vs-teacher PSNR floor with a
+short step budget, distill.json holds real numbers, and the teacher alone suffices."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fieldkit.cli import main
+from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.run import distill
+from fieldkit.train.config import TrainConfig
+
+# Small targets keep each conversion to ~10-25 s on two cores.
+FAST = DistillConfig(views=40, bank_views=60, bank_rays=1 << 16, held_out_views=4, gt_views=6)
+
+
+def _train(steps: int) -> TrainConfig:
+    return TrainConfig(max_steps=steps, eval_every=0, checkpoint_every=1e9, warmup_steps=10)
+
+
+def _check_report(report: dict, run: Path, teacher_kind: str, kind: str) -> None:
+    on_disk = json.loads((run / "distill.json").read_text())
+    assert on_disk["vs_teacher"]["psnr"] == pytest.approx(report["vs_teacher"]["psnr"])
+    assert on_disk["teacher"]["kind"] == teacher_kind and on_disk["student"]["kind"] == kind
+    for side in ("teacher", "student"):
+        assert on_disk[side]["num_params"] > 0 and on_disk[side]["bytes_on_disk"] > 1000
+    gt = on_disk["vs_photos"]
+    assert gt["views"] == 6
+    for side in ("teacher", "student"):
+        assert 10 < gt[side]["psnr"] < 60 and gt[side]["seconds_per_frame"] > 0
+    t = on_disk["time"]
+    assert t["student_seconds"] > 0 and t["teacher_seconds"] > 0
+    assert t["total_seconds"] >= t["distill_seconds"]
+    assert all(math.isfinite(v) for v in (gt["student_vs_teacher_psnr"], t["total_seconds"]))
+
+
+@pytest.fixture(scope="module")
+def hash_to_triplane(demo_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill") / "h2t"
+    return out, distill(demo_run, "triplane", out, _train(300), FAST, quiet=True)
+
+
+def test_hash_to_triplane(hash_to_triplane):
+    out, report = hash_to_triplane
+    _check_report(report, out, "hashgrid", "triplane")
+    assert report["vs_teacher"]["psnr"] > 26.0
+    # The student is a run like any other: its model loads and `fieldkit eval` reads it.
+    assert main(["eval", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["psnr"] > 22.0
+
+
+def test_hash_to_mlp(demo_run, tmp_path):
+    report = distill(demo_run, "mlp", tmp_path / "h2m", _train(300), FAST, quiet=True)
+    _check_report(report, tmp_path / "h2m", "hashgrid", "mlp")
+    assert report["vs_teacher"]["psnr"] > 22.0
+
+
+def test_hash_to_splat(demo_run, tmp_path):
+    report = distill(demo_run, "splat", tmp_path / "h2s", _train(300), FAST, quiet=True)
+    _check_report(report, tmp_path / "h2s", "hashgrid", "splat")
+    assert report["vs_teacher"]["psnr"] > 25.0
+
+
+def test_splat_to_hash(demo_splat_run, tmp_path):
+    report = distill(demo_splat_run, "hashgrid", tmp_path / "s2h", _train(300), FAST,
+                     quiet=True)
+    _check_report(report, tmp_path / "s2h", "splat", "hashgrid")
+    assert report["vs_teacher"]["psnr"] > 25.0
+
+
+def test_triplane_to_hash_from_the_teacher_alone(hash_to_triplane, tmp_path):
+    """The scene is gone: cameras come from the run, and the report has no photo comparison."""
+    src, _ = hash_to_triplane
+    teacher = tmp_path / "teacher"
+    shutil.copytree(src, teacher)
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["scene"] = str(tmp_path / "gone")
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    report = distill(teacher, "hashgrid", tmp_path / "t2h", _train(300), FAST, quiet=True)
+    assert report["cameras"] == "run" and "vs_photos" not in report
+    assert report["vs_teacher"]["psnr"] > 25.0
+
+
+def test_student_grid_starts_from_the_teachers(demo_run):
+    from fieldkit.distill.field import init_grid_from_teacher
+    from fieldkit.distill.teacher import Teacher
+    from fieldkit.fields.registry import build_model
+    from fieldkit.train.run import load_model
+
+    teacher = Teacher(load_model(demo_run))
+    student = build_model("mlp", teacher.model.config.render.bound)
+    assert bool(student.grid.binary.all())  # a fresh grid skips nothing
+    init_grid_from_teacher(student, teacher)
+    same = (student.grid.binary == teacher.model.grid.binary).float().mean()
+    assert float(same) > 0.99 and not bool(student.grid.binary.all())
+
+
+def test_resume_continues_an_interrupted_distillation(demo_run, tmp_path):
+    out = tmp_path / "h2t"
+    first = distill(demo_run, "triplane", out, _train(20), FAST, quiet=True)
+    assert first["student"]["steps"] == 20
+    with pytest.raises(Exception, match="already holds a run"):
+        distill(demo_run, "triplane", out, _train(20), FAST, quiet=True)
+    again = distill(demo_run, "triplane", out, _train(40), FAST, resume=True, quiet=True)
+    assert again["student"]["steps"] == 40
+
+
+def test_novel_views_surround_the_training_cameras(demo_run):
+    from fieldkit.distill.views import novel_cameras, sphere_cameras, train_cameras
+    from fieldkit.train.run import read_config
+
+    cams, source = train_cameras(demo_run, read_config(demo_run))
+    assert source == "run" and len(cams) == 100
+    novel = novel_cameras(cams, 50, seed=3)
+    r_train = cams.positions.norm(dim=-1)
+    r_novel = novel.positions.norm(dim=-1)
+    assert float(r_novel.min()) > 0.8 * float(r_train.min())
+    assert float(r_novel.max()) < 1.2 * float(r_train.max())
+    # every novel view looks at (near) the centre: the optical axis passes close to it
+    fwd = novel.c2w[:, :3, 2]
+    closest = novel.positions - (novel.positions * fwd).sum(-1, keepdim=True) * fwd
+    assert float(closest.norm(dim=-1).max()) < 0.3 * float(r_novel.min())
+    assert torch.equal(novel_cameras(cams, 5, seed=3).c2w, novel[:5].c2w)  # seeded
+    sphere = sphere_cameras(10, bound=1.0)
+    assert len(sphere) == 10 and float(sphere.positions.norm(dim=-1).min()) > 3.0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["distill", "nowhere", "--to", "splat"], "is not a fieldkit run"),
+    (["distill", "{run}", "--to", "mlp", "--max-time", "-3"], "--max-time must be"),
+    (["distill", "{run}", "--to", "mlp", "--out", "{run}"], "--out must differ"),
+    (["distill", "{run}", "--to", "mlp", "--out", "{tmp}", "--resume"], "no distillation"),
+])
+def test_distill_errors_are_one_line(capsys, demo_run, tmp_path, argv, needle):
+    (tmp_path / "config.json").write_text(json.dumps({"scene": "x"}))
+    argv = [a.format(run=demo_run, tmp=tmp_path) for a in argv]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
