@@ -23,15 +23,17 @@ class DistillConfig:
     gt_views: int = 20
     """Test views (evenly spaced) where student and teacher are compared with the photos, when
     the teacher's scene is on disk (0: skip)."""
-    volume_fraction: float = 0.4
+    volume_fraction: float = 0.1
     """Share of a volumetric student's budget spent in stage 1 (matching density and colour at
-    3D points); the rest is stage 2 (matching rendered rays)."""
+    3D points); the rest is stage 2 (matching rendered rays). Short: on the demo scene, 300
+    steps of hash grid -> tri-plane reached 29.3 dB against the teacher with no stage 1, 28.8
+    with 20% and 26.3 with 40% (a stage-1 step costs ~2x a stage-2 step)."""
     points_per_step: int = 1 << 15
     """3D points per stage-1 step."""
     mass_fraction: float = 0.75
     """Share of the stage-1 points drawn where the teacher has mass (its occupancy grid or its
     Gaussians); the rest are uniform in the box."""
-    surface_fraction: float = 0.5
+    surface_fraction: float = 0.75
     """Share of those mass points drawn near the surface the teacher shows (its depth along
     bank rays, seen from the ray's direction); the others fill its occupancy grid (or its
     Gaussians) uniformly, seen from random directions."""

@@ -10,10 +10,13 @@ field and occupancy grid when they have them:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from fieldkit.data.cameras import Cameras
+from fieldkit.splats.mixture import mixture_density
 from fieldkit.splats.transform import quat_to_rotmat
 
 RAY_CHUNK = 1 << 14
@@ -57,13 +60,24 @@ class Teacher:
         """points, unit dirs [P, 3] on the teacher's device -> (rgb [P, 3] or None for splats,
         which have no colour at a point, density [P])."""
         if self.is_splat:
-            return None, torch.cat([self.model.density(p) for p in points.split(POINT_CHUNK)])
+            return None, torch.cat([self._splat_density(p) for p in points.split(POINT_CHUNK)])
         rgbs, sigmas = [], []
         for p, d in zip(points.split(POINT_CHUNK), dirs.split(POINT_CHUNK)):
             rgb, sigma = self.model.field(p, d)
             rgbs.append(rgb)
             sigmas.append(sigma)
         return torch.cat(rgbs), torch.cat(sigmas)
+
+    def _splat_density(self, points: Tensor) -> Tensor:
+        """[P] volumetric density of the Gaussians: each one's peak is set so that a ray
+        through its centre along its thinnest axis gets the Gaussian's opacity o
+        (integral = -log(1 - o)), the density a volume renderer needs to draw the same image.
+        (``SplatModel.density`` peaks at o, a shape for iso-surfaces, not a volume density.)"""
+        p = self.model.params
+        scales = p["scales"].exp()
+        o = torch.sigmoid(p["opacities"]).clamp(max=0.999)
+        peak = -torch.log1p(-o) / (math.sqrt(2 * math.pi) * scales.min(1).values.clamp_min(1e-6))
+        return mixture_density(points, p["means"], p["quats"], scales, peak)
 
     @torch.no_grad()
     def mass_points(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,150 @@
+"""Background jobs started from the browser: videos along a camera path and exports.
+
+One job runs at a time per viewer, in its own thread, with a progress bar and a status line in
+the panel that started it; the file it writes is offered to that browser for download. Jobs
+call the same library functions as the command line (``export_mesh``, ``export_points``,
+``export_splats``, ``write_video``). With a live trainer, a job works on a snapshot taken
+between two training steps (videos) or on the checkpoint saved there (exports).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fieldkit.errors import FieldkitError
+
+MAX_DOWNLOAD_BYTES = 512 << 20
+"""Larger files are written but not sent through the websocket."""
+
+
+def run_job(session, name: str, work: Callable[[Callable[[float], None]], Path],
+            progress_bar, status) -> bool:
+    """Start ``work(progress)`` in a thread (``progress(fraction)`` moves the bar; None
+    fraction: unknown, the bar animates). Returns False when another job is running."""
+    viewer = session.viewer
+    if not viewer.job_lock.acquire(blocking=False):
+        status.content = "another job is running; wait for it to finish"
+        return False
+
+    def progress(fraction: float | None) -> None:
+        if fraction is None:
+            progress_bar.animated = True
+            progress_bar.value = 100.0
+        else:
+            progress_bar.animated = False
+            progress_bar.value = float(min(max(fraction, 0.0), 1.0) * 100)
+
+    def body():
+        t0 = time.monotonic()
+        done = threading.Event()
+
+        def ticker():  # elapsed time while the library works without reporting progress
+            while not done.wait(1.0):
+                status.content = f"{name}: working ({time.monotonic() - t0:.0f} s)"
+
+        try:
+            progress_bar.visible = True
+            progress(0.0)
+            status.content = f"{name}: starting"
+            threading.Thread(target=ticker, daemon=True).start()
+            out = work(progress)
+            done.set()
+            progress(1.0)
+            size = out.stat().st_size
+            status.content = (f"{name}: wrote `{out}` ({size / 2**20:.1f} MiB, "
+                              f"{time.monotonic() - t0:.0f} s)")
+            if size <= MAX_DOWNLOAD_BYTES:
+                session.client.send_file_download(out.name, out.read_bytes())
+        except FieldkitError as e:
+            done.set()
+            status.content = f"**{name} failed**: {e}"
+        except Exception as e:  # report in the panel; the viewer keeps running
+            done.set()
+            status.content = f"**{name} failed**: {type(e).__name__}: {e}"
+        finally:
+            done.set()
+            progress_bar.animated = False
+            viewer.job_lock.release()
+
+    threading.Thread(target=body, daemon=True, name=f"fieldkit-{name}").start()
+    return True
+
+
+def job_sources(session) -> list:
+    """The sources a job may use while training goes on: frozen snapshots with a live
+    trainer, else the viewer's own."""
+    viewer = session.viewer
+    if viewer.live is not None and not viewer.live.finished:
+        return viewer.live.call_between_steps(lambda: [s.snapshot() for s in viewer.sources])
+    return viewer.sources
+
+
+def render_path_video(session, path, out: Path, progress) -> Path:
+    """Render ``path`` (a ``CameraPath``) with the session's output, background, crop and
+    comparison layout into ``out`` (mp4)."""
+    from fieldkit.export.video import write_video
+    from fieldkit.viewer.frame import FrameJob
+
+    sources = job_sources(session)
+    cams = path.cameras()
+    settings = session.view.settings
+    n = len(cams)
+
+    def frames():
+        for i in range(n):
+            job = FrameJob(sources, cams[i], settings, key=None)
+            while not job.done:
+                job.run_piece()
+            progress((i + 1) / n)
+            yield job.image()
+
+    write_video(out, frames(), fps=path.fps)
+    return out
+
+
+def checkpointed_run(session) -> Path:
+    """The run folder with the model as it is now (a live trainer saves between steps)."""
+    viewer = session.viewer
+    src = viewer.sources[0]
+    if src.run_dir is None:
+        raise FieldkitError("this export needs a run folder (the viewer shows a bare .ply)")
+    if viewer.live is not None and not viewer.live.finished:
+        viewer.live.call_between_steps(src.trainer.save)
+    return src.run_dir
+
+
+def export_mesh_job(session, out: Path, resolution: int, progress) -> Path:
+    progress(None)
+    run_dir = checkpointed_run(session)
+    if session.viewer.sources[0].is_splat:
+        from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
+
+        return export_mesh_tsdf(run_dir, out, TsdfConfig(resolution=resolution))[0]
+    from fieldkit.export.mesh import MeshConfig, export_mesh
+
+    return export_mesh(run_dir, out, MeshConfig(resolution=resolution))[0]
+
+
+def export_points_job(session, out: Path, num: int, progress) -> Path:
+    from fieldkit.export.points import PointsConfig, export_points
+
+    progress(None)
+    return export_points(checkpointed_run(session), out, PointsConfig(num=num))[0]
+
+
+def export_splats_job(session, out: Path, progress) -> Path:
+    progress(None)
+    src = session.viewer.sources[0]
+    if src.run_dir is None:  # a bare .ply: write the Gaussians shown (crop applied)
+        from fieldkit.splats.ply import write_splat_ply
+        from fieldkit.viewer.crop import crop_splat_params
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with src.lock:
+            params = src.model.export_params()
+        return write_splat_ply(out, crop_splat_params(params, session.view.settings.crop))
+    from fieldkit.export.splats import export_splats
+
+    return export_splats(checkpointed_run(session), out)[0]

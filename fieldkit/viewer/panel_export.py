@@ -1,0 +1,40 @@
+"""GUI panel "Export": mesh, point cloud and splat file, written by the library functions the
+CLI uses, with progress, then offered for download. Files go to RUN/viewer/exports/."""
+from __future__ import annotations
+
+from fieldkit.viewer.jobs import (export_mesh_job, export_points_job, export_splats_job,
+                                  run_job)
+
+
+def build_export_panel(session) -> None:
+    viewer, gui, h = session.viewer, session.client.gui, session.handles
+    src = viewer.sources[0]
+    has_run = src.run_dir is not None
+    with gui.add_folder("Export", expand_by_default=False):
+        if len(viewer.sources) == 2:
+            gui.add_markdown(f"exports the left model, **{src.label}**")
+        h["mesh_res"] = gui.add_number("mesh resolution", 256, min=32, max=1024, step=32,
+                                       visible=has_run,
+                                       hint="marching cubes lattice (TSDF voxels for splats)")
+        h["export_mesh"] = gui.add_button(
+            "export mesh" + (" (TSDF)" if src.is_splat else ""), visible=has_run)
+        h["points_num"] = gui.add_number("points", 1_000_000, min=1000, max=50_000_000,
+                                         step=1000, visible=has_run)
+        h["export_points"] = gui.add_button("export points", visible=has_run)
+        h["export_splats"] = gui.add_button("export splats", visible=src.is_splat,
+                                            disabled=not src.is_splat)
+        h["export_progress"] = gui.add_progress_bar(0.0, visible=False)
+        h["export_status"] = gui.add_markdown(
+            "" if has_run or src.is_splat else "nothing to export from this file")
+
+    out_dir = viewer.output_dir / "exports"
+
+    def start(name, work):
+        run_job(session, name, work, h["export_progress"], h["export_status"])
+
+    h["export_mesh"].on_click(lambda _: start("mesh", lambda p: export_mesh_job(
+        session, out_dir / "mesh.ply", int(h["mesh_res"].value), p)))
+    h["export_points"].on_click(lambda _: start("points", lambda p: export_points_job(
+        session, out_dir / "points.ply", int(h["points_num"].value), p)))
+    h["export_splats"].on_click(lambda _: start("splats", lambda p: export_splats_job(
+        session, out_dir / "splats.ply", p)))

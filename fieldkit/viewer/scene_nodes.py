@@ -1,0 +1,89 @@
+"""What the viewer puts in the 3D scene: training-camera frustums with thumbnails, splats drawn
+by the browser, the crop box outline, a solid background."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from fieldkit.viewer.camera import cameras_to_view
+from fieldkit.viewer.crop import CropBox
+
+
+def thumbnails(source, indices: list[int], size: int) -> dict[int, np.ndarray]:
+    """Training image ``i`` (index into ``source.cameras``) -> [h, w, 3] uint8, long side
+    ``size``. Empty when the scene's images cannot be read."""
+    from PIL import Image
+
+    from fieldkit.data.scene import composite
+
+    scene = getattr(source.trainer, "scene", None)
+    try:
+        if scene is None:
+            from fieldkit.data.scene import load_scene
+
+            scene = load_scene(source.scene_path, downscale=source.downscale)
+    except Exception:  # thumbnails are a nicety: a moved scene folder must not stop the viewer
+        return {}
+    train = scene.split("train").tolist()
+    bg = torch.tensor(source.background)
+    out = {}
+    for i in indices:
+        img = (composite(scene.image(train[i]), bg).clamp(0, 1) * 255).byte().numpy()
+        pil = Image.fromarray(img)
+        pil.thumbnail((size, size), Image.BILINEAR)
+        out[i] = np.asarray(pil)
+    return out
+
+
+def frustum_scale(source) -> float:
+    """Frustum size: a tenth of the median camera distance to the orbit centre."""
+    pos = source.cameras.positions.double().numpy()
+    return 0.1 * float(np.median(np.linalg.norm(pos - source.look_at(), axis=1))) or 0.1
+
+
+def add_frustums(scene_api, source, max_count: int, thumb_size: int, on_click=None) -> list:
+    """Training cameras as frustums named /cameras/NNN (every k-th when more than
+    ``max_count``), each with its downscaled image; ``on_click(view)`` moves the camera."""
+    if source.cameras is None or max_count <= 0:
+        return []
+    n = len(source.cameras)
+    step = max(1, math.ceil(n / max_count))
+    indices = list(range(0, n, step))
+    thumbs = thumbnails(source, indices, thumb_size)
+    scale = frustum_scale(source)
+    handles = []
+    for i in indices:
+        view = cameras_to_view(source.cameras, i)
+        h = scene_api.add_camera_frustum(
+            f"/cameras/{i:04d}", fov=view.fov, aspect=view.aspect, scale=scale,
+            thickness=0.01 * scale, color=(60, 90, 200), image=thumbs.get(i), format="jpeg",
+            wxyz=view.wxyz, position=view.position)
+        if on_click is not None:
+            h.on_click(lambda event, view=view: on_click(event, view))
+        handles.append(h)
+    return handles
+
+
+def add_splats(scene_api, source, crop: CropBox | None = None, name: str = "/splats"):
+    """The source's Gaussians drawn by the browser (WebGL), box coordinates."""
+    s = source.splats_for_browser(crop)
+    return scene_api.add_gaussian_splats(name, centers=s["centers"],
+                                         covariances=s["covariances"], rgbs=s["rgbs"],
+                                         opacities=s["opacities"])
+
+
+def add_crop_outline(scene_api, crop: CropBox | None, name: str = "/crop"):
+    """Wireframe of the crop box (removed when ``crop`` is None)."""
+    if crop is None:
+        scene_api.remove_by_name(name)
+        return None
+    return scene_api.add_box(name, color=(255, 120, 0), dimensions=crop.size, wireframe=True,
+                             position=crop.center)
+
+
+def solid_background(color: tuple[float, float, float]) -> np.ndarray:
+    """[8, 8, 3] uint8 image of one colour (the canvas background behind browser splats)."""
+    c = np.clip(np.asarray(color) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.broadcast_to(c, (8, 8, 3)).copy()

@@ -1,0 +1,231 @@
+"""Which client gets which frame next, at what resolution, and how much time rendering may take.
+
+Each connected browser has a ``ClientView``: its latest camera and settings, the frame being
+rendered and the last frame shown. ``Renderer.work`` renders one strip for one client (round
+robin) and sends finished frames. Adaptive resolution: while the camera moves the view is
+rendered at ``preview_resolution`` (in one piece); once it has been still for
+``settle_seconds`` the refined frame (``max_resolution``, or ``train_resolution`` while
+training) is rendered strip by strip; partial frames are sent every ``PARTIAL_SECONDS``
+over the previous one. A camera move drops an unfinished refined frame.
+
+While training, ``RenderBudget`` limits the rendering to a fraction of the wall time (a token
+bucket): the training thread renders strips between steps only while it has credit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from fieldkit.viewer.camera import ViewCamera, view_to_cameras
+from fieldkit.viewer.config import ViewerConfig
+from fieldkit.viewer.frame import FrameJob, FrameSettings
+
+PARTIAL_SECONDS = 0.5
+"""Send the strips of an unfinished refined frame this often."""
+STRIP_SECONDS_LIVE = 0.3
+"""Target time of one strip while training (the granularity of the budget). Not smaller: a
+volumetric render call costs about the same for few rays as for many (the front-to-back
+rounds follow the longest ray), and the bucket pays back any overshoot anyway."""
+STRIP_SECONDS_IDLE = 0.2
+"""Target time of one strip otherwise (how soon a camera move is noticed)."""
+
+
+class RenderBudget:
+    """Token bucket: rendering earns ``fraction`` of every wall-clock second and spends what it
+    takes; idle credit is capped at ``burst`` seconds, overdraft is paid back later."""
+
+    def __init__(self, fraction: float, burst: float = 0.2):
+        self.fraction, self.burst = fraction, burst
+        self.start = time.perf_counter()
+        self.spent = 0.0
+        self.total = 0.0
+        """Seconds charged so far (for the report)."""
+
+    def available(self) -> float:
+        """Seconds of rendering allowed now (may be negative: in debt)."""
+        earned = self.fraction * (time.perf_counter() - self.start)
+        if earned - self.spent > self.burst:
+            self.spent = earned - self.burst
+        return earned - self.spent
+
+    def charge(self, seconds: float) -> None:
+        self.spent += seconds
+        self.total += seconds
+
+
+@dataclass
+class ClientView:
+    """Render state of one browser."""
+
+    client_id: int
+    send: Callable[[np.ndarray], None]
+    """Shows a [H, W, 3] uint8 frame in this browser."""
+    settings: FrameSettings = field(default_factory=FrameSettings)
+    view: ViewCamera | None = None
+    moved_at: float = 0.0
+    version: int = 0
+    """Bumped by every camera or settings change."""
+    max_resolution: int = 512
+    preview_resolution: int = 128
+    server_render: bool = True
+    """False while the browser draws the scene itself (splats in the browser, rgb)."""
+    job: FrameJob | None = None
+    shown_key: tuple | None = None
+    shown_at: float = 0.0
+    shown_model: int = -1
+    shown_image: np.ndarray | None = None
+    last_partial: float = 0.0
+    pixels_per_second: float = 60000.0
+    """Render throughput estimate (sizes the strips)."""
+    frames_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_camera(self, view: ViewCamera) -> None:
+        with self.lock:
+            if view != self.view:
+                self.view, self.moved_at = view, time.monotonic()
+                self.version += 1
+
+    def update_settings(self, **changes) -> None:
+        with self.lock:
+            self.settings = replace(self.settings, **changes)
+            self.version += 1
+
+    def touch(self) -> None:
+        """Re-render (e.g. resolution or render mode changed)."""
+        with self.lock:
+            self.version += 1
+
+
+class Renderer:
+    """Renders frames for every ``ClientView`` from ``sources``."""
+
+    def __init__(self, sources: list, config: ViewerConfig):
+        self.sources, self.config = sources, config
+        self.views: dict[int, ClientView] = {}
+        self.lock = threading.Lock()
+        self._next = 0
+        self.training = False
+        """True while a live trainer is stepping (refined frames use train_resolution)."""
+        self.wake = threading.Event()
+
+    def add(self, view: ClientView) -> None:
+        with self.lock:
+            self.views[view.client_id] = view
+        self.wake.set()
+
+    def remove(self, client_id: int) -> None:
+        with self.lock:
+            self.views.pop(client_id, None)
+
+    def model_version(self) -> int:
+        return sum(s.version for s in self.sources)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, v: ClientView, now: float, live: bool) -> tuple | None:
+        """(key, resolution) of the frame ``v`` needs now, or None."""
+        if v.view is None or not v.server_render:
+            return None
+        moving = now - v.moved_at < self.config.settle_seconds
+        if moving:
+            res = min(v.preview_resolution, v.max_resolution)
+        elif self.training:
+            res = min(self.config.train_resolution, v.max_resolution)
+        else:
+            res = v.max_resolution
+        key = (v.version, res)
+        if v.job is not None and (v.job.key == key or (
+                live and moving and v.job.key[1] == res and v.job.fraction > 0)):
+            # while training, a preview under way is finished even when the camera moved on:
+            # restarting it at every move would never show a frame
+            return v.job.key, res
+        if v.shown_key == key or (moving and v.shown_key and v.shown_key[0] == v.version):
+            stale = v.shown_model != self.model_version()
+            if not (stale and now - v.shown_at >= self.config.live_refresh_seconds):
+                return None
+            if v.job is not None and v.job.key[0] == v.version:
+                return v.job.key, v.job.key[1]     # a refresh is under way: finish it
+        return key, res
+
+    def _pick(self, live: bool) -> tuple[ClientView, tuple] | None:
+        now = time.monotonic()
+        with self.lock:
+            views = list(self.views.values())
+        for k in range(len(views)):
+            v = views[(self._next + k) % len(views)]
+            with v.lock:
+                plan = self._plan(v, now, live)
+            if plan is not None:
+                self._next = (self._next + k + 1) % max(len(views), 1)
+                return v, plan
+        return None
+
+    # ------------------------------------------------------------------ rendering
+    def work(self, live: bool = False) -> float:
+        """Render one strip for the next client that needs one; returns the seconds spent
+        (0.0: nothing to do)."""
+        picked = self._pick(live)
+        if picked is None:
+            return 0.0
+        v, (key, res) = picked
+        t0 = time.perf_counter()
+        with v.lock:
+            if v.job is None or v.job.key != key:
+                camera = view_to_cameras(v.view, res)
+                moving = time.monotonic() - v.moved_at < self.config.settle_seconds
+                target = STRIP_SECONDS_LIVE if live else STRIP_SECONDS_IDLE
+                strip = None if moving else int(v.pixels_per_second * target)
+                settings = v.settings
+                if res < v.max_resolution and moving:
+                    settings = replace(settings, step_scale=self.config.preview_step_scale)
+                v.job = FrameJob(self.sources, camera, settings, key, strip)
+                v.job.model = self.model_version()
+            job = v.job
+        dt = job.run_piece()
+        pixels = job.rgb.shape[1] * job.rgb.shape[0] / max(job.total, 1)
+        v.pixels_per_second = 0.7 * v.pixels_per_second + 0.3 * pixels / max(dt, 1e-4)
+        now = time.monotonic()
+        if job.done:
+            self._show(v, job.image(), job, now)
+        elif not live and now - v.last_partial >= PARTIAL_SECONDS and v.shown_image is not None:
+            v.last_partial = now
+            self._send(v, job.partial_image(v.shown_image))
+        return time.perf_counter() - t0
+
+    def _show(self, v: ClientView, img: np.ndarray, job: FrameJob, now: float) -> None:
+        with v.lock:
+            if v.job is job:
+                v.job = None
+            v.shown_key, v.shown_at, v.shown_model = job.key, now, job.model
+            v.shown_image = img
+            v.last_partial = now
+        self._send(v, img)
+
+    def _send(self, v: ClientView, img: np.ndarray) -> None:
+        try:
+            v.send(img)
+            v.frames_sent += 1
+        except Exception:  # the browser went away mid-send
+            self.remove(v.client_id)
+
+    def run_budgeted(self, budget: RenderBudget) -> float:
+        """Render strips while the budget has credit (between training steps)."""
+        spent = 0.0
+        while budget.available() > 0:
+            dt = self.work(live=True)
+            if dt == 0.0:
+                break
+            budget.charge(dt)
+            spent += dt
+        return spent
+
+    def loop(self, stop: threading.Event) -> None:
+        """The render thread of a viewer without training: render whenever there is work."""
+        while not stop.is_set():
+            if self.work(live=False) == 0.0:
+                self.wake.wait(0.02)
+                self.wake.clear()

@@ -1,0 +1,212 @@
+"""Source: one model the viewer shows, with what it needs around it (box, cameras, run folder).
+
+A source is built from a run directory (``from_run``), a 3DGS .ply file (``from_ply``) or a
+live trainer (``from_trainer``). Every source renders through the representation protocol
+(``model.render(cameras, background) -> {"rgb", "depth", "alpha"}`` [H, W, C]); the viewer
+never imports a model class to draw it.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.data.normalize import Normalisation
+from fieldkit.encoders.sh import C0
+from fieldkit.errors import FieldkitError, warn
+from fieldkit.viewer.crop import CropBox, crop_splat_params, cropped_volume
+
+BACKGROUND_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+
+
+@dataclass
+class Source:
+    """A model to show."""
+
+    label: str
+    """Name shown in the GUI (run folder or file name)."""
+    model: torch.nn.Module
+    """Any registered fieldkit model (box coordinates)."""
+    run_dir: Path | None = None
+    """Run folder (None for a bare .ply file)."""
+    normalisation: Normalisation | None = None
+    """World -> box transform of the run (None: the file's own coordinates are shown)."""
+    cameras: Cameras | None = None
+    """Training cameras in box coordinates (frustums, initial view, camera paths)."""
+    scene_path: Path | None = None
+    """Scene folder of the run (thumbnails), when it still exists."""
+    downscale: int = 1
+    """The run's image downscale."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Default background colour (the run's evaluation background)."""
+    ply_path: Path | None = None
+    """The .ply file of a ``from_ply`` source."""
+    trainer: object | None = None
+    """The live Trainer of a ``from_trainer`` source."""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held while rendering, so a video, a snapshot and the view never interleave."""
+    _crop_cache: tuple = (None, None, None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_run(cls, run_dir: Path) -> Source:
+        from fieldkit.data.scene import load_cameras
+        from fieldkit.train.run import load_model, read_config
+
+        run_dir = Path(run_dir)
+        cfg = read_config(run_dir)
+        model = load_model(run_dir)
+        model.eval()
+        name = cfg.get("train", {}).get("background", "white")
+        cameras = scene_path = None
+        try:
+            cams, splits, _ = load_cameras(cfg["scene"], downscale=cfg.get("downscale", 1))
+            cameras, scene_path = cams[splits["train"]], Path(cfg["scene"])
+        except FieldkitError as e:
+            warn(f"the scene of {run_dir} could not be read ({e}); no training cameras shown")
+        return cls(label=run_dir.name, model=model, run_dir=run_dir,
+                   normalisation=Normalisation.from_dict(cfg["normalisation"]),
+                   cameras=cameras, scene_path=scene_path, downscale=cfg.get("downscale", 1),
+                   background=BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0)))
+
+    @classmethod
+    def from_ply(cls, path: Path) -> Source:
+        from fieldkit.splats.model import SplatConfig, SplatModel
+        from fieldkit.splats.ply import read_splat_ply, sh_degree_of
+
+        params = read_splat_ply(path)
+        if len(params["means"]) == 0:
+            raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
+        model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
+        model.set_gaussians(params)
+        extent = float((params["means"] - params["means"].median(0).values).norm(dim=-1)
+                       .quantile(0.9))
+        model.config.render.bound = max(extent, 1e-3)
+        model.eval()
+        return cls(label=Path(path).name, model=model, ply_path=Path(path))
+
+    @classmethod
+    def from_trainer(cls, trainer) -> Source:
+        scene = trainer.scene
+        return cls(label=Path(trainer.run_dir).name, model=trainer.model,
+                   run_dir=Path(trainer.run_dir), normalisation=scene.normalisation,
+                   cameras=scene.cameras[scene.split("train")], scene_path=Path(scene.root),
+                   downscale=scene.downscale,
+                   background=BACKGROUND_COLORS.get(trainer.eval_background, (1.0, 1.0, 1.0)),
+                   trainer=trainer)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def kind(self) -> str:
+        return getattr(self.model, "kind", "unknown")
+
+    @property
+    def is_splat(self) -> bool:
+        return self.kind == "splat"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the model does (the training step of a live source)."""
+        return int(getattr(self.trainer, "step_count", 0))
+
+    def bound(self) -> float:
+        """Half-size of the model's box."""
+        return float(self.model.config.render.bound)
+
+    def look_at(self) -> np.ndarray:
+        """[3] a sensible orbit centre: where the training cameras look, else the box origin
+        (a .ply: the median Gaussian)."""
+        if self.cameras is not None:
+            from fieldkit.export.paths import orbit_center
+
+            return orbit_center(self.cameras)
+        if self.is_splat and self.ply_path is not None:
+            return self.model.params["means"].detach().median(0).values.double().numpy()
+        return np.zeros(3)
+
+    def home_pose(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(position [3], look-at [3], vertical fov radians) of the initial view: the first
+        training camera, else a view from outside the box."""
+        target = self.look_at()
+        if self.cameras is not None and len(self.cameras):
+            c = self.cameras
+            fov = 2 * math.atan(0.5 * float(c.height[0]) / float(c.K[0, 1, 1]))
+            return c.positions[0].double().numpy(), target, fov
+        r = 2.5 * self.bound()
+        return target + np.array([r, -r, 0.6 * r]), target, math.radians(50)
+
+    # ------------------------------------------------------------------ rendering
+    @torch.no_grad()
+    def render(self, camera: Cameras, background: Tensor, crop: CropBox | None = None,
+               step_scale: float = 1.0) -> dict[str, Tensor]:
+        """rgb [H, W, 3], depth [H, W, 1], alpha [H, W, 1] float on the CPU for camera 0.
+        ``step_scale`` > 1 marches volumetric models with that many times longer steps (fast
+        previews; the composite stays an estimate of the same integral)."""
+        with self.lock:
+            model = self.model
+            was_training = model.training
+            model.eval()
+            rc = getattr(model.config, "render", None)
+            coarse = step_scale != 1.0 and hasattr(rc, "render_steps")
+            try:
+                if coarse:
+                    model.config.render = replace(rc, render_steps=max(
+                        16, round(rc.render_steps / step_scale)))
+                if self.is_splat and crop is not None:
+                    model = self._cropped_splats(crop)
+                with cropped_volume(model, None if self.is_splat else crop):
+                    out = model.render(camera.to(self.device), background.to(self.device))
+            finally:
+                if coarse:
+                    self.model.config.render = rc
+                if was_training:
+                    self.model.train()
+        return {k: out[k].float().cpu() for k in ("rgb", "depth", "alpha")}
+
+    def _cropped_splats(self, crop: CropBox):
+        from fieldkit.splats.model import SplatModel
+
+        key = (crop, self.version, self.model.num_gaussians)
+        if self._crop_cache[0] != key:
+            sub = SplatModel(copy.deepcopy(self.model.config))
+            sub.set_gaussians(crop_splat_params(self.model.export_params(), crop))
+            sub.active_sh_degree = self.model.active_sh_degree
+            self._crop_cache = (key, sub.to(self.device).eval(), None)
+        return self._crop_cache[1]
+
+    def splats_for_browser(self, crop: CropBox | None = None) -> dict[str, np.ndarray]:
+        """The Gaussians as viser wants them: centers [N, 3], covariances [N, 3, 3], rgbs
+        [N, 3] (base colour, SH degree 0) and opacities [N, 1], float32, box coordinates."""
+        from fieldkit.splats.transform import quat_to_rotmat
+
+        with self.lock:
+            p = crop_splat_params(self.model.export_params(), crop)
+        p = {k: v.float().cpu() for k, v in p.items()}
+        R = quat_to_rotmat(p["quats"])                                # [N, 3, 3]
+        S = torch.exp(p["scales"])                                    # [N, 3]
+        M = R * S[:, None, :]
+        cov = M @ M.transpose(1, 2)
+        rgb = (p["sh0"][:, 0] * C0 + 0.5).clamp(0, 1)
+        return {"centers": p["means"].numpy(), "covariances": cov.numpy(),
+                "rgbs": rgb.numpy(), "opacities": torch.sigmoid(p["opacities"])[:, None].numpy()}
+
+    def snapshot(self) -> Source:
+        """A copy with a frozen copy of the model (videos and exports of a live source run on
+        it while training goes on). Call it between training steps."""
+        with self.lock:
+            model = copy.deepcopy(self.model).eval()
+        return Source(label=self.label, model=model, run_dir=self.run_dir,
+                      normalisation=self.normalisation, cameras=self.cameras,
+                      scene_path=self.scene_path, downscale=self.downscale,
+                      background=self.background, ply_path=self.ply_path)
