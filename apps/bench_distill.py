@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--splat-time", type=float, default=300.0,
                     help="seconds of optimisation for splat students")
     ap.add_argument("--gt-views", type=int, default=20)
+    ap.add_argument("--teacher-for", nargs="*", default=[], metavar="KIND=RUN",
+                    help="teacher runs of other kinds (default: this benchmark's own students)")
     ap.add_argument("--out", type=Path, default=Path("apps/results/distill_lego_cpu"))
     args = ap.parse_args()
     run_root = args.out / "run"
@@ -63,6 +65,7 @@ def main() -> None:
     t_seconds = teacher_train_seconds(args.teacher)
     scene, downscale = Path(tcfg["scene"]), int(tcfg["downscale"])
     students: dict[str, Path] = {tcfg["model"]["kind"]: args.teacher}
+    students.update({k: Path(v) for k, v in (a.split("=", 1) for a in args.teacher_for)})
     rows = []
     for pair in args.pairs:
         src, dst = pair.split(":")

@@ -46,7 +46,8 @@ class DistillConfig:
     """Weight of the log-density term against the colour term in stage 1."""
     stage2_point_weight: float = 0.1
     """Weight of the stage-1 loss (on a quarter of the points) kept during stage 2, so that
-    density the rays do not see stays matched."""
+    density the rays do not see stays matched. Field teachers only: with a splat teacher on
+    lego it cost 19% of the steps and 0.5 dB (apps/results/distill_lego_cpu/bench.md)."""
     alpha_weight: float = 0.1
     """Weight of the opacity term in stage 2."""
     depth_weight: float = 0.05

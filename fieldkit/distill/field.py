@@ -36,6 +36,11 @@ def init_grid_from_teacher(student, teacher: Teacher) -> None:
     grid.binary.copy_((grid.density > threshold).reshape(grid.binary.shape))
 
 
+SPLAT_POINT_BANK = 1 << 18
+"""Stage-1 points whose density a splat teacher gives once (its mixture is costly to query
+per step and never changes)."""
+
+
 class FieldDistillTrainer(Trainer):
     """Trains a volumetric student on a teacher's points and rays (see module docstring)."""
 
@@ -45,6 +50,7 @@ class FieldDistillTrainer(Trainer):
         self.teacher, self.bank, self.distill = teacher, bank, distill
         self.generator = torch.Generator().manual_seed(distill.seed + 1)
         self._stage: int | None = None
+        self.point_bank: tuple[Tensor, Tensor, Tensor] | None = None
 
     def stage(self) -> int:
         return 1 if self.progress() < self.distill.volume_fraction else 2
@@ -52,16 +58,18 @@ class FieldDistillTrainer(Trainer):
     def point_loss(self, n: int) -> tuple[Tensor, float]:
         """Stage-1 loss on ``n`` points, and the colour MSE there (weighted by teacher
         opacity; NaN for splat teachers)."""
-        dc, dev, g = self.distill, self.device, self.generator
-        m = int(n * dc.mass_fraction)
-        s = int(m * dc.surface_fraction)
-        bound = self.model.config.render.bound
-        surf, surf_dirs = self.surface_points(s)
-        pts = torch.cat([surf, self.teacher.mass_points(m - s, g).cpu(),
-                         (torch.rand(n - m, 3, generator=g) * 2 - 1) * bound]).to(dev)
-        dirs = torch.cat([surf_dirs, F.normalize(torch.randn(n - s, 3, generator=g), dim=-1)]
-                         ).to(dev)
-        t_rgb, t_sigma = self.teacher.query(pts, dirs)
+        dc = self.distill
+        if self.teacher.is_splat:  # a frozen mixture: query it once, then draw from the bank
+            if self.point_bank is None:
+                pts, dirs = self.draw_points(SPLAT_POINT_BANK)
+                self.point_bank = (pts, dirs, self.teacher.query(pts, dirs)[1])
+            pick = torch.randint(SPLAT_POINT_BANK, (n,), generator=self.generator).to(
+                self.device)
+            pts, dirs, t_sigma = (t[pick] for t in self.point_bank)
+            t_rgb = None
+        else:
+            pts, dirs = self.draw_points(n)
+            t_rgb, t_sigma = self.teacher.query(pts, dirs)
         if t_rgb is None:
             s_rgb, s_sigma = None, self.model.density(pts)
         else:
@@ -80,6 +88,19 @@ class FieldDistillTrainer(Trainer):
             loss = loss + (w[:, None] * (s_rgb - t_rgb).abs()).sum() / (3 * denom)
             mse = float((w[:, None] * err.detach()).sum() / (3 * denom))
         return loss, mse
+
+    def draw_points(self, n: int) -> tuple[Tensor, Tensor]:
+        """[n, 3] stage-1 points (near the surface the teacher shows, in its mass, uniform in
+        the box) and their view directions [n, 3], on the model's device."""
+        dc, g = self.distill, self.generator
+        m = int(n * dc.mass_fraction)
+        s = int(m * dc.surface_fraction)
+        bound = self.model.config.render.bound
+        surf, surf_dirs = self.surface_points(s)
+        pts = torch.cat([surf, self.teacher.mass_points(m - s, g).cpu(),
+                         (torch.rand(n - m, 3, generator=g) * 2 - 1) * bound])
+        dirs = torch.cat([surf_dirs, F.normalize(torch.randn(n - s, 3, generator=g), dim=-1)])
+        return pts.to(self.device), dirs.to(self.device)
 
     def surface_points(self, n: int) -> tuple[Tensor, Tensor]:
         """[n, 3] points near the surface the teacher shows along bank rays (its depth, moved
@@ -127,7 +148,7 @@ class FieldDistillTrainer(Trainer):
             rays, samples = dc.points_per_step, dc.points_per_step
         else:
             loss, mse, rays, samples = self.ray_loss()
-            if dc.stage2_point_weight:
+            if dc.stage2_point_weight and not self.teacher.is_splat:
                 p_loss, _ = self.point_loss(dc.points_per_step // 4)
                 loss = p_loss * dc.stage2_point_weight + (0 if loss is None else loss)
         reg = self.model.regularization()

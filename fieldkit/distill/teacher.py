@@ -74,10 +74,15 @@ class Teacher:
         (integral = -log(1 - o)), the density a volume renderer needs to draw the same image.
         (``SplatModel.density`` peaks at o, a shape for iso-surfaces, not a volume density.)"""
         p = self.model.params
-        scales = p["scales"].exp()
+        return mixture_density(points, p["means"], p["quats"], p["scales"].exp(),
+                               self.splat_peaks())
+
+    def splat_peaks(self) -> Tensor:
+        """[N] volumetric peak density of each Gaussian (see ``_splat_density``)."""
+        p = self.model.params
         o = torch.sigmoid(p["opacities"]).clamp(max=0.999)
-        peak = -torch.log1p(-o) / (math.sqrt(2 * math.pi) * scales.min(1).values.clamp_min(1e-6))
-        return mixture_density(points, p["means"], p["quats"], scales, peak)
+        thinnest = p["scales"].exp().min(1).values.clamp_min(1e-6)
+        return -torch.log1p(-o) / (math.sqrt(2 * math.pi) * thinnest)
 
     @torch.no_grad()
     def mass_points(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -114,4 +119,19 @@ class Teacher:
                                jitter=False).to(self.device)
         _, sigma = self.query(pts, torch.zeros_like(pts) + torch.tensor([0.0, 0.0, 1.0],
                                                                          device=self.device))
-        return sigma.float()
+        sigma = sigma.float()
+        if self.is_splat:
+            # Gaussians thinner than a cell can miss its centre: every cell holding a Gaussian's
+            # centre gets that Gaussian's peak, and occupancy spreads to the neighbours. A cell
+            # wrongly empty would never be sampled, so the student could never fill it.
+            p = self.model.params
+            lo, hi, r = grid.aabb[:3].to(self.device), grid.aabb[3:].to(self.device), \
+                grid.resolution
+            ijk = ((p["means"] - lo) / (hi - lo) * r).floor().long()
+            inside = ((ijk >= 0) & (ijk < r)).all(-1)
+            flat = (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
+            sigma = sigma.scatter_reduce(0, flat[inside], self.splat_peaks()[inside].float(),
+                                         reduce="amax")
+            sigma = torch.nn.functional.max_pool3d(sigma.reshape(1, 1, r, r, r), 3, stride=1,
+                                                   padding=1).reshape(-1)
+        return sigma
