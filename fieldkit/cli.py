@@ -15,16 +15,11 @@ from typing import Annotated, Literal, Union
 import tyro
 
 from fieldkit.distill.config import DistillConfig
-from fieldkit.errors import FieldkitError, FieldkitWarning, NotBuiltError
+from fieldkit.errors import FieldkitError, FieldkitWarning
 from fieldkit.fields.models import HashGridModelConfig, MlpModelConfig, TriPlaneModelConfig
 from fieldkit.splats.model import SplatConfig
 
 Positional = tyro.conf.Positional
-
-
-def _not_built(command: str, issue: str) -> None:
-    raise NotBuiltError(f"`fieldkit {command}` is not built yet (it arrives with the {issue}); "
-                        "see `fieldkit --help` for what works today")
 
 
 def _report_eval(run_dir: Path) -> None:

@@ -50,16 +50,6 @@ def test_scene_info_on_real_scenes(capsys, name, fmt, images, points):
     assert sum(info["splits"].values()) == info["num_images"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", str(DEMO_SCENE), "--viewer"],
-    ["view", "r"]])
-def test_unbuilt_commands_say_so(capsys, argv):
-    assert main(argv) == 3
-    err = capsys.readouterr().err
-    assert err.startswith("error: `fieldkit ") and "is not built yet" in err
-    assert err.count("\n") == 1
-
-
 @pytest.mark.parametrize("argv", [["eval", "nowhere"], ["render", "nowhere", "--out", "v.mp4"]])
 def test_eval_and_render_of_a_folder_that_is_no_run(capsys, argv):
     assert main(argv) == 1
