@@ -22,7 +22,6 @@ from torch import Tensor
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.targets import RayBank, TeacherViews
 from fieldkit.distill.teacher import Teacher
-from fieldkit.train.config import lr_factor
 from fieldkit.train.trainer import Trainer
 
 
@@ -126,17 +125,12 @@ class FieldDistillTrainer(Trainer):
         loss = F.smooth_l1_loss(out["rgb"], target)
         loss = loss + dc.alpha_weight * (out["alpha"] - b["alpha"]).abs().mean()
         loss = loss + dc.depth_weight * (b["alpha"] * (out["depth"] - b["depth"]).abs()).mean()
-        wanted = self.n_rays * self.config.target_samples / n_samples
-        self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
+        self._adapt_batch(n_samples)
         return loss, mse, n, n_samples
 
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        self.model.train()
-        self.model.update_grid(self.step_count)
-        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * factor
+        factor = self._start_step()
         dc = self.distill
         stage = self.stage()
         if self._stage == 1 and stage == 2:

@@ -58,11 +58,7 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """One optimiser step on a fresh ray batch. Returns loss, psnr, rays and samples."""
         t0 = time.perf_counter()
-        self.model.train()
-        self.model.update_grid(self.step_count)
-        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * factor
+        factor = self._start_step()
         origins, dirs, target, bg = (t.to(self.device) for t in
                                      self.batcher.sample(self.n_rays))
         out = self.model.render_rays(origins, dirs, bg, stratified=True)
@@ -77,15 +73,28 @@ class Trainer:
             self.optimizer.step()
         mse = float(((out["rgb"].detach() - target) ** 2).mean())
         loss_value = float(loss.detach()) if loss is not None else 0.0
-        # Adapt the batch so each step sees about target_samples samples.
-        if n_samples:
-            wanted = self.n_rays * self.config.target_samples / n_samples
-            self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
+        self._adapt_batch(n_samples)
         self.step_count += 1
         self.elapsed += time.perf_counter() - t0
         return {"loss": loss_value, "mse": mse,
                 "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
                 "rays": len(origins), "samples": n_samples, "lr": self.lr * factor}
+
+    def _start_step(self) -> float:
+        """Train mode, occupancy-grid refresh and this step's learning rate; returns the
+        schedule's factor."""
+        self.model.train()
+        self.model.update_grid(self.step_count)
+        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor
+        return factor
+
+    def _adapt_batch(self, n_samples: int) -> None:
+        """Resize the ray batch so each step sees about target_samples samples."""
+        if n_samples:
+            wanted = self.n_rays * self.config.target_samples / n_samples
+            self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
 
     def render(self, camera: Cameras, background: str | None = None) -> dict[str, Tensor]:
         """Full image from one camera (eval mode, no grad): rgb/depth/alpha [H, W, C] on the
