@@ -19,12 +19,6 @@ class SceneError(FieldkitError):
     """A scene folder that cannot be loaded as asked."""
 
 
-class NotBuiltError(FieldkitError):
-    """A command or option that exists in the CLI contract but is not implemented yet."""
-
-    exit_code = 3
-
-
 class FieldkitWarning(UserWarning):
     """Something the user should know about that does not stop the work."""
 
