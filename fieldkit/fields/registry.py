@@ -101,9 +101,24 @@ def load_model_file(path: Path, device: str | torch.device = "cpu"):
     if "kind" not in meta or "config" not in meta:
         raise FieldkitError(f"{path} has no fieldkit model metadata; pass a file written by "
                             "`fieldkit train`")
-    model = model_from_config(meta["kind"], json.loads(meta["config"])).to(device)
+    config = _runtime_backends(json.loads(meta["config"]))
+    model = model_from_config(meta["kind"], config).to(device)
     model.load_state_dict(tensors)
     return model
+
+
+def _runtime_backends(config: dict) -> dict:
+    """A saved config with every ``backend`` set back to ``auto``: which CUDA library runs is a
+    property of the machine that loads the model, not of the one that trained it (a run trained
+    with ``--backend cuda`` still renders on a laptop)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = _runtime_backends(value)
+        elif key == "backend":
+            value = "auto"
+        out[key] = value
+    return out
 
 
 MODEL_FILE = "model.safetensors"

@@ -15,7 +15,8 @@ import torch
 from fieldkit import __version__
 from fieldkit.data.scene import Scene, load_scene
 from fieldkit.errors import FieldkitError
-from fieldkit.fields.registry import build_model, load_model_file, model_from_config
+from fieldkit.fields.registry import (build_model, load_model_file, model_from_config,
+                                      preset_config)
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.rays import resolve_background
@@ -110,6 +111,10 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
         model = model_from_config(kind, saved["model"]["config"])
         preset = saved["model"].get("preset", "default")
     else:
+        if kind == "hashgrid" and device == "cuda":  # tiny-cuda-nn computes the tcnn lattice
+            from fieldkit.encoders.hashgrid_tcnn import prefer_tcnn_convention
+
+            model_config = prefer_tcnn_convention(model_config or preset_config(kind, preset))
         model = build_model(kind, scene.normalisation.bound, preset, model_config)
         if hasattr(model, "init_from_scene"):
             model.init_from_scene(scene, init)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fieldkit.encoders.hashgrid as hg
-from fieldkit.encoders.hashgrid import HashGrid, HashGridConfig, hashgrid_reference
+from fieldkit.encoders.hashgrid import HashGrid, HashGridConfig
+from fieldkit.encoders.hashgrid_reference import hashgrid_reference
 
 # levels 0-1 dense ((N+1)^3 = 125, 343 <= 1024), levels 2-5 hashed
 SMALL = HashGridConfig(num_levels=6, features_per_level=2, log2_table_size=10,
@@ -33,7 +34,7 @@ def _points(n: int, seed: int = 1) -> torch.Tensor:
 
 def _reference(grid: HashGrid, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     c = grid.config
-    return hashgrid_reference(x, table, grid.offsets, grid.resolutions, c.log2_table_size,
+    return hashgrid_reference(x, table, grid.offsets, c.resolutions(), c.log2_table_size,
                               c.features_per_level)
 
 
