@@ -30,6 +30,17 @@ def _report_eval(run_dir: Path) -> None:
           f"SSIM {m['ssim']:.4f} on {m['num_views']} {m['split']} views")
 
 
+def _backend_overrides(config, backend: str) -> dict:
+    """{"render": {"backend": b}, "encoder": {"backend": b}, ...} for every component of a
+    model config that has a ``backend`` field."""
+    out = {}
+    for f in dataclasses.fields(config):
+        sub = getattr(config, f.name)
+        if dataclasses.is_dataclass(sub) and hasattr(sub, "backend"):
+            out[f.name] = {"backend": backend}
+    return out
+
+
 @dataclass
 class Train:
     """Train a model on a scene folder (Blender, instant-ngp/nerfstudio or COLMAP)."""
@@ -51,6 +62,11 @@ class Train:
     random for images with alpha, else white; evaluation uses white for random)."""
     device: Literal["cpu", "cuda"] | None = None
     """Compute device (default: cuda when available)."""
+    backend: Literal["auto", "cuda", "torch"] | None = None
+    """Every component's implementation at once: auto (the CUDA library where it runs, else
+    the pure-torch twin with one warning), cuda (require nerfacc / gsplat / tiny-cuda-nn) or
+    torch; per component: --hashgrid.render.backend, --hashgrid.encoder.backend,
+    --splat.render.backend, ... (`fieldkit doctor` shows what runs)."""
     seed: int = 0
     """Random seed; the same seed and budget give the same run."""
     resume: bool = False
@@ -95,6 +111,8 @@ class Train:
             if self.max_gaussians < 1:
                 raise FieldkitError("--max-gaussians must be a positive number")
             config = merge(config, {"densify": {"max_gaussians": self.max_gaussians}})
+        if self.backend is not None:
+            config = merge(config, _backend_overrides(config, self.backend))
         return config
 
     def run(self) -> None:

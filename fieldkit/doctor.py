@@ -42,8 +42,18 @@ def report() -> str:
         version = _version("tinycudann" if module == "tinycudann" else module) if found else None
         state = f"installed {version or ''}".strip() if found else "not installed"
         lines.append(f"{module:<11}{state:<22}{role}")
-    from fieldkit.render.backends import gsplat_status
+    from fieldkit.render.backends import gsplat_status, nerfacc_status
 
     ok, reason = gsplat_status()  # builds gsplat's kernels only on a CUDA machine
     lines.append(f"{'splats':<11}{'gsplat' if ok else 'torch twin':<22}{reason}")
+    ok, reason = nerfacc_status()  # builds nerfacc's kernels only on a CUDA machine
+    lines.append(f"{'volume':<11}{'nerfacc' if ok else 'torch twin':<22}{reason}")
+    from fieldkit.encoders.hashgrid_tcnn import tcnn_status
+
+    ok, reason = tcnn_status()
+    cuda = torch.cuda.is_available()
+    twin = "torch twin" + (" (compiled)" if cuda else "")
+    note = ("new hashgrid runs use the tcnn convention" if ok else
+            reason + ("; the torch twin is compiled with torch.compile" if cuda else ""))
+    lines.append(f"{'hashgrid':<11}{'tiny-cuda-nn' if ok else twin:<22}{note}")
     return "\n".join(lines)

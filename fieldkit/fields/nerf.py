@@ -18,9 +18,11 @@ from torch import Tensor, nn
 from fieldkit.data.cameras import Cameras
 from fieldkit.fields.radiance import RadianceField
 from fieldkit.fields.registry import load_model_dir, save_model
+from fieldkit.render.backends import choose_volume_backend
 from fieldkit.render.composite import segment_first
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import march, midpoints, render_rays
+from fieldkit.render.volume_nerfacc import march_nerfacc, render_rays_nerfacc
 
 INFER_CHUNK = 1 << 18
 """Samples per field evaluation when rendering without gradients (bounds the memory)."""
@@ -45,6 +47,9 @@ class RenderConfig:
     prune_in_training: bool = True
     """Run a density-only pass that applies early stop and alpha_thre before the training pass
     (rendering without gradients evaluates the field once on every occupied sample instead)."""
+    backend: str = "auto"
+    """auto: nerfacc on CUDA when its kernels build and run, else the pure-torch marcher (one
+    warning when a CUDA build fails); cuda (or nerfacc): require it; torch: always the twin."""
 
     @property
     def step_size(self) -> float:
@@ -52,8 +57,9 @@ class RenderConfig:
 
 
 class VolumeModel(nn.Module):
-    """Field + occupancy grid + pure-PyTorch marcher. Subclasses set ``kind``, ``config_class``
-    and ``make_encoder``; ``config`` must have ``encoder``, ``decoder`` and ``render`` fields."""
+    """Field + occupancy grid + marcher (pure PyTorch, or nerfacc on CUDA). Subclasses set
+    ``kind``, ``config_class`` and ``make_encoder``; ``config`` must have ``encoder``,
+    ``decoder`` and ``render`` fields."""
 
     kind: ClassVar[str] = ""
     config_class: ClassVar[type] = object
@@ -85,10 +91,14 @@ class VolumeModel(nn.Module):
 
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor,
                     stratified: bool = False) -> dict[str, Tensor]:
-        """Render rays [R, 3] (box coords, unit dirs) over ``background`` [3] or [R, 3].
+        """Render rays [R, 3] (box coords, unit dirs) over ``background`` [3] or [R, 3], with
+        the volume backend ``render.backend`` selects for their device.
 
         Returns rgb [R, 3], depth [R, 1], alpha [R, 1] and num_samples.
         """
+        if choose_volume_backend(self.config.render.backend, origins.device) == "nerfacc":
+            return self._render_rays_nerfacc(origins, dirs, background, stratified)
+
         def sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> Tensor:
             return self.field.density(midpoints(origins, dirs, t0, t1, ray_idx))
 
@@ -108,6 +118,37 @@ class VolumeModel(nn.Module):
                         sigma_fn=sigma_fn if prune else None, early_stop_eps=rc.early_stop_eps,
                         alpha_thre=rc.alpha_thre, stratified=stratified)
         return render_rays(rgb_sigma_fn, samples, len(origins), background)
+
+    def _render_rays_nerfacc(self, origins: Tensor, dirs: Tensor, background: Tensor,
+                             stratified: bool) -> dict[str, Tensor]:
+        """``render_rays`` through nerfacc's marcher and compositor (CUDA).
+
+        With gradients it is the torch path with nerfacc's kernels (same samples, an optional
+        density pre-pass). Without gradients it does not use ``_infer_front_to_back`` (rounds
+        with a host sync each): the density pre-pass always runs (early stop, alpha_thre) and
+        the field is evaluated once on the surviving samples, in chunks of INFER_CHUNK, as
+        nerfacc's own examples render. The pre-pass measures transmittance with the faint
+        samples it then drops, so a ray may stop a sample or so earlier than the torch path's
+        inference: images differ by about early_stop_eps.
+        """
+        rc, grad = self.config.render, torch.is_grad_enabled()
+
+        def sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> Tensor:
+            return self.field.density(midpoints(origins, dirs, t0, t1, ray_idx))
+
+        def rgb_sigma_fn(t0: Tensor, t1: Tensor, ray_idx: Tensor) -> tuple[Tensor, Tensor]:
+            if grad:
+                return self.field(midpoints(origins, dirs, t0, t1, ray_idx), dirs[ray_idx])
+            parts = [self.field(midpoints(origins, dirs, a, b, r), dirs[r]) for a, b, r in
+                     zip(t0.split(INFER_CHUNK), t1.split(INFER_CHUNK), ray_idx.split(INFER_CHUNK))]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+        prune = rc.prune_in_training or not grad
+        samples = march_nerfacc(origins, dirs, self.grid, step_size=rc.step_size, aabb=self.aabb,
+                                sigma_fn=sigma_fn if prune else None,
+                                early_stop_eps=rc.early_stop_eps, alpha_thre=rc.alpha_thre,
+                                stratified=stratified)
+        return render_rays_nerfacc(rgb_sigma_fn, samples, len(origins), background)
 
     @torch.no_grad()
     def _infer_front_to_back(self, origins: Tensor, dirs: Tensor, t0: Tensor, t1: Tensor,

@@ -14,12 +14,15 @@ A ``choose_*`` function turns what the user asked for into a backend name:
   saying what to do when it cannot run.
 - ``"torch"``: the pure-torch code, always.
 
-Only gsplat (Gaussian splats) exists today; nerfacc (volume rendering) and tiny-cuda-nn (hash
-grids) are meant to get a probe and a ``choose_*`` of the same shape, sharing ``_choose``.
+Backends: gsplat (Gaussian splats: ``gsplat_status``, ``choose_splat_backend``), nerfacc
+(volume rendering: ``nerfacc_status``, ``choose_volume_backend``) and, next to the hash grid it
+serves, tiny-cuda-nn (``fieldkit.encoders.hashgrid_tcnn``: ``tcnn_status``,
+``choose_hashgrid_backend``), all sharing ``_choose``.
 """
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 
@@ -154,3 +157,71 @@ def choose_splat_backend(requested: str = "auto", device: torch.device | str | N
     """
     return _choose("gsplat", requested, device, gsplat_status, "torch", "splat backend",
                    "pure-torch rasterizer")
+
+
+def _nerfacc_smoke_test() -> None:
+    """March three rays through a 4^3 grid with nerfacc on CUDA, composite and backpropagate.
+
+    The grid's cells with i < 2 (x < 0) are empty, so the counts also check that nerfacc reads
+    ``binaries[i, j, k]`` with i along x, as ``OccupancyGrid`` stores it. Raises whatever
+    nerfacc raises (a JIT build failure, a CUDA error, ...); the first call compiles nerfacc's
+    kernels unless a prebuilt wheel is installed (minutes).
+    """
+    import nerfacc
+    from nerfacc.cuda._backend import _C  # loads, or JIT-builds, the kernels
+
+    if _C is None:  # nerfacc printed why; say it in one line
+        raise RuntimeError("no prebuilt kernels and no CUDA toolkit (nvcc) to build them")
+    dev = torch.device("cuda")
+    origins = torch.tensor([[-2.0, 0.1, 0.2], [0.3, -2.0, -0.1], [0.0, 0.0, 0.0]], device=dev)
+    dirs = torch.eye(3, device=dev)
+    binaries = torch.ones(1, 4, 4, 4, dtype=torch.bool, device=dev)
+    binaries[0, :2] = False
+    aabbs = torch.tensor([[-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]], device=dev)
+    intervals, samples, _ = nerfacc.traverse_grids(origins, dirs, binaries, aabbs,
+                                                   step_size=0.1)
+    t_starts = intervals.vals[intervals.is_left]
+    t_ends = intervals.vals[intervals.is_right]
+    sigmas = torch.full_like(t_starts, 2.0).requires_grad_()
+    weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigmas,
+                                                       packed_info=samples.packed_info)
+    opacity = nerfacc.accumulate_along_rays(weights, None, samples.ray_indices.long(), 3)
+    opacity.sum().backward()
+    torch.cuda.synchronize()
+    counts = samples.packed_info[:, 1].tolist()
+    if any(abs(c - want) > 1 for c, want in zip(counts, (10, 20, 10))):
+        raise RuntimeError(f"unexpected samples per ray {counts} (want about 10, 20, 10)")
+    if abs(float(opacity[2, 0]) - (1.0 - math.exp(-2.0))) > 1e-2:
+        raise RuntimeError(f"unexpected opacity {float(opacity[2, 0]):.4f}")
+    if sigmas.grad is None or not bool(torch.isfinite(sigmas.grad).all()):
+        raise RuntimeError("no finite gradient through nerfacc's scan")
+
+
+@functools.lru_cache(maxsize=None)
+def nerfacc_status() -> tuple[bool, str]:
+    """(ok, one-line reason): nerfacc imports, CUDA is present, and its kernels build and run."""
+    try:
+        import nerfacc
+    except Exception as err:  # not installed, or a missing dependency of nerfacc
+        return False, f"nerfacc cannot be imported ({_one_line(err)}); pip install nerfacc"
+    version = getattr(nerfacc, "__version__", "?")
+    if not cuda_available():
+        return False, (f"nerfacc {version} is installed but CUDA is not available "
+                       "(torch.cuda.is_available() is False)")
+    try:
+        _nerfacc_smoke_test()
+    except Exception as err:  # any failure, build errors included, means "not usable"
+        return False, (f"nerfacc {version} CUDA kernels failed to build or run "
+                       f"({_one_line(err)})")
+    return True, f"nerfacc {version} CUDA kernels run on {torch.cuda.get_device_name()}"
+
+
+def choose_volume_backend(requested: str = "auto", device: torch.device | str | None = None
+                          ) -> str:
+    """``"nerfacc"`` or ``"torch"``: which ray marcher and compositor render on ``device``.
+
+    requested: "auto" | "cuda" (alias "nerfacc") | "torch"; device: where the rays live
+    (None: CUDA when available). Raises ``FieldkitError`` when "cuda" cannot be honoured.
+    """
+    return _choose("nerfacc", requested, device, nerfacc_status, "torch", "volume backend",
+                   "pure-torch ray marcher")
