@@ -3,16 +3,27 @@
 Composed through the constructor (``RadianceField(encoder, config)``) so the same decoder serves
 hash-grid, tri-plane and plain frequency encoders. Points are in box coordinates; the field maps
 ``[-bound, bound]^3`` onto the encoder's ``[0, 1]^3``.
+
+Mixed precision (``DecoderConfig.precision``): the two MLPs may run under ``torch.autocast``
+(bfloat16). The encoder, the SH encoding and the activations stay float32: the MLP outputs are
+cast back to float32 before ``trunc_exp`` (an exponent in bfloat16 would lose 8 bits of the
+density) and ``sigmoid``. Parameters and their gradients stay float32 either way.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from fieldkit.encoders.sh import sh_encode
+from fieldkit.errors import FieldkitError
 from fieldkit.fields.activations import trunc_exp
+
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Values of ``DecoderConfig.precision``."""
 
 
 @dataclass
@@ -33,6 +44,37 @@ class DecoderConfig:
     """Spherical-harmonics degree of the view-direction encoding."""
     bias: bool = False
     """Give the linear layers biases (tiny-cuda-nn's fused MLPs have none)."""
+    precision: str = "auto"
+    """auto: bfloat16 autocast for the MLPs on CUDA (Ampere or newer), float32 on the CPU; fp32;
+    bf16 (also on the CPU, where it is slower). fp16 is refused: it would need loss scaling."""
+
+
+def check_precision(precision: str) -> None:
+    """Raise a one-line ``FieldkitError`` unless ``precision`` is one of ``PRECISIONS``."""
+    if precision == "fp16":
+        raise FieldkitError("decoder precision fp16 is not supported (it would need loss "
+                            "scaling); use bf16, which has float32's range")
+    if precision not in PRECISIONS:
+        raise FieldkitError(f"decoder precision must be one of {', '.join(PRECISIONS)}, "
+                            f"not {precision!r}")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the MLPs for ``precision`` on ``device`` (None: plain float32).
+
+    ``auto`` is bfloat16 on a CUDA device that supports it and float32 elsewhere (CPU bfloat16
+    matrix products are slower than float32 ones on the machines this project runs on)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and _cuda_bf16(device.index):
+        return torch.bfloat16
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_bf16(index: int | None) -> bool:
+    """Whether CUDA device ``index`` (None: the current one) does bfloat16 natively (sm_80+)."""
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, bias: bool = False
@@ -52,6 +94,7 @@ class RadianceField(nn.Module):
 
     def __init__(self, encoder: nn.Module, config: DecoderConfig, bound: float = 1.0):
         super().__init__()
+        check_precision(config.precision)
         self.encoder, self.config, self.bound = encoder, config, float(bound)
         self.density_net = mlp(encoder.out_dim, config.hidden_dim, 1 + config.geo_feat_dim,
                                config.density_layers, config.bias)
@@ -61,8 +104,18 @@ class RadianceField(nn.Module):
     def _unit(self, points: Tensor) -> Tensor:
         return ((points / self.bound + 1.0) * 0.5).clamp(0.0, 1.0)
 
+    def _mlp_context(self, device: torch.device):
+        """``torch.autocast`` for the MLPs at the configured precision, or nothing (fp32)."""
+        dtype = autocast_dtype(self.config.precision, device)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
     def _geometry(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.density_net(self.encoder(self._unit(points)))
+        feats = self.encoder(self._unit(points))
+        with self._mlp_context(points.device):
+            h = self.density_net(feats)
+        h = h.float()  # no-op in fp32; the density exponent is taken in float32
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def density(self, points: Tensor) -> Tensor:
@@ -76,7 +129,9 @@ class RadianceField(nn.Module):
         sigma, geo = self._geometry(points)
         inside = (points.abs() <= self.bound).all(dim=-1)
         h = torch.cat([sh_encode(dirs, self.config.sh_degree), geo], dim=-1)
-        return torch.sigmoid(self.color_net(h)), sigma * inside
+        with self._mlp_context(points.device):
+            logits = self.color_net(h)
+        return torch.sigmoid(logits.float()), sigma * inside
 
     def param_groups(self, lr: float, weight_decay: float = 1e-6) -> list[dict]:
         """Encoder tables without weight decay; MLP weights with a little (instant-ngp)."""
