@@ -30,8 +30,8 @@ class ViewerConfig:
     """The camera counts as stopped once it has not moved for this long; then the refined
     image is rendered."""
     render_fraction: float = 0.15
-    """While training: the most of the wall time spent rendering for the viewer (token bucket
-    over the whole run; rendering happens between training steps)."""
+    """While training: viewer rendering per second of training (token bucket filled by each
+    step; rendering happens between steps), so training slows by about this fraction."""
     live_refresh_seconds: float = 2.0
     """While training: re-render a still view at most this often to show the model's
     progress."""

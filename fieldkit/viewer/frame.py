@@ -41,16 +41,6 @@ class FrameSettings:
     """Volumetric models march with steps this many times longer (previews)."""
 
 
-@dataclass
-class Piece:
-    """A strip rendered by one source into the frame at (x0, y0)."""
-
-    source: int
-    camera: Cameras
-    x0: int
-    y0: int
-
-
 def layout(camera: Cameras, n_sources: int, settings: FrameSettings) -> list[tuple[int, Cameras,
                                                                                     int]]:
     """[(source index, camera, x offset)] covering the frame of ``camera`` (W x H)."""
@@ -72,52 +62,71 @@ def layout(camera: Cameras, n_sources: int, settings: FrameSettings) -> list[tup
 
 class FrameJob:
     """A frame being rendered strip by strip into float buffers rgb [H, W, 3], depth and alpha
-    [H, W, 1]."""
+    [H, W, 1].
+
+    Strips are cut as they are rendered, ``strip_pixels`` at a time (the renderer may change it
+    between strips: a model's cost per pixel varies a hundredfold over a training run, so the
+    strip follows the measured speed and stays near its time target)."""
 
     def __init__(self, sources, camera: Cameras, settings: FrameSettings, key,
                  strip_pixels: int | None = None):
         """``sources``: list of ``Source``; ``key``: identifies what this frame shows;
         ``strip_pixels``: about how many pixels per strip (None: whole pieces)."""
         self.sources, self.settings, self.key = sources, settings, key
+        self.strip_pixels = strip_pixels
         self.width, self.height = int(camera.width[0]), int(camera.height[0])
         self.rgb = np.zeros((self.height, self.width, 3), np.float32)
         self.depth = np.zeros((self.height, self.width, 1), np.float32)
         self.alpha = np.zeros((self.height, self.width, 1), np.float32)
         self.done_mask = np.zeros((self.height, self.width), bool)
-        self.pieces: list[Piece] = []
+        self.parts = layout(camera, len(sources), settings)
+        """[(source index, camera, x offset)]: the columns each source draws."""
+        self._part, self._row = 0, 0
+        self.last_pixels = 0
+        """Pixels of the strip rendered last."""
         self.seconds = 0.0
         """Time spent rendering so far."""
-        for src, cam, x0 in layout(camera, len(sources), settings):
-            w = int(cam.width[0])
-            rows = self.height if not strip_pixels else max(4, min(self.height,
-                                                                  strip_pixels // max(w, 1)))
-            for y0 in range(0, self.height, rows):
-                hh = min(rows, self.height - y0)
-                self.pieces.append(Piece(src, sub_camera(cam, 0, y0, w, hh), x0, y0))
-        self.total = len(self.pieces)
-        self.borders = [x0 for _, _, x0 in layout(camera, len(sources), settings)][1:]
+        self.borders = [x0 for _, _, x0 in self.parts][1:]
 
     @property
     def done(self) -> bool:
-        return not self.pieces
+        return self._part >= len(self.parts)
 
     @property
     def fraction(self) -> float:
-        return 1.0 - len(self.pieces) / max(self.total, 1)
+        rows = self._part * self.height + (0 if self.done else self._row)
+        return rows / max(len(self.parts) * self.height, 1)
+
+    def _rows(self, width: int) -> int:
+        if self.strip_pixels is None:
+            return self.height
+        return max(4, min(self.height, self.strip_pixels // max(width, 1)))
+
+    @property
+    def total(self) -> int:
+        """Strips in all at the current strip size."""
+        return sum(-(-self.height // self._rows(int(cam.width[0]))) for _, cam, _ in self.parts)
 
     def run_piece(self) -> float:
         """Render the next strip; returns the seconds it took."""
-        piece = self.pieces.pop(0)
+        src, cam, x0 = self.parts[self._part]
+        w = int(cam.width[0])
+        y0 = self._row
+        hh = min(self._rows(w), self.height - y0)
         t0 = time.perf_counter()
         bg = torch.tensor(self.settings.background, dtype=torch.float32)
-        out = self.sources[piece.source].render(piece.camera, bg, self.settings.crop,
-                                                self.settings.step_scale)
+        out = self.sources[src].render(sub_camera(cam, 0, y0, w, hh), bg, self.settings.crop,
+                                       self.settings.step_scale)
         h, w = out["rgb"].shape[:2]
-        ys, xs = slice(piece.y0, piece.y0 + h), slice(piece.x0, piece.x0 + w)
+        ys, xs = slice(y0, y0 + h), slice(x0, x0 + w)
         self.rgb[ys, xs] = out["rgb"].numpy()
         self.depth[ys, xs] = out["depth"].numpy()
         self.alpha[ys, xs] = out["alpha"].numpy()
         self.done_mask[ys, xs] = True
+        self.last_pixels = h * w
+        self._row += hh
+        if self._row >= self.height:
+            self._part, self._row = self._part + 1, 0
         dt = time.perf_counter() - t0
         self.seconds += dt
         return dt

@@ -7,8 +7,8 @@ each step it
 
 - runs what browsers queued for a step boundary (snapshots for videos, saves for exports),
 - waits while the user has paused training (rendering at full speed meanwhile),
-- renders strips for the browsers while the ``RenderBudget`` has credit (at most
-  ``render_fraction`` of the wall time, 15% by default), and
+- renders strips for the browsers while the ``RenderBudget`` has credit (which each step
+  earns: ``render_fraction`` of the training time, 15% by default), and
 - refreshes the stats panel and the Gaussians drawn by the browser now and then.
 
 Rendering therefore never races the optimiser, and the trainer's ``elapsed`` (which counts
@@ -58,7 +58,9 @@ class LiveTraining:
         self.between_steps()
         with self.step_lock:
             self.started = True
+            t0 = time.perf_counter()
             stats = self._step()
+            self.budget.earn(time.perf_counter() - t0)
         self.stats = stats
         self.rays += int(stats.get("rays", 0))
         return stats

@@ -8,8 +8,9 @@ rendered at ``preview_resolution`` (in one piece); once it has been still for
 training) is rendered strip by strip; partial frames are sent every ``PARTIAL_SECONDS``
 over the previous one. A camera move drops an unfinished refined frame.
 
-While training, ``RenderBudget`` limits the rendering to a fraction of the wall time (a token
-bucket): the training thread renders strips between steps only while it has credit.
+While training, ``RenderBudget`` limits the rendering to a fraction of the training time (a
+token bucket that each optimiser step fills): the training thread renders strips between steps
+only while it has credit, so training slows by about that fraction and no more.
 """
 from __future__ import annotations
 
@@ -35,22 +36,28 @@ STRIP_SECONDS_IDLE = 0.2
 
 
 class RenderBudget:
-    """Token bucket: rendering earns ``fraction`` of every wall-clock second and spends what it
-    takes; idle credit is capped at ``burst`` seconds, overdraft is paid back later."""
+    """Token bucket: rendering earns ``fraction`` of every second of training (``earn``, called
+    with each optimiser step's duration) and spends what it takes (``charge``). Idle credit is
+    capped at ``burst`` seconds; an overdraft (a strip that ran long) is paid back by the next
+    steps. Earning on training time rather than wall time makes the slowdown the fraction
+    itself (0.15: +15%), whatever else the machine is doing."""
 
     def __init__(self, fraction: float, burst: float = 0.2):
         self.fraction, self.burst = fraction, burst
-        self.start = time.perf_counter()
+        self.earned = 0.0
         self.spent = 0.0
         self.total = 0.0
         """Seconds charged so far (for the report)."""
 
+    def earn(self, seconds: float) -> None:
+        """Credit ``fraction * seconds`` for ``seconds`` of training."""
+        self.earned += self.fraction * max(seconds, 0.0)
+        if self.earned - self.spent > self.burst:
+            self.spent = self.earned - self.burst
+
     def available(self) -> float:
         """Seconds of rendering allowed now (may be negative: in debt)."""
-        earned = self.fraction * (time.perf_counter() - self.start)
-        if earned - self.spent > self.burst:
-            self.spent = earned - self.burst
-        return earned - self.spent
+        return self.earned - self.spent
 
     def charge(self, seconds: float) -> None:
         self.spent += seconds
@@ -79,8 +86,8 @@ class ClientView:
     shown_model: int = -1
     shown_image: np.ndarray | None = None
     last_partial: float = 0.0
-    pixels_per_second: float = 60000.0
-    """Render throughput estimate (sizes the strips)."""
+    pixels_per_second: dict = field(default_factory=dict)
+    """Measured render throughput per step scale (sizes the strips; see ``rate``)."""
     frames_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,6 +101,24 @@ class ClientView:
         with self.lock:
             self.settings = replace(self.settings, **changes)
             self.version += 1
+
+    def rate(self, step_scale: float) -> float:
+        """Pixels per second expected at ``step_scale`` (cost goes with the samples per ray,
+        so another scale's measurement is scaled). Before any measurement 2k px/s: the first
+        strip is a few rows (an untrained model can cost 1 ms per pixel), then it adapts."""
+        if step_scale in self.pixels_per_second:
+            return self.pixels_per_second[step_scale]
+        for scale, pps in self.pixels_per_second.items():
+            return pps * step_scale / scale
+        return 2000.0
+
+    def measured(self, step_scale: float, pixels: int, seconds: float) -> None:
+        """Fold one strip's speed into the estimate: a slower strip is believed at once (the
+        model just got denser, or training woke up), a faster one gradually."""
+        new = pixels / max(seconds, 1e-4)
+        old = self.pixels_per_second.get(step_scale)
+        self.pixels_per_second[step_scale] = new if old is None or new < old else (
+            0.7 * old + 0.3 * new)
 
     def touch(self) -> None:
         """Re-render (e.g. resolution or render mode changed)."""
@@ -131,7 +156,7 @@ class Renderer:
         if v.view is None or not v.server_render:
             return None
         moving = now - v.moved_at < self.config.settle_seconds
-        if moving:
+        if moving or v.shown_key is None:   # nothing on screen yet: a quick preview first
             res = min(v.preview_resolution, v.max_resolution)
         elif self.training:
             res = min(self.config.train_resolution, v.max_resolution)
@@ -177,17 +202,19 @@ class Renderer:
             if v.job is None or v.job.key != key:
                 camera = view_to_cameras(v.view, res)
                 moving = time.monotonic() - v.moved_at < self.config.settle_seconds
-                target = STRIP_SECONDS_LIVE if live else STRIP_SECONDS_IDLE
-                strip = None if moving else int(v.pixels_per_second * target)
+                preview = (moving or v.shown_key is None) and res < v.max_resolution
                 settings = v.settings
-                if res < v.max_resolution and moving:
+                if preview:   # coarser steps, in one piece
                     settings = replace(settings, step_scale=self.config.preview_step_scale)
-                v.job = FrameJob(self.sources, camera, settings, key, strip)
+                v.job = FrameJob(self.sources, camera, settings, key, None if preview else 0)
                 v.job.model = self.model_version()
             job = v.job
+            scale = job.settings.step_scale
+            if job.strip_pixels is not None:   # refined frames: strips sized to a time target
+                target = STRIP_SECONDS_LIVE if live else STRIP_SECONDS_IDLE
+                job.strip_pixels = max(1, int(v.rate(scale) * target))
         dt = job.run_piece()
-        pixels = job.rgb.shape[1] * job.rgb.shape[0] / max(job.total, 1)
-        v.pixels_per_second = 0.7 * v.pixels_per_second + 0.3 * pixels / max(dt, 1e-4)
+        v.measured(scale, job.last_pixels, dt)
         now = time.monotonic()
         if job.done:
             self._show(v, job.image(), job, now)
