@@ -114,11 +114,20 @@ class ClientView:
 
     def measured(self, step_scale: float, pixels: int, seconds: float) -> None:
         """Fold one strip's speed into the estimate: a slower strip is believed at once (the
-        model just got denser, or training woke up), a faster one gradually."""
+        model just got denser, or the strip reached the object), a faster one gradually and
+        by at most 1.5x per strip (rows of empty space render 30x faster than rows through
+        the object, and one over-sized strip would blow the time target)."""
         new = pixels / max(seconds, 1e-4)
-        old = self.pixels_per_second.get(step_scale)
-        self.pixels_per_second[step_scale] = new if old is None or new < old else (
-            0.7 * old + 0.3 * new)
+        old = self.rate(step_scale)
+        self.pixels_per_second[step_scale] = new if new < old else min(
+            0.7 * old + 0.3 * new, 1.5 * old)
+
+    def frame_done(self, step_scale: float, pixels: int, seconds: float) -> None:
+        """A refined frame finished: its average speed bounds the next frame's first strips
+        (the last strips, often empty space, overstate it)."""
+        if seconds > 0:
+            avg = pixels / seconds
+            self.pixels_per_second[step_scale] = min(self.rate(step_scale), avg)
 
     def touch(self) -> None:
         """Re-render (e.g. resolution or render mode changed)."""
@@ -214,7 +223,10 @@ class Renderer:
                 target = STRIP_SECONDS_LIVE if live else STRIP_SECONDS_IDLE
                 job.strip_pixels = max(1, int(v.rate(scale) * target))
         dt = job.run_piece()
-        v.measured(scale, job.last_pixels, dt)
+        if job.strip_pixels is not None:
+            v.measured(scale, job.last_pixels, dt)
+            if job.done:
+                v.frame_done(scale, job.width * job.height * len(job.parts), job.seconds)
         now = time.monotonic()
         if job.done:
             self._show(v, job.image(), job, now)
