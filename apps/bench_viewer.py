@@ -325,10 +325,12 @@ def main() -> None:
                   "the browser's load is there either way): " + ", ".join(
                       f"{names[m]} {100 * (med[m]['wall'] / ref['wall'] - 1):+.1f}%"
                       for m in ("moving", "still"))]
-    lines += ["", "Budget: the viewer renders between steps while its token bucket has credit "
-              "(15% of wall time by default), so its own work stays near 1/(1-0.15) - 1 = 18% "
-              "of the training time at worst; the browser's CPU use on a shared machine "
-              "comes on top (it slows the optimiser steps)."]
+    lines += ["", "Budget: the viewer renders between steps while its token bucket has credit; "
+              "each optimiser step earns 15% of its duration (ViewerConfig.render_fraction), so "
+              "the viewer's own work between steps stays near 15% of the training time (the "
+              "'viewer work' column over the 'optimiser steps' column). A browser on the same "
+              "machine comes on top: its CPU use slows the optimiser steps themselves (compare "
+              "the first two rows)."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
