@@ -51,6 +51,17 @@ class FieldDistillTrainer(Trainer):
         self._stage: int | None = None
         self.point_bank: tuple[Tensor, Tensor, Tensor] | None = None
 
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
+        """The trainer's, plus the point generator and the stage (exact resume)."""
+        tensors, extra = super().checkpoint_state()
+        return ({**tensors, "distill_rng": self.generator.get_state()},
+                {**extra, "distill_stage": self._stage})
+
+    def restore_state(self, tensors: dict[str, Tensor], extra: dict) -> None:
+        if "distill_rng" in tensors:  # checkpoints written before it was saved lack it
+            self.generator.set_state(tensors["distill_rng"].to(torch.uint8).cpu())
+        self._stage = extra.get("distill_stage")
+
     def stage(self) -> int:
         return 1 if self.progress() < self.distill.volume_fraction else 2
 
@@ -59,8 +70,9 @@ class FieldDistillTrainer(Trainer):
         opacity; NaN for splat teachers)."""
         dc = self.distill
         if self.teacher.is_splat:  # a frozen mixture: query it once, then draw from the bank
-            if self.point_bank is None:
-                pts, dirs = self.draw_points(SPLAT_POINT_BANK)
+            if self.point_bank is None:  # from its own seed: the same bank after a resume
+                pts, dirs = self.draw_points(SPLAT_POINT_BANK, torch.Generator().manual_seed(
+                    self.distill.seed + 3))
                 self.point_bank = (pts, dirs, self.teacher.query(pts, dirs)[1])
             pick = torch.randint(SPLAT_POINT_BANK, (n,), generator=self.generator).to(
                 self.device)
@@ -88,26 +100,28 @@ class FieldDistillTrainer(Trainer):
             mse = float((w[:, None] * err.detach()).sum() / (3 * denom))
         return loss, mse
 
-    def draw_points(self, n: int) -> tuple[Tensor, Tensor]:
+    def draw_points(self, n: int, generator: torch.Generator | None = None
+                    ) -> tuple[Tensor, Tensor]:
         """[n, 3] stage-1 points (near the surface the teacher shows, in its mass, uniform in
-        the box) and their view directions [n, 3], on the model's device."""
-        dc, g = self.distill, self.generator
+        the box) and their view directions [n, 3], on the model's device; drawn with
+        ``generator`` (default: the trainer's)."""
+        dc, g = self.distill, generator or self.generator
         m = int(n * dc.mass_fraction)
         s = int(m * dc.surface_fraction)
         bound = self.model.config.render.bound
-        surf, surf_dirs = self.surface_points(s)
+        surf, surf_dirs = self.surface_points(s, g)
         pts = torch.cat([surf, self.teacher.mass_points(m - s, g).cpu(),
                          (torch.rand(n - m, 3, generator=g) * 2 - 1) * bound])
         dirs = torch.cat([surf_dirs, F.normalize(torch.randn(n - s, 3, generator=g), dim=-1)])
         return pts.to(self.device), dirs.to(self.device)
 
-    def surface_points(self, n: int) -> tuple[Tensor, Tensor]:
+    def surface_points(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """[n, 3] points near the surface the teacher shows along bank rays (its depth, moved
         by a few marching steps) and the rays' directions [n, 3], on the CPU."""
-        idx = torch.randint(len(self.bank), (n,), generator=self.generator)
+        idx = torch.randint(len(self.bank), (n,), generator=generator)
         o, d = self.bank.origins[idx], self.bank.dirs[idx]
         step = self.model.config.render.step_size
-        t = self.bank.depth[idx] + torch.randn(n, 1, generator=self.generator) * 4 * step
+        t = self.bank.depth[idx] + torch.randn(n, 1, generator=generator) * 4 * step
         return o + d * t, d
 
     def ray_loss(self) -> tuple[Tensor | None, float, int, int]:

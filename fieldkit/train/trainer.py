@@ -141,7 +141,11 @@ class Trainer:
         set_rng_state(tensors["rng"])
         self.step_count, self.elapsed = step, float(extra["elapsed"])
         self.n_rays = int(extra["n_rays"])
+        self.restore_state(tensors, extra)
         self._truncate_log(step)
+
+    def restore_state(self, tensors: dict[str, Tensor], extra: dict) -> None:
+        """Subclasses: take back what their ``checkpoint_state`` added (called by ``resume``)."""
 
     def _truncate_log(self, step: int) -> None:
         log = self.run_dir / "log.jsonl"

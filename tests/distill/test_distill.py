@@ -110,6 +110,34 @@ def test_resume_continues_an_interrupted_distillation(demo_run, tmp_path):
     assert again["student"]["steps"] == 40
 
 
+def test_resume_is_exact_across_the_stage_switch(demo_run, tmp_path, monkeypatch):
+    """Stopped after 2 of 30 steps (still stage 1; the switch to stage 2 and its fresh Adam
+    come at step 3), then resumed: the same student as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from fieldkit.distill.field import FieldDistillTrainer
+
+    straight = distill(demo_run, "triplane", tmp_path / "a", _train(30), FAST, quiet=True)
+    done = FieldDistillTrainer.done
+
+    def stop_after_two(self):
+        if self.step_count >= 2:
+            self._interrupted = True          # what Ctrl-C does
+        return done(self)
+
+    monkeypatch.setattr(FieldDistillTrainer, "done", stop_after_two)
+    first = distill(demo_run, "triplane", tmp_path / "b", _train(30), FAST, quiet=True)
+    assert first["interrupted"] and first["steps"] == 2
+    monkeypatch.undo()
+    resumed = distill(demo_run, "triplane", tmp_path / "b", _train(30), FAST, resume=True,
+                      quiet=True)
+    assert resumed["student"]["steps"] == straight["student"]["steps"] == 30
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_novel_views_surround_the_training_cameras(demo_run):
     from fieldkit.distill.views import novel_cameras, sphere_cameras, train_cameras
     from fieldkit.train.run import read_config
