@@ -84,23 +84,31 @@ def _gsplat_smoke_test() -> None:
         raise RuntimeError("the two test Gaussians did not render or got no gradient")
 
 
+def _library_status(module: str, smoke_test: Callable[[], None]) -> tuple[bool, str]:
+    """(ok, one-line reason) for a CUDA library: it imports, CUDA is present, and
+    ``smoke_test`` (its kernels built and run on a tiny problem) raises nothing."""
+    import importlib
+
+    try:
+        lib = importlib.import_module(module)
+    except Exception as err:  # not installed, or a missing dependency of it
+        return False, f"{module} cannot be imported ({_one_line(err)}); pip install {module}"
+    version = getattr(lib, "__version__", "?")
+    if not cuda_available():
+        return False, (f"{module} {version} is installed but CUDA is not available "
+                       "(torch.cuda.is_available() is False)")
+    try:
+        smoke_test()
+    except Exception as err:  # any failure, build errors included, means "not usable"
+        return False, (f"{module} {version} CUDA kernels failed to build or run "
+                       f"({_one_line(err)})")
+    return True, f"{module} {version} CUDA kernels run on {torch.cuda.get_device_name()}"
+
+
 @functools.lru_cache(maxsize=None)
 def gsplat_status() -> tuple[bool, str]:
     """(ok, one-line reason): gsplat imports, CUDA is present, and its kernels build and run."""
-    try:
-        import gsplat
-    except Exception as err:  # not installed, or a missing dependency of gsplat
-        return False, f"gsplat cannot be imported ({_one_line(err)}); pip install gsplat"
-    version = getattr(gsplat, "__version__", "?")
-    if not cuda_available():
-        return False, (f"gsplat {version} is installed but CUDA is not available "
-                       "(torch.cuda.is_available() is False)")
-    try:
-        _gsplat_smoke_test()
-    except Exception as err:  # any failure, build errors included, means "not usable"
-        return False, (f"gsplat {version} CUDA kernels failed to build or run "
-                       f"({_one_line(err)})")
-    return True, f"gsplat {version} CUDA kernels run on {torch.cuda.get_device_name()}"
+    return _library_status("gsplat", _gsplat_smoke_test)
 
 
 def _device_type(device: torch.device | str | None) -> str:
@@ -200,20 +208,7 @@ def _nerfacc_smoke_test() -> None:
 @functools.lru_cache(maxsize=None)
 def nerfacc_status() -> tuple[bool, str]:
     """(ok, one-line reason): nerfacc imports, CUDA is present, and its kernels build and run."""
-    try:
-        import nerfacc
-    except Exception as err:  # not installed, or a missing dependency of nerfacc
-        return False, f"nerfacc cannot be imported ({_one_line(err)}); pip install nerfacc"
-    version = getattr(nerfacc, "__version__", "?")
-    if not cuda_available():
-        return False, (f"nerfacc {version} is installed but CUDA is not available "
-                       "(torch.cuda.is_available() is False)")
-    try:
-        _nerfacc_smoke_test()
-    except Exception as err:  # any failure, build errors included, means "not usable"
-        return False, (f"nerfacc {version} CUDA kernels failed to build or run "
-                       f"({_one_line(err)})")
-    return True, f"nerfacc {version} CUDA kernels run on {torch.cuda.get_device_name()}"
+    return _library_status("nerfacc", _nerfacc_smoke_test)
 
 
 def choose_volume_backend(requested: str = "auto", device: torch.device | str | None = None
