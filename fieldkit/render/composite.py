@@ -78,6 +78,8 @@ def render_rays(
     samples: RaySamples,
     n_rays: int,
     background: Tensor | None = None,
+    weights_fn: Callable = render_weights,
+    accumulate_fn: Callable = accumulate,
 ) -> dict[str, Tensor | int]:
     """Query the field at packed samples and composite them.
 
@@ -87,6 +89,8 @@ def render_rays(
             not called when there are no samples.
         samples: output of ``march``. n_rays: R.
         background: [3] or [R, 3] colour behind the scene; None composites over black.
+        weights_fn, accumulate_fn: the twins of ``render_weights`` and ``accumulate`` to use
+            (nerfacc's on CUDA: ``volume_nerfacc.render_rays_nerfacc``).
     Returns:
         "rgb" [R, 3] = sum w * rgb + (1 - opacity) * background; "depth" [R, 1] expected depth
         sum w * t_mid / max(opacity, eps); "alpha" [R, 1] opacity; "weights" [S];
@@ -98,10 +102,10 @@ def render_rays(
         sigma = sigma.reshape(-1)
     else:
         rgb, sigma = ts.new_zeros(0, 3), ts.new_zeros(0)
-    weights, _, _ = render_weights(sigma, ts, te, ri, n_rays)
-    opacity = accumulate(weights, None, ri, n_rays)
-    color = accumulate(weights, rgb, ri, n_rays)
-    depth = accumulate(weights, 0.5 * (ts + te), ri, n_rays)
+    weights = weights_fn(sigma, ts, te, ri, n_rays)[0]
+    opacity = accumulate_fn(weights, None, ri, n_rays)
+    color = accumulate_fn(weights, rgb, ri, n_rays)
+    depth = accumulate_fn(weights, (0.5 * (ts + te)).to(weights.dtype)[:, None], ri, n_rays)
     depth = depth / opacity.clamp_min(torch.finfo(opacity.dtype).eps)
     return {
         "rgb": _over_background(color, opacity, background),

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError
-from fieldkit.render.composite import RgbSigmaFn, _over_background
+from fieldkit.render.composite import RgbSigmaFn, render_rays
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import (_STEP_TOL, MAX_CANDIDATES, RaySamples, SigmaFn, midpoints,
                                     packed_info_from, ray_aabb)
@@ -170,27 +170,15 @@ def render_rays_nerfacc(
         "weights" [S], "num_samples" int: the contract of ``composite.render_rays``.
     """
     nerfacc = _nerfacc()
-    ts, te, ri = samples.t_starts, samples.t_ends, samples.ray_indices
     packed_info = samples.packed_info
     if packed_info.shape != (n_rays, 2):
         raise ValueError(f"packed_info has shape {tuple(packed_info.shape)}, want ({n_rays}, 2)")
-    if ri.numel() > 0:
-        rgb, sigma = rgb_sigma_fn(ts, te, ri)
-        sigma = sigma.reshape(-1)
-    else:
-        rgb, sigma = ts.new_zeros(0, 3), ts.new_zeros(0)
-    weights, _, _ = nerfacc.render_weight_from_density(
-        _f32(ts), _f32(te), _f32(sigma), packed_info=packed_info.long().contiguous())
-    weights = weights.to(rgb.dtype)
-    opacity = nerfacc.accumulate_along_rays(weights, None, ri, n_rays)
-    color = nerfacc.accumulate_along_rays(weights, rgb, ri, n_rays)
-    t_mid = (0.5 * (ts + te)).to(weights.dtype)[:, None]
-    depth = nerfacc.accumulate_along_rays(weights, t_mid, ri, n_rays)
-    depth = depth / opacity.clamp_min(torch.finfo(opacity.dtype).eps)
-    return {
-        "rgb": _over_background(color, opacity, background),
-        "depth": depth,
-        "alpha": opacity,
-        "weights": weights,
-        "num_samples": int(ri.numel()),
-    }
+    packed_info = packed_info.long().contiguous()
+
+    def weights_fn(sigma: Tensor, t0: Tensor, t1: Tensor, ray_idx: Tensor, n: int):
+        w, _, _ = nerfacc.render_weight_from_density(_f32(t0), _f32(t1), _f32(sigma),
+                                                     packed_info=packed_info)
+        return (w.to(sigma.dtype),)
+
+    return render_rays(rgb_sigma_fn, samples, n_rays, background, weights_fn,
+                       nerfacc.accumulate_along_rays)
