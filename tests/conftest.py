@@ -11,6 +11,9 @@ SHARED_SCENES = REPO.parent / "shared" / "scenes"
 DEMO_SCENE = REPO / "scenes" / "demo"
 
 os.environ.setdefault("FIELDKIT_QUIET", "1")
+# CPU inference compilation of hash grids (10-30 s per process and grid layout) is tested by
+# tests/encoders/test_hashgrid_infer_compile.py; elsewhere the suite renders eagerly.
+os.environ.setdefault("FIELDKIT_CPU_COMPILE", "off")
 
 
 def shared_scene(name: str) -> Path:

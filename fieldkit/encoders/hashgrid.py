@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from fieldkit.encoders.hashgrid_eager import (EAGER_CHUNK, _encode_eager, _position,
                                               _table_grad_eager)
+from fieldkit.encoders.hashgrid_fast import accelerated, inference_function
 
 PRIMES = (1, 2654435761, 805459861)
 """Per-axis multipliers of the spatial hash (instant-ngp / tiny-cuda-nn)."""
@@ -302,10 +303,8 @@ class HashGrid(nn.Module):
             return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)
         kind = x.device.type
         if kind not in self._fast:
-            from fieldkit.encoders.hashgrid_fast import accelerated
-
             self._fast[kind] = accelerated(self, x.device)
-        fast = self._fast[kind]
+        fast = self._fast[kind] or inference_function(self, x)
         if fast is not None and getattr(fast, "encodes_whole", False):
             return fast(self.table, x)                    # tiny-cuda-nn: [N, L*F] directly
         out = (fast or _HashGridFunction.apply)(x.detach(), self.table, *self.fused_args())

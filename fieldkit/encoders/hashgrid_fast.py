@@ -38,6 +38,7 @@ def _compiled_function():
     return torch.compile(_HashGridFunction.apply, dynamic=True)
 
 
+@torch.enable_grad()   # the first call may come from rendering, under no_grad
 def _compile_smoke_test(grid, device: torch.device) -> None:
     """Compile, then check forward and backward on 64 points against eager (raises if not)."""
     from fieldkit.encoders.hashgrid import _HashGridFunction
@@ -89,3 +90,106 @@ def accelerated(grid, device: torch.device):
                    "(set --hashgrid.encoder.compile off to skip the attempt)")
         return None
     return _compiled_function()
+
+
+# ---------------------------------------------------------------------- CPU inference
+INFER_MIN_POINTS = 64
+"""Smaller no-grad batches stay eager (no recompilation for tiny or 0/1-sized batches)."""
+
+_INFER_READY: dict[tuple, object] = {}
+"""Grid layout -> "compiling", True (compiled and checked) or False (failed). The compiled
+function serves every grid of a layout: copies, snapshots, a second model."""
+_INFER_POOL = None
+
+
+def _layout(grid) -> tuple:
+    return (tuple(grid.table.shape), grid.table.dtype, grid._meta, grid.wrap is None)
+
+
+def _infer_disabled(grid) -> str | None:
+    """Why CPU inference compilation is off for ``grid``, or None."""
+    import os
+    import shutil
+
+    if os.environ.get("FIELDKIT_CPU_COMPILE", "").lower() in ("0", "off", "false", "no"):
+        return "FIELDKIT_CPU_COMPILE is off"
+    if grid.table.device.type != "cpu":
+        return "the grid is not on the CPU"
+    if grid.config.compile == "off":
+        return "the grid's compile setting is off"
+    if grid.impl != "fused":
+        return "the grid uses the plain-autograd twin"
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        return "no C++ compiler (g++) for torch.compile on the CPU"
+    return None
+
+
+@torch.no_grad()
+def _warm_inference(grid, key: tuple) -> None:
+    """Compile the no-grad forward for ``grid``'s layout and check it against eager."""
+    from fieldkit.encoders.hashgrid import _HashGridFunction
+
+    try:
+        fn = _compiled_function()
+        table = grid.table.detach().to("cpu", copy=True)
+        rest = tuple(a.cpu() if torch.is_tensor(a) else a for a in grid.fused_args())
+        for n in (257, 64):   # two sizes: the graph is compiled for any batch size
+            x = torch.rand(n, 3, generator=torch.Generator().manual_seed(n))
+            if not torch.allclose(fn(x, table, *rest), _HashGridFunction.apply(x, table, *rest),
+                                  atol=1e-5):
+                raise RuntimeError("the compiled encoding does not match the eager one")
+        _INFER_READY[key] = True
+    except Exception as err:  # no compiler, a dynamo limitation, ...
+        _INFER_READY[key] = False
+        text = " ".join(str(err).split())[:160]
+        _warn_once("compile-infer", f"torch.compile of the hash grid for CPU rendering failed "
+                   f"({type(err).__name__}: {text}); rendering with eager torch instead (set "
+                   "FIELDKIT_CPU_COMPILE=off to skip the attempt)")
+
+
+def compile_for_inference(model: torch.nn.Module, background: bool = False) -> list:
+    """Compile the forward without gradients of every hash grid in ``model`` for the CPU.
+
+    The compiled forward fuses the 8 corners of every level into one loop, several times
+    faster than the eager path (apps/results/bench_hashgrid.md), for a one-off compilation of
+    10-30 s per process and grid layout. Rendering, evaluation and distillation teachers run
+    without gradients, so they gain; training (with gradients) keeps its own path. Until a
+    grid is ready, and wherever compilation fails (one warning), rendering runs eagerly:
+    nothing waits on it.
+
+    Args:
+        background: compile in a worker thread (the viewer: frames render eagerly meanwhile);
+            else compile now.
+    Returns:
+        The layouts it compiles for (none when switched off: ``FIELDKIT_CPU_COMPILE=off``,
+        the grid's ``compile`` set to off, or no C++ compiler; none already asked for).
+    """
+    global _INFER_POOL
+    from fieldkit.encoders.hashgrid import HashGrid
+
+    keys = []
+    for grid in model.modules():
+        if not isinstance(grid, HashGrid) or _infer_disabled(grid) is not None:
+            continue
+        key = _layout(grid)
+        if key in _INFER_READY:
+            continue
+        _INFER_READY[key] = "compiling"
+        keys.append(key)
+        if background:
+            if _INFER_POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _INFER_POOL = ThreadPoolExecutor(1, thread_name_prefix="hashgrid-compile")
+            _INFER_POOL.submit(_warm_inference, grid, key)
+        else:
+            _warm_inference(grid, key)
+    return keys
+
+
+def inference_function(grid, x: torch.Tensor):
+    """The compiled no-grad forward for ``grid`` at ``x``, or None (eager)."""
+    if (x.device.type == "cpu" and x.shape[0] >= INFER_MIN_POINTS
+            and not torch.is_grad_enabled() and _INFER_READY.get(_layout(grid)) is True):
+        return _compiled_function()
+    return None

@@ -10,12 +10,16 @@ import torch
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import load_cameras
+from fieldkit.encoders.hashgrid_fast import compile_for_inference
 from fieldkit.errors import FieldkitError
 from fieldkit.export.paths import load_path_json, orbit_path, spiral_path
 from fieldkit.export.video import colorize_depth, to_uint8, write_video
 from fieldkit.progress import progress_iter
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.run import load_model, read_config
+
+COMPILE_MIN_PIXELS = 1 << 22
+"""Videos of at least this many pixels in all compile hash grids for CPU rendering first."""
 
 
 def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
@@ -76,6 +80,8 @@ def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 12
     cams = camera_path(run_dir, path, frames, width, height)
     if fov is not None:
         cams = with_fov(cams, fov)
+    if len(cams) * int(cams.width[0]) * int(cams.height[0]) >= COMPILE_MIN_PIXELS:
+        compile_for_inference(model)   # hash grids on the CPU: a one-off cost that pays here
 
     def frames_iter():
         for i in progress_iter(range(len(cams)), total=len(cams), desc="rendering"):

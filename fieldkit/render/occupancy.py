@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 EVAL_CHUNK = 1 << 16
@@ -79,6 +80,23 @@ class OccupancyGrid(nn.Module):
         ijk = (u * r).long().clamp_(0, r - 1)
         flat = (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
         return self.binary.reshape(-1).index_select(0, flat) & inside
+
+    @torch.no_grad()
+    def dilated(self, k: int) -> Tensor:
+        """[R**3] bool, flat like ``binary``: cells with an occupied cell within k cells per
+        axis (a separable max filter; cached until ``binary`` changes)."""
+        key = (k, self.binary.data_ptr(), self.binary._version)
+        cache = self.__dict__.setdefault("_dilated_cache", {})
+        if key not in cache:
+            occ = self.binary.float()[None, None]
+            for axis in range(3):
+                size, pad = [1, 1, 1], [0, 0, 0]
+                size[axis], pad[axis] = 2 * k + 1, k
+                occ = F.max_pool3d(occ, tuple(size), stride=1, padding=tuple(pad))
+            cache = self.__dict__["_dilated_cache"] = {
+                c: v for c, v in cache.items() if c[1:] == key[1:]}
+            cache[key] = occ.reshape(-1).bool()
+        return cache[key]
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()

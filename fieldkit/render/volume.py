@@ -89,13 +89,24 @@ def packed_info_from(ray_indices: Tensor, n_rays: int) -> Tensor:
     return torch.stack([torch.cumsum(counts, 0) - counts, counts], -1)
 
 
-COARSE_POOL = 2
-"""Occupancy cells per coarse cell (per axis) of the first level of empty-space skipping."""
+SKIP_RADII = (4, 1)
+"""Levels of empty-space skipping before the per-sample occupancy test, coarse to fine: a level
+of radius k tests segments of up to 2k cells' length against the grid dilated by k cells."""
 
 
 def _rank_in_ray(local: Tensor, n_rays: int) -> Tensor:
     """[S] sorted (chunk-local) ray indices -> [S] position of each sample within its ray."""
     return torch.arange(local.shape[0], device=local.device) - segment_first(local, n_rays)
+
+
+def _split(local: Tensor, first: Tensor, n: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Segments (ray [M], first step [M], steps [M]) -> the same steps cut into segments of at
+    most f steps, in the same order."""
+    parts = (n + f - 1) // f
+    owner = torch.repeat_interleave(torch.arange(len(n), device=n.device), parts)
+    j = torch.arange(len(owner), device=n.device) - (torch.cumsum(parts, 0) - parts)[owner]
+    start = j * f
+    return local[owner], first[owner] + start, torch.clamp(n[owner] - start, max=f)
 
 
 @torch.no_grad()
@@ -172,44 +183,45 @@ def march(
 
 def _coarse_steps(origins: Tensor, dirs: Tensor, grid: OccupancyGrid | None, t_near: Tensor,
                   t_far: Tensor, counts: Tensor, i0: int, step_size: float,
-                  pool: int | None = None) -> tuple[Tensor, Tensor] | None:
-    """Empty-space skipping at two levels: (local ray [C], step k [C]) of the fine steps that
-    lie in coarse segments near occupied space, in ray-then-k order; None when not worth it.
+                  radii: tuple[int, ...] | None = None) -> tuple[Tensor, Tensor] | None:
+    """Hierarchical empty-space skipping: (local ray [C], step k [C]) of the fine steps that
+    may hold an occupied midpoint, in ray-then-k order; None when not worth it.
 
-    A coarse segment is ``f`` fine steps, no longer than a coarse cell (``pool``^3 grid cells);
-    it is kept when the coarse cell of its midpoint, dilated by one coarse cell, holds an
-    occupied fine cell. Any point of the segment lies within one coarse cell of its midpoint,
-    so every fine step whose midpoint is occupied survives: the result equals the one-level
-    march exactly, with a fraction of the candidates.
+    At a level of radius k, a segment of f steps spans at most 2k cells (f * step <= 2k *
+    cell, unit directions), so every point of it lies within k cells, per axis, of its
+    midpoint's cell. The segment is kept when that cell of the grid dilated by k cells is
+    occupied; kept segments are cut for the next level. Every fine step whose midpoint is in an
+    occupied cell survives: the result equals the one-level march exactly, with a fraction of
+    the candidates.
     """
-    pool = pool or COARSE_POOL
-    if grid is None or grid.resolution % pool:
+    if grid is None:
         return None
-    cell = float(((grid.aabb[3:] - grid.aabb[:3]) / grid.resolution).min()) * pool
-    f = min(16, int(cell / step_size))
-    if f < 2:
+    r = grid.resolution
+    lo, hi = grid.aabb[:3].to(t_near), grid.aabb[3:].to(t_near)
+    cell = float(((hi - lo) / r).min())
+    # 0.999: the 2k-cell bound holds with a margin for the rounding of midpoints
+    levels = [(k, int(0.999 * 2 * k * cell / step_size)) for k in (radii or SKIP_RADII)]
+    levels = [(k, f) for k, f in levels if f >= 2]
+    if not levels:
         return None
-    device = origins.device
     n_local = len(counts)
-    c_counts = (counts + f - 1) // f
-    c_total = int(c_counts.sum())
-    local = torch.repeat_interleave(torch.arange(n_local, device=device), c_counts,
-                                    output_size=c_total)
-    c = torch.arange(c_total, device=device) - (torch.cumsum(c_counts, 0) - c_counts)[local]
-    ray = local + i0
-    t0 = t_near.index_select(0, ray) + (c * f).to(t_near.dtype) * step_size
-    t1 = torch.minimum(t0 + f * step_size, t_far.index_select(0, ray))
-    occ = grid.binary.float()[None, None]
-    occ = F.max_pool3d(F.max_pool3d(occ, pool, stride=pool), 3, stride=1, padding=1)[0, 0]
-    lo, hi = grid.aabb[:3].to(t0), grid.aabb[3:].to(t0)
-    r = occ.shape[0]
-    ijk = ((midpoints(origins, dirs, t0, t1, ray) - lo) / (hi - lo) * r).long().clamp_(0, r - 1)
-    keep = torch.nonzero(occ.reshape(-1).bool()[(ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]])[:, 0]
-    local, c = local[keep], c[keep]
-    n_fine = torch.clamp(counts[local] - c * f, max=f)  # the last segment may be short
-    owner = torch.repeat_interleave(torch.arange(len(local), device=device), n_fine)
-    j = torch.arange(len(owner), device=device) - (torch.cumsum(n_fine, 0) - n_fine)[owner]
-    return local[owner], c[owner] * f + j
+    i1 = i0 + n_local
+    # the chunk's rays in grid units, (origin, dir) side by side: one gather per segment
+    rays = torch.cat([(origins[i0:i1] - lo) / (hi - lo) * r, dirs[i0:i1] / (hi - lo) * r], 1)
+    t_lo, t_hi = t_near[i0:i1], t_far[i0:i1]
+    local = torch.arange(n_local, device=origins.device)
+    first, n = torch.zeros_like(counts), counts
+    for k, f in levels:
+        local, first, n = _split(local, first, n, f)
+        t0 = t_lo.index_select(0, local) + first.to(t_lo.dtype) * step_size
+        t1 = torch.minimum(t0 + n.to(t0.dtype) * step_size, t_hi.index_select(0, local))
+        g = rays.index_select(0, local)
+        ijk = torch.addcmul(g[:, :3], g[:, 3:], (0.5 * (t0 + t1))[:, None]).long().clamp_(0, r - 1)
+        keep = grid.dilated(k)[(ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]]
+        keep = torch.nonzero(keep)[:, 0]
+        local, first, n = local[keep], first[keep], n[keep]
+    local, k_first, _ = _split(local, first, n, 1)
+    return local, k_first
 
 
 def _march_chunk(

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
+from fieldkit.encoders.hashgrid_fast import compile_for_inference
 from fieldkit.encoders.sh import C0
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.viewer.crop import CropBox, crop_splat_params, cropped_volume
@@ -64,6 +65,7 @@ class Source:
         cfg = read_config(run_dir)
         model = load_model(run_dir)
         model.eval()
+        compile_for_inference(model, background=True)
         name = cfg.get("train", {}).get("background", "white")
         cameras = scene_path = None
         try:
@@ -95,6 +97,7 @@ class Source:
     @classmethod
     def from_trainer(cls, trainer) -> Source:
         scene = trainer.scene
+        compile_for_inference(trainer.model, background=True)
         return cls(label=Path(trainer.run_dir).name, model=trainer.model,
                    run_dir=Path(trainer.run_dir), normalisation=scene.normalisation,
                    cameras=scene.cameras[scene.split("train")], scene_path=Path(scene.root),

@@ -212,6 +212,30 @@ def test_compiled_tcnn_convention_matches_eager():
     torch.testing.assert_close(grid.table.grad, eager.table.grad, atol=1e-5, rtol=0)
 
 
+def test_compile_smoke_test_runs_when_the_first_call_is_under_no_grad(monkeypatch):
+    """Rendering (no_grad) may be the first use of a grid: the smoke test's backward must
+    still run, not fail and fall back to eager with a warning."""
+    import warnings
+
+    from fieldkit.encoders import hashgrid_fast
+    from fieldkit.encoders.hashgrid import _HashGridFunction
+
+    calls = []
+
+    def compiled(*args):   # stands in for torch.compile's result (no compiler needed)
+        calls.append(torch.is_grad_enabled())
+        return _HashGridFunction.apply(*args)
+
+    monkeypatch.setattr(hashgrid_fast, "_compiled_function", lambda: compiled)
+    grid = _grid(replace(SMALL, compile="on"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            out = grid(_points(10))
+    assert grid._fast["cpu"] is compiled and calls[0] is True
+    assert not out.requires_grad
+
+
 @pytest.mark.skipif(not tcnn_status()[0], reason=f"needs tiny-cuda-nn on CUDA: {tcnn_status()[1]}")
 def test_real_tcnn_matches_torch_twin_on_gpu():
     config = replace(SMALL, log2_table_size=14, backend="tcnn")

@@ -125,3 +125,18 @@ def test_state_dict_safetensors_round_trip(tmp_path):
         other = loaded.state_dict()[name]
         assert other.dtype == buf.dtype and torch.equal(other, buf), name
     assert set(grid.state_dict()) == {"aabb", "density", "binary"}
+
+
+def test_dilated_marks_cells_within_k_and_follows_binary():
+    grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), resolution=16)
+    grid.binary.zero_()
+    grid.binary[5, 8, 15] = True
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(16)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for k in (1, 2):
+        near = ((ijk - torch.tensor([5, 8, 15])).abs() <= k).all(-1)
+        assert torch.equal(grid.dilated(k), near)
+    grid.binary[0, 0, 0] = True   # an in-place change of the grid invalidates the cache
+    assert bool(grid.dilated(1)[0]) and bool(grid.dilated(1)[(1 * 16 + 1) * 16 + 1])
+    grid.load_state_dict({k: v.clone() for k, v in OccupancyGrid(
+        grid.aabb, resolution=16).state_dict().items()})
+    assert bool(grid.dilated(2).all())

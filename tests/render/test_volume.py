@@ -269,19 +269,26 @@ def test_early_stop_behind_opaque_slab():
         assert len(thre) < len(pruned)
 
 
-@pytest.mark.parametrize("stratified", [False, True])
-def test_two_level_skipping_gives_the_same_samples(monkeypatch, stratified):
-    """The coarse pass only removes candidates that the fine occupancy test would drop."""
+@pytest.mark.parametrize("stratified,radii,inside", [
+    (False, None, False), (True, None, False), (False, None, True),
+    (False, (1,), False), (True, (2,), True), (False, (8, 3, 1), True)])
+def test_hierarchical_skipping_gives_the_same_samples(monkeypatch, stratified, radii, inside):
+    """The coarse levels only remove candidates that the fine occupancy test would drop, for
+    rays from outside and from inside the box, at every level layout."""
     import fieldkit.render.volume as volume
 
     g = torch.Generator().manual_seed(0)
     grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), resolution=32)
     grid.binary.copy_(torch.rand(32, 32, 32, generator=g) < 0.02)   # scattered occupied cells
     grid.binary[10:14, 3:9, 20:30] = True                            # and a solid block
-    origins = torch.randn(3000, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, -3.0])
-    dirs = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g) * 0.3
-                                         + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    grid.binary[0, :, 31] = True                                     # and cells on the faces
+    centre = torch.tensor([0.0, 0.0, -0.2 if inside else -3.0])
+    origins = torch.randn(3000, 3, generator=g) * 0.3 + centre
+    dirs = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g) * (
+        1.0 if inside else 0.3) + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
     aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    if radii is not None:
+        monkeypatch.setattr(volume, "SKIP_RADII", radii)
 
     def run():
         torch.manual_seed(1)

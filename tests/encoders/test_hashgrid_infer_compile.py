@@ -1,0 +1,140 @@
+"""CPU inference compilation of the hash grid (``hashgrid_fast.compile_for_inference``): the
+compiled no-grad forward matches eager, training keeps its own path, the background compile
+serves eager frames until it is ready, and every switch and failure falls back to eager."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fieldkit.encoders import hashgrid_fast
+from fieldkit.encoders.hashgrid import HashGrid, HashGridConfig
+from fieldkit.errors import FieldkitWarning
+
+CONFIG = HashGridConfig(num_levels=8, features_per_level=2, log2_table_size=12,
+                        base_resolution=4, max_resolution=256)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch):
+    monkeypatch.delenv("FIELDKIT_CPU_COMPILE", raising=False)   # the default: on
+    monkeypatch.setattr(hashgrid_fast, "_INFER_READY", {})
+    monkeypatch.setattr(hashgrid_fast, "_warned", set())
+
+
+def _grid(config: HashGridConfig = CONFIG, seed: int = 0) -> HashGrid:
+    torch.manual_seed(seed)
+    grid = HashGrid(config)
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    return grid
+
+
+def _points(n: int) -> torch.Tensor:
+    return torch.rand(n, 3, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (g++ not found)")
+def test_compiled_inference_matches_eager_and_training_keeps_its_path():
+    grid = _grid()
+    model = torch.nn.Sequential(grid)
+    x = _points(5000)
+    with torch.no_grad():
+        eager = grid(x)
+    assert hashgrid_fast.compile_for_inference(model) == [hashgrid_fast._layout(grid)]
+    assert hashgrid_fast._INFER_READY[hashgrid_fast._layout(grid)] is True
+    with torch.no_grad():
+        assert hashgrid_fast.inference_function(grid, x) is not None
+        compiled = grid(x)
+    # the same lattice and table; the 8 corners are summed in another order
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+    # a copy with another table (a snapshot) uses it too, and reads its own table
+    other = _grid(seed=1)
+    with torch.no_grad():
+        assert hashgrid_fast.inference_function(other, x) is not None
+        torch.testing.assert_close(other(x), _eager(other, x), atol=1e-5, rtol=0)
+    # with gradients: the eager autograd path, table gradients as before
+    assert hashgrid_fast.inference_function(grid, x) is None
+    out = grid(x)
+    assert out.requires_grad
+    out.square().sum().backward()
+    assert grid.table.grad.abs().sum() > 0
+    # small batches stay eager (no recompilation for sizes 0 and 1)
+    with torch.no_grad():
+        assert hashgrid_fast.inference_function(grid, x[:1]) is None
+        assert grid(x[:0]).shape == (0, CONFIG.num_levels * 2)
+
+
+def _eager(grid: HashGrid, x: torch.Tensor) -> torch.Tensor:
+    from fieldkit.encoders.hashgrid import _HashGridFunction
+
+    with torch.no_grad():
+        out = _HashGridFunction.apply(x, grid.table, *grid.fused_args())
+    return out.permute(1, 0, 2).reshape(x.shape[0], -1)
+
+
+def test_background_compile_renders_eagerly_until_ready(monkeypatch):
+    release = threading.Event()
+    calls = []
+
+    def compiled(*args):   # stands in for torch.compile's result, slow to "compile"
+        release.wait(10)
+        calls.append(args[0].shape[0])
+        from fieldkit.encoders.hashgrid import _HashGridFunction
+
+        return _HashGridFunction.apply(*args)
+
+    monkeypatch.setattr(hashgrid_fast, "_compiled_function", lambda: compiled)
+    grid = _grid()
+    keys = hashgrid_fast.compile_for_inference(grid, background=True)
+    assert hashgrid_fast._INFER_READY[keys[0]] == "compiling"
+    with torch.no_grad():
+        assert hashgrid_fast.inference_function(grid, _points(100)) is None
+        grid(_points(100))                    # eager meanwhile: does not wait
+    assert calls == []
+    assert hashgrid_fast.compile_for_inference(grid, background=True) == []   # asked once
+    release.set()
+    for _ in range(200):
+        if hashgrid_fast._INFER_READY[keys[0]] is True:
+            break
+        time.sleep(0.02)
+    assert hashgrid_fast._INFER_READY[keys[0]] is True
+    with torch.no_grad():
+        grid(_points(100))
+    assert calls[-1] == 100
+
+
+def test_switches_turn_it_off(monkeypatch):
+    grid = _grid()
+    monkeypatch.setenv("FIELDKIT_CPU_COMPILE", "off")
+    assert hashgrid_fast.compile_for_inference(grid) == []
+    monkeypatch.delenv("FIELDKIT_CPU_COMPILE")
+    assert hashgrid_fast.compile_for_inference(_grid(replace(CONFIG, compile="off"))) == []
+    assert hashgrid_fast.compile_for_inference(HashGrid(CONFIG, impl="torch")) == []
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert hashgrid_fast.compile_for_inference(grid) == []
+    assert hashgrid_fast._INFER_READY == {}
+    with torch.no_grad():
+        assert hashgrid_fast.inference_function(grid, _points(100)) is None
+
+
+def test_a_failed_compile_warns_once_and_stays_eager(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(hashgrid_fast, "_compiled_function", lambda: broken)
+    grid = _grid()
+    with pytest.warns(FieldkitWarning, match="FIELDKIT_CPU_COMPILE=off"):
+        keys = hashgrid_fast.compile_for_inference(grid)
+    assert hashgrid_fast._INFER_READY[keys[0]] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            out = grid(_points(100))
+    torch.testing.assert_close(out, _eager(grid, _points(100)), atol=0, rtol=0)
