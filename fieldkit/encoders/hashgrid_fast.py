@@ -100,6 +100,7 @@ _INFER_READY: dict[tuple, object] = {}
 """Grid layout -> "compiling", True (compiled and checked) or False (failed). The compiled
 function serves every grid of a layout: copies, snapshots, a second model."""
 _INFER_POOL = None
+_INFER_FUTURES: list = []
 
 
 def _layout(grid) -> tuple:
@@ -181,10 +182,17 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
                 from concurrent.futures import ThreadPoolExecutor
 
                 _INFER_POOL = ThreadPoolExecutor(1, thread_name_prefix="hashgrid-compile")
-            _INFER_POOL.submit(_warm_inference, grid, key)
+            _INFER_FUTURES.append(_INFER_POOL.submit(_warm_inference, grid, key))
         else:
             _warm_inference(grid, key)
     return keys
+
+
+def wait_for_inference_compile(timeout: float | None = None) -> bool:
+    """Wait for background compilations (benchmarks, tests); True when none is left."""
+    from concurrent.futures import wait
+
+    return not wait(list(_INFER_FUTURES), timeout=timeout).not_done
 
 
 def inference_function(grid, x: torch.Tensor):

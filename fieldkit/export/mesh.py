@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError

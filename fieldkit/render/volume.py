@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fieldkit.render.composite import (accumulate, render_dense, render_rays,  # noqa: F401

@@ -97,7 +97,7 @@ class Source:
     @classmethod
     def from_trainer(cls, trainer) -> Source:
         scene = trainer.scene
-        compile_for_inference(trainer.model, background=True)
+        # no compile_for_inference here: its 5-30 s of compilation would take training's CPU
         return cls(label=Path(trainer.run_dir).name, model=trainer.model,
                    run_dir=Path(trainer.run_dir), normalisation=scene.normalisation,
                    cameras=scene.cameras[scene.split("train")], scene_path=Path(scene.root),

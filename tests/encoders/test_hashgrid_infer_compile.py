@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 import warnings
 from dataclasses import replace
 
@@ -99,11 +98,9 @@ def test_background_compile_renders_eagerly_until_ready(monkeypatch):
         grid(_points(100))                    # eager meanwhile: does not wait
     assert calls == []
     assert hashgrid_fast.compile_for_inference(grid, background=True) == []   # asked once
+    assert not hashgrid_fast.wait_for_inference_compile(timeout=0.05)
     release.set()
-    for _ in range(200):
-        if hashgrid_fast._INFER_READY[keys[0]] is True:
-            break
-        time.sleep(0.02)
+    assert hashgrid_fast.wait_for_inference_compile(timeout=10)
     assert hashgrid_fast._INFER_READY[keys[0]] is True
     with torch.no_grad():
         grid(_points(100))

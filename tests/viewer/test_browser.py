@@ -2,7 +2,6 @@
 exports, several clients, the token gate. Skips without viser, playwright or chromium."""
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np

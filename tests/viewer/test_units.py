@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from fieldkit.data.cameras import Cameras
 from fieldkit.export.paths import load_path_json, look_at
 from fieldkit.viewer.camera import (ViewCamera, cameras_to_view, render_size, sub_camera,
                                     view_to_cameras)
