@@ -56,4 +56,8 @@ def report() -> str:
     note = ("new hashgrid runs use the tcnn convention" if ok else
             reason + ("; the torch twin is compiled with torch.compile" if cuda else ""))
     lines.append(f"{'hashgrid':<11}{'tiny-cuda-nn' if ok else twin:<22}{note}")
+    from fieldkit.encoders.hashgrid_fast import cpu_compile_status
+
+    ok, reason = cpu_compile_status()
+    lines.append(f"{'cpu render':<11}{'compiled' if ok else 'eager':<22}{reason}")
     return "\n".join(lines)

@@ -68,6 +68,8 @@ def test_doctor_reports_torch_and_backends(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "nerfacc" in out and "gsplat" in out and "tinycudann" in out
+    # the suite runs with FIELDKIT_CPU_COMPILE=off (tests/conftest.py)
+    assert "cpu render eager" in " ".join(out.split()) and "FIELDKIT_CPU_COMPILE is off" in out
 
 
 def test_scene_demo_generates_a_loadable_scene(tmp_path, capsys):

@@ -107,21 +107,29 @@ def _layout(grid) -> tuple:
     return (tuple(grid.table.shape), grid.table.dtype, grid._meta, grid.wrap is None)
 
 
-def _infer_disabled(grid) -> str | None:
-    """Why CPU inference compilation is off for ``grid``, or None."""
+def cpu_compile_status() -> tuple[bool, str]:
+    """(usable, reason): whether hash grids can be compiled for CPU rendering here."""
     import os
     import shutil
 
     if os.environ.get("FIELDKIT_CPU_COMPILE", "").lower() in ("0", "off", "false", "no"):
-        return "FIELDKIT_CPU_COMPILE is off"
+        return False, "FIELDKIT_CPU_COMPILE is off"
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        return False, "no C++ compiler (g++) for torch.compile on the CPU"
+    return True, "rendering compiles the hash grid with torch.compile (once per process)"
+
+
+def _infer_disabled(grid) -> str | None:
+    """Why CPU inference compilation is off for ``grid``, or None."""
+    usable, reason = cpu_compile_status()
+    if not usable:
+        return reason
     if grid.table.device.type != "cpu":
         return "the grid is not on the CPU"
     if grid.config.compile == "off":
         return "the grid's compile setting is off"
     if grid.impl != "fused":
         return "the grid uses the plain-autograd twin"
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        return "no C++ compiler (g++) for torch.compile on the CPU"
     return None
 
 
