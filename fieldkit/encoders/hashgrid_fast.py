@@ -159,10 +159,10 @@ def _warm_inference(grid, key: tuple) -> None:
 def compile_for_inference(model: torch.nn.Module, background: bool = False) -> list:
     """Compile the forward without gradients of every hash grid in ``model`` for the CPU.
 
-    The compiled forward fuses the 8 corners of every level into one loop, several times
-    faster than the eager path (apps/results/bench_hashgrid.md), for a one-off compilation of
-    10-30 s per process and grid layout. Rendering, evaluation and distillation teachers run
-    without gradients, so they gain; training (with gradients) keeps its own path. Until a
+    The compiled forward fuses the 8 corners of every level into one loop, 3x faster than the
+    eager path at 2^15-2^17 points (apps/results/cpu_render.md), for a one-off compilation of
+    5-15 s per process and grid layout. Rendering, evaluation and distillation teachers run
+    without gradients, so they gain; the pass with gradients of training keeps its own path. Until a
     grid is ready, and wherever compilation fails (one warning), rendering runs eagerly:
     nothing waits on it.
 
