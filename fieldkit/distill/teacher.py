@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from fieldkit.data.cameras import Cameras
-from fieldkit.encoders.hashgrid_fast import compile_for_inference
 from fieldkit.splats.mixture import mixture_density
 from fieldkit.splats.transform import quat_to_rotmat
 
@@ -31,7 +30,6 @@ class Teacher:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model.eval().requires_grad_(False)
-        compile_for_inference(self.model)   # hash-grid teachers on the CPU answer 2-6x faster
         self.kind = model.kind
         self.is_splat = self.kind == "splat"
         self.device = next(model.parameters()).device

@@ -161,8 +161,8 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
 
     The compiled forward fuses the 8 corners of every level into one loop, 3x faster than the
     eager path at 2^15-2^17 points (apps/results/cpu_render.md), for a one-off compilation of
-    5-15 s per process and grid layout. Rendering, evaluation and distillation teachers run
-    without gradients, so they gain; the pass with gradients of training keeps its own path. Until a
+    5-15 s per process and grid layout. The viewer and long video renders ask for it; the
+    pass with gradients of training keeps its own path either way. Until a
     grid is ready, and wherever compilation fails (one warning), rendering runs eagerly:
     nothing waits on it.
 
