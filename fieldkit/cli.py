@@ -281,7 +281,8 @@ class Distill:
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
-    """Seconds of student optimisation (default: a quarter of the teacher's training time)."""
+    """Seconds of student optimisation (default: a quarter of the teacher's training time for
+    the whole distillation, its renders of the teacher included)."""
     max_steps: int | None = None
     """Student optimisation steps."""
     preset: Literal["default", "fast", "quality"] = "default"

@@ -46,13 +46,22 @@ def teacher_train_seconds(run_dir: Path) -> float | None:
 
 def default_budget(config: TrainConfig, teacher_seconds: float | None) -> TrainConfig:
     """A quarter of the teacher's training time when no budget is given (2000 steps when the
-    teacher's time is unknown)."""
+    teacher's time is unknown). ``distill`` then takes the teacher's render time out of it, so
+    that the whole distillation fits (the student keeps at least MIN_DEFAULT_SECONDS)."""
     if config.max_steps is not None or config.max_time is not None:
         return config
     if teacher_seconds:
         return replace(config, max_time=max(MIN_DEFAULT_SECONDS, DEFAULT_FRACTION *
                                             teacher_seconds))
     return replace(config, max_steps=2000)
+
+
+def without_teacher_time(config: TrainConfig, teacher_seconds: float) -> TrainConfig:
+    """A default time budget is the whole distillation's: the seconds spent rendering the
+    teacher come out of the student's optimisation time (which keeps MIN_DEFAULT_SECONDS)."""
+    if config.max_time is None:
+        return config
+    return replace(config, max_time=max(MIN_DEFAULT_SECONDS, config.max_time - teacher_seconds))
 
 
 def _empty_cameras() -> Cameras:
@@ -108,6 +117,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")
     t_seconds = teacher_train_seconds(teacher_run)
+    defaulted = not resume and train.max_steps is None and train.max_time is None
     train = default_budget(train, t_seconds)
 
     teacher = Teacher(load_model(teacher_run, device=device))
@@ -143,6 +153,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         trainer_cls = FieldDistillTrainer
         extra = {"teacher": teacher, "bank": bank, "distill": config}
 
+    if defaulted:
+        train = without_teacher_time(train, teacher_seconds)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {
         "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
