@@ -281,8 +281,9 @@ class Distill:
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
-    """Seconds of student optimisation (default: a quarter of the teacher's training time for
-    the whole distillation, its renders of the teacher included)."""
+    """Seconds for the whole distillation: renders of the teacher, then the student's
+    optimisation for the rest (at least half). Default: a quarter of the teacher's training
+    time."""
     max_steps: int | None = None
     """Student optimisation steps."""
     preset: Literal["default", "fast", "quality"] = "default"

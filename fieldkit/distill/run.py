@@ -32,6 +32,9 @@ from fieldkit.train.run import load_model, read_config
 
 MIN_DEFAULT_SECONDS = 30.0
 DEFAULT_FRACTION = 0.25
+STUDENT_MIN_SHARE = 0.5
+"""The student's optimisation keeps at least this share of a time budget, however long the
+teacher's renders took."""
 """Without a budget, a student gets this share of the teacher's training time."""
 
 
@@ -46,8 +49,8 @@ def teacher_train_seconds(run_dir: Path) -> float | None:
 
 def default_budget(config: TrainConfig, teacher_seconds: float | None) -> TrainConfig:
     """A quarter of the teacher's training time when no budget is given (2000 steps when the
-    teacher's time is unknown). ``distill`` then takes the teacher's render time out of it, so
-    that the whole distillation fits (the student keeps at least MIN_DEFAULT_SECONDS)."""
+    teacher's time is unknown). ``distill`` takes the teacher's render time out of any time
+    budget, so that the whole distillation fits (``without_teacher_time``)."""
     if config.max_steps is not None or config.max_time is not None:
         return config
     if teacher_seconds:
@@ -57,11 +60,12 @@ def default_budget(config: TrainConfig, teacher_seconds: float | None) -> TrainC
 
 
 def without_teacher_time(config: TrainConfig, teacher_seconds: float) -> TrainConfig:
-    """A default time budget is the whole distillation's: the seconds spent rendering the
-    teacher come out of the student's optimisation time (which keeps MIN_DEFAULT_SECONDS)."""
+    """A time budget is the whole distillation's: the seconds spent rendering the teacher come
+    out of the student's optimisation time, which keeps at least STUDENT_MIN_SHARE of it."""
     if config.max_time is None:
         return config
-    return replace(config, max_time=max(MIN_DEFAULT_SECONDS, config.max_time - teacher_seconds))
+    return replace(config, max_time=max(STUDENT_MIN_SHARE * config.max_time,
+                                        config.max_time - teacher_seconds))
 
 
 def _empty_cameras() -> Cameras:
@@ -104,6 +108,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     train = train or TrainConfig()
     config = config or DistillConfig()
+    user_time = train.max_time
     if resume:
         saved = read_config(out)
         if "distill" not in saved or not (out / "checkpoint").exists():
@@ -117,7 +122,9 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")
     t_seconds = teacher_train_seconds(teacher_run)
-    defaulted = not resume and train.max_steps is None and train.max_time is None
+    # a time budget given now (or the default) covers the teacher's renders; a resumed run's
+    # saved one already had them taken out
+    fit_time = not resume or user_time is not None
     train = default_budget(train, t_seconds)
 
     teacher = Teacher(load_model(teacher_run, device=device))
@@ -153,7 +160,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         trainer_cls = FieldDistillTrainer
         extra = {"teacher": teacher, "bank": bank, "distill": config}
 
-    if defaulted:
+    if fit_time:
         train = without_teacher_time(train, teacher_seconds)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {

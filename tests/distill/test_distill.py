@@ -173,15 +173,14 @@ def test_distill_errors_are_one_line(capsys, demo_run, tmp_path, argv, needle):
 
 
 def test_the_default_budget_covers_the_teacher_renders(tmp_path):
-    """No --max-time: a quarter of the teacher's training time for the whole distillation, so
-    the teacher's render time comes out of the student's; an explicit budget is left alone."""
-    from fieldkit.distill.run import (MIN_DEFAULT_SECONDS, default_budget,
-                                      teacher_train_seconds, without_teacher_time)
+    """No --max-time: a quarter of the teacher's training time, for the whole distillation:
+    the teacher's render time comes out of the student's (any time budget)."""
+    from fieldkit.distill.run import default_budget, teacher_train_seconds, without_teacher_time
 
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 10, "elapsed": 300.0}) + "\n")
     budget = default_budget(TrainConfig(), teacher_train_seconds(tmp_path))
     assert budget.max_time == 75.0
     assert without_teacher_time(budget, 12.0).max_time == 63.0
-    assert without_teacher_time(budget, 70.0).max_time == MIN_DEFAULT_SECONDS
+    assert without_teacher_time(budget, 70.0).max_time == 37.5   # half the budget at least
     assert without_teacher_time(TrainConfig(max_steps=5), 12.0).max_steps == 5
     assert default_budget(TrainConfig(max_time=40.0), 300.0).max_time == 40.0
