@@ -22,6 +22,11 @@ from fieldkit.progress import progress_iter
 
 BANK_CHUNK = 1 << 14
 """Rays rendered per progress tick when filling a bank."""
+VIEW_BANK_KEEP = 0.25
+"""Teachers that render whole views (splats) render just enough of the bank's views for the
+bank to keep this share of their pixels (at least VIEW_BANK_MIN_VIEWS views): 200 whole views
+of 200 x 200 to keep 2^18 rays would render 30x more pixels than used."""
+VIEW_BANK_MIN_VIEWS = 16
 
 
 @dataclass
@@ -52,7 +57,8 @@ def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,
                    generator: torch.Generator) -> RayBank:
     """``n_rays`` rays through uniformly random points of the images of ``cameras``, rendered by
     the teacher (volumetric teachers render the rays themselves; splat teachers render whole
-    views and the rays are drawn from their pixel centres)."""
+    views, as few as keep VIEW_BANK_KEEP of their pixels, and the rays are drawn from their
+    pixel centres)."""
     if teacher.is_splat:
         return _bank_from_views(teacher, cameras, n_rays, generator)
     cam = torch.randint(len(cameras), (n_rays,), generator=generator)
@@ -70,6 +76,9 @@ def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,
 
 def _bank_from_views(teacher: Teacher, cameras: Cameras, n_rays: int,
                      generator: torch.Generator) -> RayBank:
+    pixels = int(cameras.width[0]) * int(cameras.height[0])
+    n_views = max(VIEW_BANK_MIN_VIEWS, -(-n_rays // int(VIEW_BANK_KEEP * pixels)))
+    cameras = cameras[:min(len(cameras), n_views)]   # the views are random already
     cols: dict[str, list[Tensor]] = {k: [] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
     for i in progress_iter(range(len(cameras)), total=len(cameras), desc="teacher views"):
         out = teacher.render_view(cameras[i])

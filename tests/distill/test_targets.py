@@ -1,0 +1,54 @@
+"""The ray bank of a teacher that renders whole views (splats): only as many views as the bank
+needs are rendered, and every ray is one of their pixels with its rendered values."""
+from __future__ import annotations
+
+import torch
+
+from fieldkit.data.cameras import Cameras
+from fieldkit.distill import targets
+
+
+class ViewTeacher:
+    """Renders whole views: rgb = the pixel's ray direction, depth = the view's index."""
+
+    is_splat = True
+
+    def __init__(self, cameras: Cameras):
+        self.cameras, self.rendered = cameras, []
+
+    def render_view(self, camera: Cameras) -> dict[str, torch.Tensor]:
+        i = int(torch.nonzero((self.cameras.c2w == camera.c2w[0]).all(-1).all(-1))[0])
+        self.rendered.append(i)
+        _, d = camera.image_rays(0)
+        h, w = d.shape[:2]
+        return {"rgb": d, "depth": torch.full((h, w, 1), float(i)),
+                "alpha": torch.ones(h, w, 1)}
+
+
+def _cameras(n: int, size: int = 20) -> Cameras:
+    c2w = torch.eye(4).repeat(n, 1, 1)
+    c2w[:, 0, 3] = torch.arange(n, dtype=torch.float32)   # distinct positions
+    K = torch.tensor([[20.0, 0, size / 2], [0, 20.0, size / 2], [0, 0, 1]]).repeat(n, 1, 1)
+    sizes = torch.full((n,), size)
+    return Cameras(c2w, K, sizes, sizes)
+
+
+def test_view_bank_renders_only_the_views_it_needs():
+    cams = _cameras(200)                      # 400 pixels a view
+    teacher = ViewTeacher(cams)
+    bank = targets.build_ray_bank(teacher, cams, 4000, torch.Generator().manual_seed(0))
+    # 4000 rays keeping a quarter of each view's pixels: 40 views, not 200
+    assert teacher.rendered == list(range(40))
+    assert len(bank) == 4000
+    views = bank.depth[:, 0].long()
+    assert views.unique().numel() == 40
+    # each ray is its view's pixel: origin of that camera, the direction the teacher rendered
+    torch.testing.assert_close(bank.origins[:, 0], views.float())
+    torch.testing.assert_close(bank.rgb, bank.dirs)
+    # a small bank still sees VIEW_BANK_MIN_VIEWS views; never more views than given
+    teacher = ViewTeacher(cams)
+    targets.build_ray_bank(teacher, cams, 100, torch.Generator().manual_seed(0))
+    assert len(teacher.rendered) == targets.VIEW_BANK_MIN_VIEWS
+    teacher = ViewTeacher(cams[:10])
+    targets.build_ray_bank(teacher, cams[:10], 3000, torch.Generator().manual_seed(0))
+    assert teacher.rendered == list(range(10))
