@@ -99,7 +99,8 @@ INFER_MIN_POINTS = 64
 _INFER_READY: dict[tuple, object] = {}
 """Grid layout -> "compiling", True (compiled and checked) or False (failed). The compiled
 function serves every grid of a layout: copies, snapshots, a second model."""
-_INFER_POOL = None
+_INFER_QUEUE = None
+"""Compilations waiting for the background worker: (grid, layout, Future)."""
 _INFER_FUTURES: list = []
 
 
@@ -173,7 +174,6 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
         The layouts it compiles for (none when switched off: ``FIELDKIT_CPU_COMPILE=off``,
         the grid's ``compile`` set to off, or no C++ compiler; none already asked for).
     """
-    global _INFER_POOL
     from fieldkit.encoders.hashgrid import HashGrid
 
     keys = []
@@ -186,14 +186,35 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
         _INFER_READY[key] = "compiling"
         keys.append(key)
         if background:
-            if _INFER_POOL is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                _INFER_POOL = ThreadPoolExecutor(1, thread_name_prefix="hashgrid-compile")
-            _INFER_FUTURES.append(_INFER_POOL.submit(_warm_inference, grid, key))
+            _INFER_FUTURES.append(_submit(grid, key))
         else:
             _warm_inference(grid, key)
     return keys
+
+
+def _submit(grid, key: tuple):
+    """Queue a compilation for the one background worker, a daemon thread: Ctrl-C or the end
+    of the program never waits for a compilation in progress (a thread pool's would)."""
+    global _INFER_QUEUE
+    import queue
+    import threading
+    from concurrent.futures import Future
+
+    if _INFER_QUEUE is None:
+        _INFER_QUEUE = queue.Queue()
+
+        def work() -> None:
+            while True:
+                g, k, done = _INFER_QUEUE.get()
+                try:
+                    _warm_inference(g, k)
+                finally:
+                    done.set_result(None)
+
+        threading.Thread(target=work, name="hashgrid-compile", daemon=True).start()
+    done = Future()
+    _INFER_QUEUE.put((grid, key, done))
+    return done
 
 
 def wait_for_inference_compile(timeout: float | None = None) -> bool:

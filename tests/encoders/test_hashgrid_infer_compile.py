@@ -99,6 +99,8 @@ def test_background_compile_renders_eagerly_until_ready(monkeypatch):
     assert calls == []
     assert hashgrid_fast.compile_for_inference(grid, background=True) == []   # asked once
     assert not hashgrid_fast.wait_for_inference_compile(timeout=0.05)
+    # a daemon thread: Ctrl-C and the end of the program do not wait for the compiler
+    assert [t.daemon for t in threading.enumerate() if t.name == "hashgrid-compile"] == [True]
     release.set()
     assert hashgrid_fast.wait_for_inference_compile(timeout=10)
     assert hashgrid_fast._INFER_READY[keys[0]] is True
