@@ -32,10 +32,10 @@ from fieldkit.train.run import load_model, read_config
 
 MIN_DEFAULT_SECONDS = 30.0
 DEFAULT_FRACTION = 0.25
+"""Without a budget, a student gets this share of the teacher's training time."""
 STUDENT_MIN_SHARE = 0.5
 """The student's optimisation keeps at least this share of a time budget, however long the
 teacher's renders took."""
-"""Without a budget, a student gets this share of the teacher's training time."""
 
 
 def teacher_train_seconds(run_dir: Path) -> float | None:

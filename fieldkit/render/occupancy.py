@@ -85,18 +85,18 @@ class OccupancyGrid(nn.Module):
     def dilated(self, k: int) -> Tensor:
         """[R**3] bool, flat like ``binary``: cells with an occupied cell within k cells per
         axis (a separable max filter; cached until ``binary`` changes)."""
-        key = (k, self.binary.data_ptr(), self.binary._version)
-        cache = self.__dict__.setdefault("_dilated_cache", {})
-        if key not in cache:
+        stamp = (self.binary.data_ptr(), self.binary._version)
+        if self.__dict__.get("_dilated_stamp") != stamp:   # binary changed: start afresh
+            self.__dict__.update(_dilated_stamp=stamp, _dilated_cache={})
+        cache = self.__dict__["_dilated_cache"]
+        if k not in cache:
             occ = self.binary.float()[None, None]
             for axis in range(3):
                 size, pad = [1, 1, 1], [0, 0, 0]
                 size[axis], pad[axis] = 2 * k + 1, k
                 occ = F.max_pool3d(occ, tuple(size), stride=1, padding=tuple(pad))
-            cache = self.__dict__["_dilated_cache"] = {
-                c: v for c, v in cache.items() if c[1:] == key[1:]}
-            cache[key] = occ.reshape(-1).bool()
-        return cache[key]
+            cache[k] = occ.reshape(-1).bool()
+        return cache[k]
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
