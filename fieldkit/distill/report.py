@@ -112,6 +112,7 @@ def print_report(report: dict) -> None:
     table.add_row("bytes on disk", mb(t["bytes_on_disk"]), mb(s["bytes_on_disk"]))
     tm = report["time"]
     table.add_row("time", f"{t.get('train_seconds') or 0:.0f} s (training)",
-                  f"{tm['total_seconds']:.0f} s ({tm['teacher_seconds']:.0f} s teacher renders, "
-                  f"{tm['student_seconds']:.0f} s optimisation)")
+                  f"{tm['distill_seconds']:.0f} s ({tm['teacher_seconds']:.0f} s teacher "
+                  f"renders, {tm['student_seconds']:.0f} s optimisation; "
+                  f"{tm['total_seconds'] - tm['distill_seconds']:.0f} s evaluation)")
     Console().print(table)

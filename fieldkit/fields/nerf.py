@@ -84,10 +84,12 @@ class VolumeModel(nn.Module):
         """[N, 3] box points -> [N] density."""
         return self.field.density(points)
 
-    def update_grid(self, step: int) -> None:
-        """Refresh the occupancy grid (acts every 16 steps; warm-up over the first 256)."""
+    def update_grid(self, step: int, warmup_steps: int = 256) -> None:
+        """Refresh the occupancy grid (acts every 16 steps; every cell is evaluated during the
+        first ``warmup_steps``, a sample of them afterwards)."""
         step_size = self.config.render.step_size
-        self.grid.update(step, lambda p: self.field.density(p) * step_size)
+        self.grid.update(step, lambda p: self.field.density(p) * step_size,
+                         warmup_steps=warmup_steps)
 
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor,
                     stratified: bool = False) -> dict[str, Tensor]:

@@ -84,11 +84,16 @@ class Trainer:
         """Train mode, occupancy-grid refresh and this step's learning rate; returns the
         schedule's factor."""
         self.model.train()
-        self.model.update_grid(self.step_count)
+        self.update_grid()
         factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
         return factor
+
+    def update_grid(self) -> None:
+        """Refresh the model's occupancy grid (its own schedule: every 16 steps, all cells over
+        the first 256)."""
+        self.model.update_grid(self.step_count)
 
     def _adapt_batch(self, n_samples: int) -> None:
         """Resize the ray batch so each step sees about target_samples samples."""

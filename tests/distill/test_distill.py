@@ -36,6 +36,10 @@ def _check_report(report: dict, run: Path, teacher_kind: str, kind: str) -> None
     t = on_disk["time"]
     assert t["student_seconds"] > 0 and t["teacher_seconds"] > 0
     assert t["total_seconds"] >= t["distill_seconds"]
+    # the held-out views' renders serve the report only: outside the distillation's time
+    assert t["held_out_seconds"] > 0
+    assert t["distill_seconds"] == pytest.approx(t["teacher_seconds"] + t["student_seconds"])
+    assert t["total_seconds"] >= t["distill_seconds"] + t["held_out_seconds"]
     assert all(math.isfinite(v) for v in (gt["student_vs_teacher_psnr"], t["total_seconds"]))
 
 
@@ -98,6 +102,23 @@ def test_student_grid_starts_from_the_teachers(demo_run):
     init_grid_from_teacher(student, teacher)
     same = (student.grid.binary == teacher.model.grid.binary).float().mean()
     assert float(same) > 0.99 and not bool(student.grid.binary.all())
+
+
+def test_the_students_grid_refresh_skips_the_warm_up():
+    """Its grid starts from the teacher's: no full refreshes (tests/fields/test_nerf.py checks
+    what warmup_steps=0 evaluates)."""
+    from fieldkit.distill.field import FieldDistillTrainer
+
+    calls = []
+
+    class Model:
+        def update_grid(self, step, warmup_steps=256):
+            calls.append((step, warmup_steps))
+
+    trainer = object.__new__(FieldDistillTrainer)
+    trainer.model, trainer.step_count = Model(), 32
+    trainer.update_grid()
+    assert calls == [(32, 0)]
 
 
 def test_resume_continues_an_interrupted_distillation(demo_run, tmp_path):

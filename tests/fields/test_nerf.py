@@ -60,3 +60,19 @@ def test_render_rays_gradients_reach_every_parameter_group():
     out["rgb"].sum().backward()
     assert model.field.encoder.table.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.field.color_net.parameters())
+
+
+def test_update_grid_without_warm_up_evaluates_a_sample_of_the_cells():
+    """Warm-up refreshes evaluate every cell; without warm-up (distillation: the grid starts
+    from the teacher's) step 0 already evaluates a quarter of them plus occupied ones."""
+    counts = []
+    for warmup in (256, 0):
+        model = _small()
+        density = model.field.density
+        seen = []
+        model.field.density = lambda p, f=density, s=seen: (s.append(len(p)), f(p))[1]
+        model.update_grid(0, warmup_steps=warmup)
+        counts.append(sum(seen))
+    cells = 16 ** 3
+    assert counts[0] == cells
+    assert cells // 4 <= counts[1] <= cells // 2
