@@ -52,14 +52,19 @@ class FieldDistillTrainer(Trainer):
         self.point_bank: tuple[Tensor, Tensor, Tensor] | None = None
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
-        """The trainer's, plus the point generator and the stage (exact resume)."""
+        """The trainer's, plus the point generator, the stage and the bank's error map
+        (exact resume)."""
         tensors, extra = super().checkpoint_state()
-        return ({**tensors, "distill_rng": self.generator.get_state()},
-                {**extra, "distill_stage": self._stage})
+        tensors = {**tensors, "distill_rng": self.generator.get_state()}
+        if self.bank.error is not None:
+            tensors["bank_error"] = self.bank.error
+        return tensors, {**extra, "distill_stage": self._stage}
 
     def restore_state(self, tensors: dict[str, Tensor], extra: dict) -> None:
         if "distill_rng" in tensors:  # checkpoints written before it was saved lack it
             self.generator.set_state(tensors["distill_rng"].to(torch.uint8).cpu())
+        if "bank_error" in tensors:
+            self.bank.error = tensors["bank_error"].float().cpu().clone()
         self._stage = extra.get("distill_stage")
 
     def update_grid(self) -> None:
@@ -133,13 +138,17 @@ class FieldDistillTrainer(Trainer):
     def ray_loss(self) -> tuple[Tensor | None, float, int, int]:
         """Stage-2 loss on a batch of bank rays: (loss or None, colour MSE, rays, samples)."""
         dc = self.distill
-        b = {k: v.to(self.device) for k, v in self.bank.sample(self.n_rays).items()}
+        b = {k: v.to(self.device) for k, v in
+             self.bank.sample(self.n_rays, dc.error_sampling).items()}
         n = len(b["origins"])
         bg = torch.rand(n, 3, device=self.device)
         target = b["rgb"] + (1 - b["alpha"]) * bg
         out = self.model.render_rays(b["origins"], b["dirs"], bg, stratified=True)
         n_samples = int(out["num_samples"])
-        mse = float(((out["rgb"].detach() - target) ** 2).mean())
+        sq = (out["rgb"].detach() - target) ** 2
+        mse = float(sq.mean())
+        if dc.error_sampling:
+            self.bank.record_error(b["idx"], sq.mean(-1))
         if not n_samples:
             return None, mse, n, 0
         loss = F.smooth_l1_loss(out["rgb"], target)

@@ -27,6 +27,9 @@ VIEW_BANK_KEEP = 0.25
 bank to keep this share of their pixels (at least VIEW_BANK_MIN_VIEWS views): 200 whole views
 of 200 x 200 to keep 2^18 rays would render 30x more pixels than used."""
 VIEW_BANK_MIN_VIEWS = 16
+ERROR_FLOOR = 1e-3
+"""Least weight of a ray in error-guided sampling (a ray the student matches still gets
+drawn now and then)."""
 
 
 @dataclass
@@ -44,13 +47,32 @@ class RayBank:
     alpha: Tensor
     """[R, 1] opacity."""
 
+    error: Tensor | None = None
+    """[R] the student's last error on each ray (NaN: not drawn yet), for ``sample``'s
+    error-guided share; made on the first ``record_error``."""
+
     def __len__(self) -> int:
         return len(self.origins)
 
-    def sample(self, n: int) -> dict[str, Tensor]:
-        """``n`` random rays (with replacement) and their targets."""
-        idx = torch.randint(len(self), (n,))
-        return {k: getattr(self, k)[idx] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
+    def sample(self, n: int, guided: float = 0.0) -> dict[str, Tensor]:
+        """``n`` rays (with replacement) and their targets, plus their indices ``idx``:
+        ``1 - guided`` of them uniform, ``guided`` in proportion to the student's last error
+        on each ray (rays not drawn yet count as the mean error; instant-ngp's error map)."""
+        n_guided = int(n * guided) if self.error is not None else 0
+        idx = torch.randint(len(self), (n - n_guided,))
+        if n_guided:
+            seen = ~torch.isnan(self.error)
+            mean = self.error[seen].mean() if bool(seen.any()) else torch.tensor(1.0)
+            weights = torch.where(seen, self.error, mean).clamp_min(ERROR_FLOOR)
+            idx = torch.cat([idx, torch.multinomial(weights, n_guided, replacement=True)])
+        return {"idx": idx, **{k: getattr(self, k)[idx]
+                               for k in ("origins", "dirs", "rgb", "depth", "alpha")}}
+
+    def record_error(self, idx: Tensor, error: Tensor) -> None:
+        """Remember the student's error [n] on rays ``idx`` [n] (CPU or any device)."""
+        if self.error is None:
+            self.error = torch.full((len(self),), float("nan"))
+        self.error[idx.cpu()] = error.detach().float().cpu()
 
 
 def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,

@@ -52,3 +52,24 @@ def test_view_bank_renders_only_the_views_it_needs():
     teacher = ViewTeacher(cams[:10])
     targets.build_ray_bank(teacher, cams[:10], 3000, torch.Generator().manual_seed(0))
     assert teacher.rendered == list(range(10))
+
+
+def test_error_guided_sampling_draws_rays_in_proportion_to_their_error():
+    n = 1000
+    bank = targets.RayBank(torch.zeros(n, 3), torch.zeros(n, 3), torch.zeros(n, 3),
+                           torch.zeros(n, 1), torch.ones(n, 1))
+    torch.manual_seed(0)
+    assert len(bank.sample(64, guided=0.5)["idx"]) == 64   # no error map yet: all uniform
+    error = torch.full((n,), 1e-4)
+    error[:10] = 1.0                   # ten hard rays carry nearly all of the error
+    bank.record_error(torch.arange(n), error)
+    idx = bank.sample(20000, guided=0.5)["idx"]
+    hard = float((idx < 10).float().mean())
+    assert 0.45 < hard < 0.55          # the guided half (0.5 * ~0.99) plus 1% of the uniform
+    assert float((bank.sample(20000)["idx"] < 10).float().mean()) < 0.02   # guided=0: uniform
+    # rays not drawn yet weigh the mean error of those that were
+    bank.error[500:] = float("nan")
+    idx = bank.sample(20000, guided=1.0)["idx"]
+    unseen = float((idx >= 500).float().mean())
+    mean = float(error[:500].mean())
+    assert abs(unseen - 500 * mean / (500 * mean + float(error[:500].sum()))) < 0.02
