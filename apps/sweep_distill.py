@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--downscale", type=int, default=2)
     ap.add_argument("--runs", type=Path, default=Path("/tmp/fieldkit-sweep"))
     ap.add_argument("--results", type=Path, default=Path("/tmp/fieldkit-sweep/results.jsonl"))
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     train, dist = overrides(args.settings)
     out = args.runs / args.name
     shutil.rmtree(out, ignore_errors=True)
