@@ -45,9 +45,18 @@ class DistillConfig:
     density_weight: float = 0.1
     """Weight of the log-density term against the colour term in stage 1."""
     stage2_point_weight: float = 0.1
-    """Weight of the stage-1 loss (on a quarter of the points) kept during stage 2, so that
+    """Weight of the stage-1 loss (on stage2_points points) kept during stage 2, so that
     density the rays do not see stays matched. Field teachers only: with a splat teacher on
     lego it cost 19% of the steps and 0.5 dB (apps/results/distill_lego_cpu/bench.md)."""
+    point_bank: int = 0
+    """Field teachers: answer this many stage-1 points once and draw every step's points from
+    them (0: fresh points, the teacher queried every step), for teachers slow to query. On
+    lego, 2^20 points made hash grid -> tri-plane steps ~8% cheaper but cost 0.14 dB at the
+    same steps (0.14 dB for tri-plane -> hash grid too): off. Splat teachers always use a bank
+    of 2^18 (their mixture is costly to query)."""
+    stage2_points: int = 1 << 13
+    """3D points per stage-2 step for the stage-1 loss kept in stage 2 (4096: hash grid ->
+    tri-plane steps 10% cheaper, 0.15 dB lower at the same steps)."""
     error_sampling: float = 0.5
     """Share of each stage-2 ray batch drawn in proportion to the student's last squared
     colour error on the bank's rays (instant-ngp's error map); the rest is uniform. On lego,

@@ -49,7 +49,7 @@ class FieldDistillTrainer(Trainer):
         self.teacher, self.bank, self.distill = teacher, bank, distill
         self.generator = torch.Generator().manual_seed(distill.seed + 1)
         self._stage: int | None = None
-        self.point_bank: tuple[Tensor, Tensor, Tensor] | None = None
+        self.point_bank: tuple[Tensor, Tensor, Tensor | None, Tensor] | None = None
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """The trainer's, plus the point generator, the stage and the bank's error map
@@ -80,18 +80,7 @@ class FieldDistillTrainer(Trainer):
         """Stage-1 loss on ``n`` points, and the colour MSE there (weighted by teacher
         opacity; NaN for splat teachers)."""
         dc = self.distill
-        if self.teacher.is_splat:  # a frozen mixture: query it once, then draw from the bank
-            if self.point_bank is None:  # from its own seed: the same bank after a resume
-                pts, dirs = self.draw_points(SPLAT_POINT_BANK, torch.Generator().manual_seed(
-                    self.distill.seed + 3))
-                self.point_bank = (pts, dirs, self.teacher.query(pts, dirs)[1])
-            pick = torch.randint(SPLAT_POINT_BANK, (n,), generator=self.generator).to(
-                self.device)
-            pts, dirs, t_sigma = (t[pick] for t in self.point_bank)
-            t_rgb = None
-        else:
-            pts, dirs = self.draw_points(n)
-            t_rgb, t_sigma = self.teacher.query(pts, dirs)
+        pts, dirs, t_rgb, t_sigma = self.point_targets(n)
         if t_rgb is None:
             s_rgb, s_sigma = None, self.model.density(pts)
         else:
@@ -110,6 +99,22 @@ class FieldDistillTrainer(Trainer):
             loss = loss + (w[:, None] * (s_rgb - t_rgb).abs()).sum() / (3 * denom)
             mse = float((w[:, None] * err.detach()).sum() / (3 * denom))
         return loss, mse
+
+    def point_targets(self, n: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """``n`` stage-1 points [n, 3], their directions [n, 3] and the teacher's colour
+        [n, 3] (None for splats) and density [n] there: drawn from a bank the teacher answered
+        once (splats: always, their mixture is costly to query; fields: when
+        ``distill.point_bank`` > 0), or fresh."""
+        size = SPLAT_POINT_BANK if self.teacher.is_splat else self.distill.point_bank
+        if not size:
+            pts, dirs = self.draw_points(n)
+            return (pts, dirs, *self.teacher.query(pts, dirs))
+        if self.point_bank is None:  # from its own seed: the same bank after a resume
+            pts, dirs = self.draw_points(size, torch.Generator().manual_seed(
+                self.distill.seed + 3))
+            self.point_bank = (pts, dirs, *self.teacher.query(pts, dirs))
+        pick = torch.randint(size, (n,), generator=self.generator).to(self.device)
+        return tuple(None if t is None else t[pick] for t in self.point_bank)
 
     def draw_points(self, n: int, generator: torch.Generator | None = None
                     ) -> tuple[Tensor, Tensor]:
@@ -172,7 +177,7 @@ class FieldDistillTrainer(Trainer):
         else:
             loss, mse, rays, samples = self.ray_loss()
             if dc.stage2_point_weight and not self.teacher.is_splat:
-                p_loss, _ = self.point_loss(dc.points_per_step // 4)
+                p_loss, _ = self.point_loss(dc.stage2_points)
                 loss = p_loss * dc.stage2_point_weight + (0 if loss is None else loss)
         reg = self.model.regularization()
         if reg is not None and loss is not None:

@@ -121,6 +121,35 @@ def test_the_students_grid_refresh_skips_the_warm_up():
     assert calls == [(32, 0)]
 
 
+def test_a_field_teachers_point_bank_is_asked_once():
+    """distill.point_bank > 0: the teacher answers the bank's points once and every step draws
+    from them with their answers; 0: fresh points, the teacher asked every step."""
+    from fieldkit.distill.field import FieldDistillTrainer
+
+    class FieldTeacher:
+        is_splat, calls = False, 0
+
+        def query(self, pts, dirs):
+            FieldTeacher.calls += 1
+            return pts * 0.5, pts[:, 0].abs()      # rgb, density: functions of the point
+
+    trainer = object.__new__(FieldDistillTrainer)
+    trainer.teacher, trainer.point_bank = FieldTeacher(), None
+    trainer.distill = DistillConfig(point_bank=1000)
+    trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
+    trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
+                                             torch.randn(n, 3, generator=g))
+    for _ in range(3):
+        pts, dirs, rgb, sigma = trainer.point_targets(64)
+        assert torch.equal(rgb, pts * 0.5) and torch.equal(sigma, pts[:, 0].abs())
+        assert bool((trainer.point_bank[0][:, None] == pts[None]).all(-1).any(0).all())
+    assert FieldTeacher.calls == 1 and len(trainer.point_bank[0]) == 1000
+    trainer.distill, trainer.point_bank = DistillConfig(point_bank=0), None
+    trainer.point_targets(64)
+    trainer.point_targets(64)
+    assert FieldTeacher.calls == 3 and trainer.point_bank is None
+
+
 def test_resume_continues_an_interrupted_distillation(demo_run, tmp_path):
     out = tmp_path / "h2t"
     first = distill(demo_run, "triplane", out, _train(20), FAST, quiet=True)
