@@ -4,8 +4,9 @@ Stage 1 (volume-aligned): density and colour are matched at 3D points, most draw
 teacher has mass, the rest uniform in the box; density is compared as log(sigma + floor) with
 the teacher's capped, a numerically safe space. Splat teachers have no colour at a point, so
 only their density is matched. Stage 2: rendered colour (over a random background), opacity
-and depth are matched on rays of random novel views (``RayBank``), with a little of the
-stage-1 loss kept. The student's occupancy grid starts from the teacher's.
+and depth are matched on rays of random novel views (``RayBank``; half of each batch drawn
+where the student's last error was largest), with a little of the stage-1 loss kept. The
+student's occupancy grid starts from the teacher's (and skips the refresh warm-up).
 
 The loop, budgets, schedule, checkpoints, Ctrl-C and periodic evaluation (on held-out teacher
 views, so the logged eval PSNR is student vs teacher) are ``Trainer``'s.
