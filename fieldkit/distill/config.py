@@ -23,11 +23,12 @@ class DistillConfig:
     gt_views: int = 20
     """Test views (evenly spaced) where student and teacher are compared with the photos, when
     the teacher's scene is on disk (0: skip)."""
-    volume_fraction: float = 0.1
+    volume_fraction: float = 0.4
     """Share of a volumetric student's budget spent in stage 1 (matching density and colour at
-    3D points); the rest is stage 2 (matching rendered rays). Short: on the demo scene, 300
-    steps of hash grid -> tri-plane reached 29.3 dB against the teacher with no stage 1, 28.8
-    with 20% and 26.3 with 40% (a stage-1 step costs ~2x a stage-2 step)."""
+    3D points); the rest is stage 2 (matching rendered rays). On lego at equal steps
+    (apps/results/distill_lego_cpu_v4/sweep.md), against the photos: tri-plane -> hash grid
+    27.32 dB at 0.1, 27.53 at 0.4, 27.59 at 0.6; splats -> hash grid 26.34 at 0.1, 27.00 at
+    0.4, 26.90 at 0.6; hash grid -> tri-plane and -> MLP within 0.06 dB from 0.1 to 0.4."""
     points_per_step: int = 1 << 15
     """3D points per stage-1 step."""
     mass_fraction: float = 0.75
@@ -46,14 +47,15 @@ class DistillConfig:
     """Weight of the log-density term against the colour term in stage 1."""
     stage2_point_weight: float = 0.1
     """Weight of the stage-1 loss (on stage2_points points) kept during stage 2, so that
-    density the rays do not see stays matched. Field teachers only: with a splat teacher on
-    lego it cost 19% of the steps and 0.5 dB (apps/results/distill_lego_cpu/bench.md)."""
+    density the rays do not see stays matched. Field teachers only (on lego, 0: -0.14 dB for
+    tri-plane -> hash grid, -0.18 for hash grid -> tri-plane at equal steps); with a splat
+    teacher it made steps ~35% dearer for -0.1 dB (distill_lego_cpu_v4/sweep.md)."""
     point_bank: int = 0
-    """Field teachers: answer this many stage-1 points once and draw every step's points from
-    them (0: fresh points, the teacher queried every step), for teachers slow to query. On
-    lego, 2^20 points made hash grid -> tri-plane steps ~8% cheaper but cost 0.14 dB at the
-    same steps (0.14 dB for tri-plane -> hash grid too): off. Splat teachers always use a bank
-    of 2^18 (their mixture is costly to query)."""
+    """Answer this many stage-1 points once and draw every step's points from them (0: field
+    teachers are queried afresh every step, splat teachers answer a bank of 2^18, their
+    mixture being costly to query). Field teachers on lego: 2^20 made hash grid -> tri-plane
+    steps ~8% cheaper but cost 0.14 dB at the same steps (0.14 dB for tri-plane -> hash grid
+    too). Splats: 2^19 gave +0.11 dB for ~4 s more."""
     stage2_points: int = 1 << 13
     """3D points per stage-2 step for the stage-1 loss kept in stage 2 (4096: hash grid ->
     tri-plane steps 10% cheaper, 0.15 dB lower at the same steps)."""

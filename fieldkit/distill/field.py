@@ -2,8 +2,8 @@
 
 Stage 1 (volume-aligned): density and colour are matched at 3D points, most drawn where the
 teacher has mass, the rest uniform in the box; density is compared as log(sigma + floor) with
-the teacher's capped, a numerically safe space. Splat teachers have no colour at a point, so
-only their density is matched. Stage 2: rendered colour (over a random background), opacity
+the teacher's capped, a numerically safe space. A splat teacher answers for the volume its
+Gaussians make (``Teacher.splat_field``: density-weighted colour). Stage 2: rendered colour (over a random background), opacity
 and depth are matched on rays of random novel views (``RayBank``; half of each batch drawn
 where the student's last error was largest), with a little of the stage-1 loss kept. The
 student's occupancy grid starts from the teacher's (and skips the refresh warm-up).
@@ -50,7 +50,7 @@ class FieldDistillTrainer(Trainer):
         self.teacher, self.bank, self.distill = teacher, bank, distill
         self.generator = torch.Generator().manual_seed(distill.seed + 1)
         self._stage: int | None = None
-        self.point_bank: tuple[Tensor, Tensor, Tensor | None, Tensor] | None = None
+        self.point_bank: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """The trainer's, plus the point generator, the stage and the bank's error map
@@ -79,34 +79,28 @@ class FieldDistillTrainer(Trainer):
 
     def point_loss(self, n: int) -> tuple[Tensor, float]:
         """Stage-1 loss on ``n`` points, and the colour MSE there (weighted by teacher
-        opacity; NaN for splat teachers)."""
+        opacity)."""
         dc = self.distill
         pts, dirs, t_rgb, t_sigma = self.point_targets(n)
-        if t_rgb is None:
-            s_rgb, s_sigma = None, self.model.density(pts)
-        else:
-            s_rgb, s_sigma = self.model.field(pts, dirs)
+        s_rgb, s_sigma = self.model.field(pts, dirs)
         lo = dc.density_floor
         target = torch.log(t_sigma.clamp(max=dc.density_cap) + lo)
         pred = torch.log(s_sigma + lo)
         both_opaque = (t_sigma >= dc.density_cap) & (s_sigma.detach() >= dc.density_cap)
         loss = dc.density_weight * (F.smooth_l1_loss(pred, target, reduction="none")
                                     * ~both_opaque).mean()
-        mse = math.nan
-        if s_rgb is not None:
-            w = 1 - torch.exp(-t_sigma * self.model.config.render.step_size)  # teacher alpha
-            err = (s_rgb - t_rgb) ** 2
-            denom = w.sum().clamp_min(1e-6)
-            loss = loss + (w[:, None] * (s_rgb - t_rgb).abs()).sum() / (3 * denom)
-            mse = float((w[:, None] * err.detach()).sum() / (3 * denom))
+        w = 1 - torch.exp(-t_sigma * self.model.config.render.step_size)  # teacher alpha
+        denom = w.sum().clamp_min(1e-6)
+        loss = loss + (w[:, None] * (s_rgb - t_rgb).abs()).sum() / (3 * denom)
+        mse = float((w[:, None] * (s_rgb.detach() - t_rgb) ** 2).sum() / (3 * denom))
         return loss, mse
 
-    def point_targets(self, n: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    def point_targets(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``n`` stage-1 points [n, 3], their directions [n, 3] and the teacher's colour
-        [n, 3] (None for splats) and density [n] there: drawn from a bank the teacher answered
+        [n, 3] and density [n] there: drawn from a bank the teacher answered
         once (splats: always, their mixture is costly to query; fields: when
         ``distill.point_bank`` > 0), or fresh."""
-        size = SPLAT_POINT_BANK if self.teacher.is_splat else self.distill.point_bank
+        size = self.distill.point_bank or (SPLAT_POINT_BANK if self.teacher.is_splat else 0)
         if not size:
             pts, dirs = self.draw_points(n)
             return (pts, dirs, *self.teacher.query(pts, dirs))
@@ -115,7 +109,7 @@ class FieldDistillTrainer(Trainer):
                 self.distill.seed + 3))
             self.point_bank = (pts, dirs, *self.teacher.query(pts, dirs))
         pick = torch.randint(size, (n,), generator=self.generator).to(self.device)
-        return tuple(None if t is None else t[pick] for t in self.point_bank)
+        return tuple(t[pick] for t in self.point_bank)
 
     def draw_points(self, n: int, generator: torch.Generator | None = None
                     ) -> tuple[Tensor, Tensor]:
@@ -189,8 +183,6 @@ class FieldDistillTrainer(Trainer):
             self.optimizer.step()
         self.step_count += 1
         self.elapsed += time.perf_counter() - t0
-        if mse != mse:  # a splat teacher's stage 1 compares no colour
-            mse = 0.0
         psnr = -10 * math.log10(max(mse, 1e-10)) if mse else 0.0
         return {"loss": float(loss.detach()) if loss is not None else 0.0, "mse": mse,
                 "psnr": psnr, "rays": rays, "samples": samples, "lr": self.lr * factor,

@@ -157,9 +157,9 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
                                   scale=config.view_scale)
         bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
                               torch.Generator().manual_seed(config.seed + 2))
-        teacher_seconds += time.perf_counter() - t0
         student = student.to(device)
         init_grid_from_teacher(student, teacher)
+        teacher_seconds += time.perf_counter() - t0
         trainer_cls = FieldDistillTrainer
         extra = {"teacher": teacher, "bank": bank, "distill": config}
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.data.cameras import Cameras
-from fieldkit.splats.mixture import mixture_density
+from fieldkit.splats.mixture import mixture_density, mixture_field
 from fieldkit.splats.transform import quat_to_rotmat
 
 RAY_CHUNK = 1 << 14
@@ -56,11 +56,11 @@ class Teacher:
 
     # ------------------------------------------------------------------ points
     @torch.no_grad()
-    def query(self, points: Tensor, dirs: Tensor) -> tuple[Tensor | None, Tensor]:
-        """points, unit dirs [P, 3] on the teacher's device -> (rgb [P, 3] or None for splats,
-        which have no colour at a point, density [P])."""
+    def query(self, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """points, unit dirs [P, 3] on the teacher's device -> (rgb [P, 3], density [P]).
+        Splats: the volume their mixture makes (``splat_field``)."""
         if self.is_splat:
-            return None, torch.cat([self._splat_density(p) for p in points.split(POINT_CHUNK)])
+            return self.splat_field(points, dirs)
         rgbs, sigmas = [], []
         for p, d in zip(points.split(POINT_CHUNK), dirs.split(POINT_CHUNK)):
             rgb, sigma = self.model.field(p, d)
@@ -68,17 +68,27 @@ class Teacher:
             sigmas.append(sigma)
         return torch.cat(rgbs), torch.cat(sigmas)
 
-    def _splat_density(self, points: Tensor) -> Tensor:
-        """[P] volumetric density of the Gaussians: each one's peak is set so that a ray
-        through its centre along its thinnest axis gets the Gaussian's opacity o
-        (integral = -log(1 - o)), the density a volume renderer needs to draw the same image.
-        (``SplatModel.density`` peaks at o, a shape for iso-surfaces, not a volume density.)"""
+    def splat_field(self, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """points, unit dirs [P, 3] -> (rgb [P, 3], density [P]) of the volume the Gaussians
+        make: each one's peak density is set so that a ray through its centre along its
+        thinnest axis gets the Gaussian's opacity o (integral = -log(1 - o)), the density a
+        volume renderer needs to draw the same image (``SplatModel.density`` peaks at o, a
+        shape for iso-surfaces, not a volume density); the colour is the density-weighted
+        mean of the Gaussians' colours seen along ``dirs`` (``mixture_field``)."""
         p = self.model.params
-        return mixture_density(points, p["means"], p["quats"], p["scales"].exp(),
-                               self.splat_peaks())
+        k = (self.model.active_sh_degree + 1) ** 2
+        sh = torch.cat([p["sh0"], p["shN"][:, :k - 1]], 1)
+        peaks = self.splat_peaks()
+        rgbs, sigmas = [], []
+        for pts, d in zip(points.split(POINT_CHUNK), dirs.split(POINT_CHUNK)):
+            rgb, sigma = mixture_field(pts, d, p["means"], p["quats"], p["scales"].exp(),
+                                       peaks, sh)
+            rgbs.append(rgb)
+            sigmas.append(sigma)
+        return torch.cat(rgbs), torch.cat(sigmas)
 
     def splat_peaks(self) -> Tensor:
-        """[N] volumetric peak density of each Gaussian (see ``_splat_density``)."""
+        """[N] volumetric peak density of each Gaussian (see ``splat_field``)."""
         p = self.model.params
         o = torch.sigmoid(p["opacities"]).clamp(max=0.999)
         thinnest = p["scales"].exp().min(1).values.clamp_min(1e-6)
@@ -117,8 +127,13 @@ class Teacher:
             return self.model.grid.density / step
         pts = grid.cell_points(torch.arange(grid.num_cells, device=grid.aabb.device),
                                jitter=False).to(self.device)
-        _, sigma = self.query(pts, torch.zeros_like(pts) + torch.tensor([0.0, 0.0, 1.0],
-                                                                         device=self.device))
+        if self.is_splat:
+            p, peaks = self.model.params, self.splat_peaks()
+            sigma = torch.cat([mixture_density(c, p["means"], p["quats"], p["scales"].exp(),
+                                               peaks) for c in pts.split(POINT_CHUNK)])
+        else:
+            _, sigma = self.query(pts, torch.zeros_like(pts) + torch.tensor(
+                [0.0, 0.0, 1.0], device=self.device))
         sigma = sigma.float()
         if self.is_splat:
             # Gaussians thinner than a cell can miss its centre: every cell holding a Gaussian's

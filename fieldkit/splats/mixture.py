@@ -1,15 +1,22 @@
-"""The density of a Gaussian mixture at arbitrary points, through a spatial hash of the Gaussians.
+"""The density (and colour) of a Gaussian mixture at arbitrary points, through a spatial hash of
+the Gaussians.
 
-sigma(x) = sum_i o_i exp(-(x - mu_i)^T Sigma_i^-1 (x - mu_i) / 2), each Gaussian truncated to
-the sphere of three times its largest standard deviation. The mesh export and the distillation query it
-on millions of points, so the Gaussians are binned into a uniform grid of cells (sorted cell
-keys, no dense grid) and every point meets only the Gaussians of its own cell.
+sigma(x) = sum_i o_i g_i(x) with g_i(x) = exp(-(x - mu_i)^T Sigma_i^-1 (x - mu_i) / 2), each
+Gaussian truncated to the sphere of three times its largest standard deviation; the colour
+seen along direction d is the density-weighted mean of the Gaussians' own colours,
+c(x, d) = sum_i o_i g_i(x) c_i(d) / sigma(x), the emission of a volume made of the mixture.
+The mesh export and the distillation query it on millions of points, so the Gaussians are
+binned into a uniform grid of cells (sorted cell keys, no dense grid) and every point meets
+only the Gaussians of its own cell.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+from fieldkit.encoders.sh import sh_encode
 from fieldkit.splats.transform import quat_to_rotmat
 
 CUTOFF = 3.0
@@ -21,18 +28,16 @@ def _cell_keys(ijk: Tensor, dims: Tensor) -> Tensor:
     return (ijk[..., 0] * dims[1] + ijk[..., 1]) * dims[2] + ijk[..., 2]
 
 
-def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
-                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 64
-                    ) -> Tensor:
-    """points [M, 3], means [N, 3], quats [N, 4], scales [N, 3] (standard deviations),
-    opacities [N] in [0, 1] -> [M] density (differentiable in the Gaussians and the points)."""
-    m = len(points)
-    if m == 0 or len(means) == 0:
-        return points.new_zeros(m)
+def _pairs(points: Tensor, means: Tensor, scales: Tensor, max_pairs: int, max_cells: int
+           ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Chunks of (point, Gaussian) pairs that may overlap: (first point s, end point e,
+    pt [P] point index within s..e, g [P] Gaussian index), about ``max_pairs`` pairs each."""
     with torch.no_grad():
         radius = CUTOFF * scales.detach().max(1).values  # [N]
-        lo_all = torch.minimum(points.detach().min(0).values, (means - radius[:, None]).min(0).values)
-        hi_all = torch.maximum(points.detach().max(0).values, (means + radius[:, None]).max(0).values)
+        lo_all = torch.minimum(points.detach().min(0).values,
+                               (means.detach() - radius[:, None]).min(0).values)
+        hi_all = torch.maximum(points.detach().max(0).values,
+                               (means.detach() + radius[:, None]).max(0).values)
         # Cells about the size of a typical Gaussian's support, at most max_cells per side.
         span = (hi_all - lo_all).max().clamp_min(1e-6)
         cell = torch.maximum(2 * radius.median(), span / max_cells)
@@ -42,8 +47,9 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
         g_lo, g_hi = g_lo.clamp(min=0), torch.minimum(g_hi, dims - 1)
         ext = g_hi - g_lo + 1  # [N, 3]
         counts = ext.prod(1)
-        owner = torch.repeat_interleave(torch.arange(len(means)), counts)
-        rank = torch.arange(len(owner)) - (torch.cumsum(counts, 0) - counts)[owner]
+        owner = torch.repeat_interleave(torch.arange(len(means), device=means.device), counts)
+        rank = torch.arange(len(owner), device=means.device) - (torch.cumsum(counts, 0)
+                                                                - counts)[owner]
         e = ext[owner]
         ijk = g_lo[owner] + torch.stack([rank // (e[:, 1] * e[:, 2]),
                                          (rank // e[:, 2]) % e[:, 1], rank % e[:, 2]], 1)
@@ -54,23 +60,69 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
         p_keys = _cell_keys(torch.minimum(p_cell.clamp(min=0), dims - 1), dims)
         start = torch.searchsorted(keys, p_keys)
         n_pairs = torch.searchsorted(keys, p_keys, right=True) - start
-    # Precision factor A with |A (x - mu)|^2 = Mahalanobis distance^2.
-    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]  # [N, 3, 3]
-    out = []
-    cum = torch.cumsum(n_pairs, 0)
-    s = 0
-    while s < m:  # chunks of points with about max_pairs pairs
+        cum = torch.cumsum(n_pairs, 0)
+    m, s = len(points), 0
+    while s < m:
         e_ = int(torch.searchsorted(cum, (cum[s - 1] if s else 0) + max_pairs, right=True))
         e_ = max(e_, s + 1)
         cnt = n_pairs[s:e_]
-        pt = torch.repeat_interleave(torch.arange(e_ - s), cnt)
-        r = torch.arange(len(pt)) - (torch.cumsum(cnt, 0) - cnt)[pt]
-        g = cell_gauss[start[s:e_][pt] + r]
-        diff = points[s:e_][pt] - means[g]
-        y = torch.einsum("pij,pj->pi", A[g], diff)
-        d2 = (y * y).sum(1)
-        inside = (diff.detach() ** 2).sum(1) <= radius[g] ** 2  # the truncation sphere
-        contrib = torch.where(inside, opacities[g] * torch.exp(-0.5 * d2), torch.zeros_like(d2))
-        out.append(points.new_zeros(e_ - s).index_add(0, pt, contrib))
+        pt = torch.repeat_interleave(torch.arange(e_ - s, device=points.device), cnt)
+        r = torch.arange(len(pt), device=points.device) - (torch.cumsum(cnt, 0) - cnt)[pt]
+        yield s, e_, pt, cell_gauss[start[s:e_][pt] + r]
         s = e_
+
+
+def _weights(points: Tensor, means: Tensor, A: Tensor, radius: Tensor, opacities: Tensor,
+             pt: Tensor, g: Tensor) -> Tensor:
+    """[P] o_g g_g(x_pt) for pairs (pt, g), zero outside the truncation sphere."""
+    diff = points[pt] - means[g]
+    y = torch.einsum("pij,pj->pi", A[g], diff)
+    d2 = (y * y).sum(1)
+    inside = (diff.detach() ** 2).sum(1) <= radius[g] ** 2
+    return torch.where(inside, opacities[g] * torch.exp(-0.5 * d2), torch.zeros_like(d2))
+
+
+def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
+                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 64
+                    ) -> Tensor:
+    """points [M, 3], means [N, 3], quats [N, 4], scales [N, 3] (standard deviations),
+    opacities [N] in [0, 1] -> [M] density (differentiable in the Gaussians and the points)."""
+    m = len(points)
+    if m == 0 or len(means) == 0:
+        return points.new_zeros(m)
+    # Precision factor A with |A (x - mu)|^2 = Mahalanobis distance^2.
+    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]  # [N, 3, 3]
+    radius = CUTOFF * scales.detach().max(1).values
+    out = []
+    for s, e, pt, g in _pairs(points, means, scales, max_pairs, max_cells):
+        w = _weights(points[s:e], means, A, radius, opacities, pt, g)
+        out.append(points.new_zeros(e - s).index_add(0, pt, w))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def mixture_field(points: Tensor, dirs: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
+                  opacities: Tensor, sh: Tensor, max_pairs: int = 1 << 21,
+                  max_cells: int = 64) -> tuple[Tensor, Tensor]:
+    """points [M, 3], unit view directions dirs [M, 3], Gaussians as in ``mixture_density``
+    and their spherical-harmonics colours sh [N, K, 3] (K = (degree + 1)^2, colour =
+    sh . basis(d) + 0.5, clamped at 0) -> (rgb [M, 3], density [M]); rgb is 0 where the
+    density is 0. Not differentiable (a teacher's targets)."""
+    m = len(points)
+    if m == 0 or len(means) == 0:
+        return points.new_zeros(m, 3), points.new_zeros(m)
+    degree = int(round(sh.shape[1] ** 0.5)) - 1
+    basis = sh_encode(dirs, degree + 1)  # [M, K]
+    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
+    radius = CUTOFF * scales.max(1).values
+    rgbs, sigmas = [], []
+    for s, e, pt, g in _pairs(points, means, scales, max_pairs, max_cells):
+        w = _weights(points[s:e], means, A, radius, opacities, pt, g)
+        keep = w > 0
+        pt, g, w = pt[keep], g[keep], w[keep]
+        color = (torch.einsum("pk,pkc->pc", basis[s:e][pt], sh[g]) + 0.5).clamp_min(0)
+        sigma = points.new_zeros(e - s).index_add(0, pt, w)
+        rgb = points.new_zeros(e - s, 3).index_add(0, pt, w[:, None] * color)
+        rgbs.append(rgb / sigma.clamp_min(1e-12)[:, None])
+        sigmas.append(sigma)
+    return torch.cat(rgbs), torch.cat(sigmas)
