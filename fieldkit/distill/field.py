@@ -2,11 +2,12 @@
 
 Stage 1 (volume-aligned): density and colour are matched at 3D points, most drawn where the
 teacher has mass, the rest uniform in the box; density is compared as log(sigma + floor) with
-the teacher's capped, a numerically safe space. A splat teacher answers for the volume its
-Gaussians make (``Teacher.splat_field``: density-weighted colour). Stage 2: rendered colour (over a random background), opacity
-and depth are matched on rays of random novel views (``RayBank``; half of each batch drawn
-where the student's last error was largest), with a little of the stage-1 loss kept. The
-student's occupancy grid starts from the teacher's (and skips the refresh warm-up).
+the teacher's capped, a numerically safe space; a splat teacher answers for the volume its
+Gaussians make (``Teacher.splat_field``). Stage 2: rendered colour (over a random background),
+opacity and depth are matched on rays of random novel views (``RayBank``; half of each batch
+drawn where the student's last error was largest), with a little of the stage-1 loss kept
+(field teachers). The student's occupancy grid starts from the teacher's (and skips the
+refresh warm-up).
 
 The loop, budgets, schedule, checkpoints, Ctrl-C and periodic evaluation (on held-out teacher
 views, so the logged eval PSNR is student vs teacher) are ``Trainer``'s.
@@ -97,9 +98,9 @@ class FieldDistillTrainer(Trainer):
 
     def point_targets(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``n`` stage-1 points [n, 3], their directions [n, 3] and the teacher's colour
-        [n, 3] and density [n] there: drawn from a bank the teacher answered
-        once (splats: always, their mixture is costly to query; fields: when
-        ``distill.point_bank`` > 0), or fresh."""
+        [n, 3] and density [n] there: drawn from a bank of ``distill.point_bank`` points the
+        teacher answered once (splats: SPLAT_POINT_BANK when it is 0, their mixture being
+        costly to query), or fresh."""
         size = self.distill.point_bank or (SPLAT_POINT_BANK if self.teacher.is_splat else 0)
         if not size:
             pts, dirs = self.draw_points(n)

@@ -22,7 +22,7 @@ from fieldkit.splats.transform import quat_to_rotmat
 RAY_CHUNK = 1 << 14
 """Rays per teacher render call (bounds memory)."""
 POINT_CHUNK = 1 << 16
-"""Points per teacher field call."""
+"""Points per teacher field call (splat mixtures bound their memory by pairs themselves)."""
 
 
 class Teacher:
@@ -76,16 +76,8 @@ class Teacher:
         shape for iso-surfaces, not a volume density); the colour is the density-weighted
         mean of the Gaussians' colours seen along ``dirs`` (``mixture_field``)."""
         p = self.model.params
-        k = (self.model.active_sh_degree + 1) ** 2
-        sh = torch.cat([p["sh0"], p["shN"][:, :k - 1]], 1)
-        peaks = self.splat_peaks()
-        rgbs, sigmas = [], []
-        for pts, d in zip(points.split(POINT_CHUNK), dirs.split(POINT_CHUNK)):
-            rgb, sigma = mixture_field(pts, d, p["means"], p["quats"], p["scales"].exp(),
-                                       peaks, sh)
-            rgbs.append(rgb)
-            sigmas.append(sigma)
-        return torch.cat(rgbs), torch.cat(sigmas)
+        return mixture_field(points, dirs, p["means"], p["quats"], p["scales"].exp(),
+                             self.splat_peaks(), self.model.sh_coeffs())
 
     def splat_peaks(self) -> Tensor:
         """[N] volumetric peak density of each Gaussian (see ``splat_field``)."""
@@ -128,9 +120,9 @@ class Teacher:
         pts = grid.cell_points(torch.arange(grid.num_cells, device=grid.aabb.device),
                                jitter=False).to(self.device)
         if self.is_splat:
-            p, peaks = self.model.params, self.splat_peaks()
-            sigma = torch.cat([mixture_density(c, p["means"], p["quats"], p["scales"].exp(),
-                                               peaks) for c in pts.split(POINT_CHUNK)])
+            p = self.model.params
+            sigma = mixture_density(pts, p["means"], p["quats"], p["scales"].exp(),
+                                    self.splat_peaks())
         else:
             _, sigma = self.query(pts, torch.zeros_like(pts) + torch.tensor(
                 [0.0, 0.0, 1.0], device=self.device))

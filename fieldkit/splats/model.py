@@ -173,11 +173,16 @@ class SplatModel(nn.Module):
         return SplatTrainer
 
     # ------------------------------------------------------------------ rendering
+    def sh_coeffs(self) -> Tensor:
+        """[N, K', 3] the SH coefficients in use, K' = (active_sh_degree + 1)^2."""
+        p = self.params
+        return torch.cat([p["sh0"], p["shN"][:, :(self.active_sh_degree + 1) ** 2 - 1]], 1)
+
     def colors(self, camera_center: Tensor) -> Tensor:
         """[N, 3] view-dependent colours seen from ``camera_center`` [3]."""
         p = self.params
         deg = self.active_sh_degree
-        coeffs = torch.cat([p["sh0"], p["shN"][:, :(deg + 1) ** 2 - 1]], 1)  # [N, K', 3]
+        coeffs = self.sh_coeffs()  # [N, K', 3]
         if deg == 0:
             return (coeffs[:, 0] * C0 + 0.5).clamp_min(0)
         dirs = p["means"] - camera_center
