@@ -31,12 +31,12 @@ def _cell_keys(ijk: Tensor, dims: Tensor) -> Tensor:
     return (ijk[..., 0] * dims[1] + ijk[..., 1]) * dims[2] + ijk[..., 2]
 
 
-def _pairs(points: Tensor, means: Tensor, scales: Tensor, max_pairs: int, max_cells: int
+def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_cells: int
            ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
-    """Chunks of (point, Gaussian) pairs that may overlap: (first point s, end point e,
-    pt [P] point index within s..e, g [P] Gaussian index), about ``max_pairs`` pairs each."""
+    """Chunks of (point, Gaussian) pairs that may overlap, given the Gaussians' support radii
+    [N]: (first point s, end point e, pt [P] point index within s..e, g [P] Gaussian index),
+    about ``max_pairs`` pairs each."""
     with torch.no_grad():
-        radius = CUTOFF * scales.detach().max(1).values  # [N]
         lo_all = torch.minimum(points.detach().min(0).values,
                                (means.detach() - radius[:, None]).min(0).values)
         hi_all = torch.maximum(points.detach().max(0).values,
@@ -101,7 +101,7 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]  # [N, 3, 3]
     radius = CUTOFF * scales.detach().max(1).values
     out = []
-    for s, e, pt, g in _pairs(points, means, scales, max_pairs, max_cells):
+    for s, e, pt, g in _pairs(points, means, radius, max_pairs, max_cells):
         pt, _, w = _weights(points[s:e], means, A, radius, opacities, pt, g)
         out.append(points.new_zeros(e - s).index_add(0, pt, w))
     return torch.cat(out)
@@ -123,7 +123,7 @@ def mixture_field(points: Tensor, dirs: Tensor, means: Tensor, quats: Tensor, sc
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
     radius = CUTOFF * scales.max(1).values
     rgbs, sigmas = [], []
-    for s, e, pt, g in _pairs(points, means, scales, max_pairs, max_cells):
+    for s, e, pt, g in _pairs(points, means, radius, max_pairs, max_cells):
         pt, g, w = _weights(points[s:e], means, A, radius, opacities, pt, g)
         color = (torch.einsum("pk,pkc->pc", basis[s:e].index_select(0, pt),
                               sh.index_select(0, g)) + 0.5).clamp_min(0)
