@@ -3,7 +3,7 @@ step budget, appended as a JSON line to a results file: the A/B runs behind the 
 fieldkit/distill/config.py and fieldkit/train/config.py.
 
     python apps/sweep_distill.py NAME --teacher RUN --to KIND [train.KEY=VALUE ...] \
-        [distill.KEY=VALUE ...]
+        [distill.KEY=VALUE ...] [model.KEY.SUBKEY=VALUE ...]
     python apps/sweep_distill.py NAME --scratch KIND [train.KEY=VALUE ...]
 
 A fixed ``train.max_steps`` compares settings without this VM's drifting speed (a time budget
@@ -22,20 +22,30 @@ from pathlib import Path
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.report import versus_photos
 from fieldkit.distill.run import distill
+from fieldkit.fields.registry import merge, preset_config
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import load_run_scene, prepare
 
 
-def overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """train.KEY=VALUE / distill.KEY=VALUE (JSON values) -> (train kwargs, distill kwargs)."""
-    train, dist = {}, {}
+def overrides(pairs: list[str]) -> tuple[dict, dict, dict]:
+    """train.KEY=VALUE / distill.KEY=VALUE / model.A.B=VALUE (JSON values) -> (train kwargs,
+    distill kwargs, nested model-config overrides)."""
+    train, dist, model = {}, {}, {}
     for item in pairs:
         key, _, value = item.partition("=")
         group, _, name = key.partition(".")
-        if group not in ("train", "distill") or not name or not value:
-            raise SystemExit(f"expected train.KEY=VALUE or distill.KEY=VALUE, got {item!r}")
-        (train if group == "train" else dist)[name] = json.loads(value)
-    return train, dist
+        if group not in ("train", "distill", "model") or not name or not value:
+            raise SystemExit(f"expected train.KEY=VALUE, distill.KEY=VALUE or "
+                             f"model.KEY.SUBKEY=VALUE, got {item!r}")
+        if group == "model":
+            *path, last = name.split(".")
+            node = model
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = json.loads(value)
+        else:
+            (train if group == "train" else dist)[name] = json.loads(value)
+    return train, dist, model
 
 
 def main() -> None:
@@ -50,13 +60,16 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("/tmp/fieldkit-sweep"))
     ap.add_argument("--results", type=Path, default=Path("/tmp/fieldkit-sweep/results.jsonl"))
     args = ap.parse_intermixed_args()
-    train, dist = overrides(args.settings)
+    train, dist, model = overrides(args.settings)
+    kind = args.scratch or args.to
+    model_config = merge(preset_config(kind), model) if model and kind else None
     out = args.runs / args.name
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     if args.scratch:
         trainer = prepare(args.scene, args.scratch, out,
-                          TrainConfig(**{"eval_every": 0, **train}), downscale=args.downscale)
+                          TrainConfig(**{"eval_every": 0, **train}), downscale=args.downscale,
+                          model_config=model_config)
         trainer.train()
         res = versus_photos({"student": trainer.model.eval()}, {"student": load_run_scene(out)},
                             20)
@@ -66,7 +79,7 @@ def main() -> None:
         if args.teacher is None or args.to is None:
             raise SystemExit("give --teacher RUN --to KIND, or --scratch KIND")
         report = distill(args.teacher, args.to, out, TrainConfig(**train), DistillConfig(**dist),
-                         quiet=True)
+                         quiet=True, model_config=model_config)
         row = {"name": args.name, "pair": f"{report['teacher']['kind']}:{args.to}",
                "steps": report["student"]["steps"],
                "seconds": round(report["time"]["distill_seconds"], 1),

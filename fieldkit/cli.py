@@ -16,8 +16,7 @@ import tyro
 
 from fieldkit.distill.config import DistillConfig
 from fieldkit.errors import FieldkitError, FieldkitWarning
-from fieldkit.fields.models import HashGridModelConfig, MlpModelConfig, TriPlaneModelConfig
-from fieldkit.splats.model import SplatConfig
+from fieldkit.model_options import ModelOptions
 
 Positional = tyro.conf.Positional
 
@@ -30,19 +29,8 @@ def _report_eval(run_dir: Path) -> None:
           f"SSIM {m['ssim']:.4f} on {m['num_views']} {m['split']} views")
 
 
-def _backend_overrides(config, backend: str) -> dict:
-    """{"render": {"backend": b}, "encoder": {"backend": b}, ...} for every component of a
-    model config that has a ``backend`` field."""
-    out = {}
-    for f in dataclasses.fields(config):
-        sub = getattr(config, f.name)
-        if dataclasses.is_dataclass(sub) and hasattr(sub, "backend"):
-            out[f.name] = {"backend": backend}
-    return out
-
-
 @dataclass
-class Train:
+class Train(ModelOptions):
     """Train a model on a scene folder (Blender, instant-ngp/nerfstudio or COLMAP)."""
 
     scene: Positional[Path]
@@ -62,11 +50,6 @@ class Train:
     random for images with alpha, else white; evaluation uses white for random)."""
     device: Literal["cpu", "cuda"] | None = None
     """Compute device (default: cuda when available)."""
-    backend: Literal["auto", "cuda", "torch"] | None = None
-    """Every component's implementation at once: auto (the CUDA library where it runs, else
-    the pure-torch twin with one warning), cuda (require nerfacc / gsplat / tiny-cuda-nn) or
-    torch; per component: --hashgrid.render.backend, --hashgrid.encoder.backend,
-    --splat.render.backend, ... (`fieldkit doctor` shows what runs)."""
     seed: int = 0
     """Random seed; the same seed and budget give the same run."""
     resume: bool = False
@@ -79,41 +62,12 @@ class Train:
     """Evaluate on every test view when training ends (writes metrics.json)."""
     video: bool = True
     """Render an orbit video into RUN/renders/orbit.mp4 when training ends."""
-    preset: Literal["default", "fast", "quality"] = "default"
-    """Model preset: fast (smaller, coarser marching), default, or quality (larger, finer)."""
     lr: float | None = None
     """Peak Adam learning rate (default: the model's own); for splat, a multiplier of its
     per-parameter rates."""
-    hashgrid: HashGridModelConfig = dataclasses.field(default_factory=HashGridModelConfig)
-    """--model hashgrid settings; any you set here override the preset."""
-    triplane: TriPlaneModelConfig = dataclasses.field(default_factory=TriPlaneModelConfig)
-    """--model triplane settings; any you set here override the preset."""
-    mlp: MlpModelConfig = dataclasses.field(default_factory=MlpModelConfig)
-    """--model mlp settings; any you set here override the preset."""
-    splat: SplatConfig = dataclasses.field(default_factory=SplatConfig)
-    """--model splat settings; any you set here override the preset."""
-    max_gaussians: int | None = None
-    """--model splat: cap on the number of Gaussians (memory stays bounded)."""
     init: Path | None = None
     """--model splat: start from this 3DGS .ply (in the scene's world units) instead of the
     scene's sparse points or random points."""
-
-    def model_config(self):
-        """The preset's config with the fields set on the command line applied on top."""
-        from fieldkit.fields.registry import changed_fields, merge, preset_config
-
-        given = getattr(self, self.model)
-        config = merge(preset_config(self.model, self.preset),
-                       changed_fields(given, type(given)()))
-        if self.max_gaussians is not None:
-            if self.model != "splat":
-                raise FieldkitError("--max-gaussians is for --model splat")
-            if self.max_gaussians < 1:
-                raise FieldkitError("--max-gaussians must be a positive number")
-            config = merge(config, {"densify": {"max_gaussians": self.max_gaussians}})
-        if self.backend is not None:
-            config = merge(config, _backend_overrides(config, self.backend))
-        return config
 
     def run(self) -> None:
         from fieldkit.train.config import TrainConfig
@@ -121,6 +75,8 @@ class Train:
 
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, lr=self.lr)
+        self.check_only_kind(self.model)
+        model_config = None if self.resume else self.model_config(self.model)
         live = None
         if self.viewer:  # the viewer renders between training steps and stays up afterwards
             from fieldkit.viewer import require_viser
@@ -131,12 +87,12 @@ class Train:
             result, live = train_with_viewer(
                 self.scene, self.model, self.out, config, ViewerConfig(port=self.port),
                 downscale=self.downscale, device=self.device, resume=self.resume,
-                preset=self.preset, model_config=None if self.resume else self.model_config(),
+                preset=self.preset, model_config=model_config,
                 init=self.init)
         else:
             result = train(self.scene, self.model, self.out, config, downscale=self.downscale,
                            device=self.device, resume=self.resume, preset=self.preset,
-                           model_config=None if self.resume else self.model_config(),
+                           model_config=model_config,
                            init=self.init)
         print(f"run        {result.run_dir} ({result.steps} steps, {result.elapsed:.0f} s)")
         if result.interrupted:
@@ -270,7 +226,7 @@ class Export:
 
 
 @dataclass
-class Distill:
+class Distill(ModelOptions):
     """Convert a trained run into another representation (hashgrid, triplane, mlp, splat) from
     the teacher alone; writes a student run and its fidelity report (RUN/distill.json)."""
 
@@ -286,14 +242,15 @@ class Distill:
     time."""
     max_steps: int | None = None
     """Student optimisation steps."""
-    preset: Literal["default", "fast", "quality"] = "default"
-    """Student model preset."""
     device: Literal["cpu", "cuda"] | None = None
     """Compute device (default: cuda when available)."""
     seed: int = 0
     """Seed of the student's initialisation and batches."""
     resume: bool = False
     """Continue an interrupted distillation in --out."""
+    lr: float | None = None
+    """Peak Adam learning rate of the student (default: its model's own); for splat, a
+    multiplier of its per-parameter rates."""
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     """Targets, stages and report."""
 
@@ -305,10 +262,13 @@ class Distill:
             raise FieldkitError("--max-time must be a positive number of seconds")
         if self.max_steps is not None and self.max_steps < 1:
             raise FieldkitError("--max-steps must be a positive number")
-        config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time, seed=self.seed)
+        config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time, seed=self.seed,
+                             lr=self.lr)
+        self.check_only_kind(self.to)
         report = distill(self.teacher, self.to, self.out, config,
                          dataclasses.replace(self.distill), preset=self.preset,
-                         device=self.device, resume=self.resume)
+                         device=self.device, resume=self.resume,
+                         model_config=None if self.resume else self.model_config(self.to))
         if report.get("interrupted"):
             print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
                   f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",

@@ -55,10 +55,11 @@ class DistillConfig:
     teacher it made steps ~35% dearer for -0.1 dB (distill_lego_cpu_v4/sweep.md)."""
     point_bank: int = 0
     """Answer this many stage-1 points once and draw every step's points from them (0: field
-    teachers are queried afresh every step, splat teachers answer a bank of 2^18, their
+    teachers are queried afresh every step, splat teachers answer a bank of 2^19, their
     mixture being costly to query). Field teachers on lego: 2^20 made hash grid -> tri-plane
     steps ~8% cheaper but cost 0.14 dB at the same steps (0.14 dB for tri-plane -> hash grid
-    too). Splats: 2^19 gave +0.11 dB for ~4 s more."""
+    too). Splats: 2^18 -> 2^19 gave +0.17 dB for ~3 s more, 2^20 nothing more
+    (distill_lego_cpu_v5/sweep.md)."""
     stage2_points: int = 1 << 13
     """3D points per stage-2 step for the stage-1 loss kept in stage 2 (4096: hash grid ->
     tri-plane steps 10% cheaper, 0.15 dB lower at the same steps)."""

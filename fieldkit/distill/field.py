@@ -37,9 +37,11 @@ def init_grid_from_teacher(student, teacher: Teacher) -> None:
     grid.binary.copy_((grid.density > threshold).reshape(grid.binary.shape))
 
 
-SPLAT_POINT_BANK = 1 << 18
-"""Stage-1 points whose density a splat teacher gives once (its mixture is costly to query
-per step and never changes)."""
+SPLAT_POINT_BANK = 1 << 19
+"""Stage-1 points a splat teacher answers once (its mixture is costly to query per step and
+never changes). On lego, splats -> hash grid at 500 steps against the photos: 27.00 dB with
+2^18, 27.17 with 2^19 (~3 s more: ~6 s in all), 27.14 with 2^20 (~12 s);
+apps/results/distill_lego_cpu_v5/sweep.md."""
 
 
 class FieldDistillTrainer(Trainer):

@@ -94,9 +94,11 @@ def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
 def distill(teacher_run: Path, kind: str, out: Path | None = None,
             train: TrainConfig | None = None, config: DistillConfig | None = None,
             preset: str = "default", device: str | None = None, resume: bool = False,
-            quiet: bool = False) -> dict:
+            quiet: bool = False, model_config=None) -> dict:
     """Distil the model of ``teacher_run`` into a ``kind`` student in ``out``; returns the
-    report (also in ``out/distill.json``)."""
+    report (also in ``out/distill.json``). ``model_config`` (the student's config, e.g. the
+    preset's with the command line's settings) replaces the plain ``preset``; a resumed run
+    keeps its saved one."""
     t_start = time.perf_counter()
     teacher_run = Path(teacher_run)
     tcfg = read_config(teacher_run)
@@ -144,7 +146,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     bound = float(tcfg["model"]["config"]["render"]["bound"])
     torch.manual_seed(train.seed)
     student = (model_from_config(kind, saved["model"]["config"]) if resume
-               else build_model(kind, bound, preset))
+               else build_model(kind, bound, preset, config=model_config))
     train = replace(train, background=resolve_background(train.background, views.scene))
     if kind == "splat":
         if not resume:

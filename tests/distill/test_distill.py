@@ -213,6 +213,9 @@ def test_novel_views_surround_the_training_cameras(demo_run):
     (["distill", "{run}", "--to", "mlp", "--max-time", "-3"], "--max-time must be"),
     (["distill", "{run}", "--to", "mlp", "--out", "{run}"], "--out must differ"),
     (["distill", "{run}", "--to", "mlp", "--out", "{tmp}", "--resume"], "no distillation"),
+    (["distill", "{run}", "--to", "mlp", "--triplane.encoder.features", "2"],
+     "use --mlp.* instead"),
+    (["distill", "{run}", "--to", "mlp", "--max-gaussians", "1000"], "for splat models"),
 ])
 def test_distill_errors_are_one_line(capsys, demo_run, tmp_path, argv, needle):
     (tmp_path / "config.json").write_text(json.dumps({"scene": "x"}))
@@ -220,6 +223,25 @@ def test_distill_errors_are_one_line(capsys, demo_run, tmp_path, argv, needle):
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_distill_takes_the_students_model_settings(demo_run, tmp_path, capsys):
+    """`fieldkit distill --to triplane --triplane.encoder...`: the student is the preset with
+    the flags on top, as `fieldkit train` builds it (e.g. a smaller tri-plane to compress)."""
+    out = tmp_path / "small"
+    assert main(["distill", str(demo_run), "--to", "triplane", "--out", str(out),
+                 "--max-steps", "2", "--preset", "fast", "--triplane.encoder.features", "2",
+                 "--lr", "0.01", "--distill.bank-views", "4", "--distill.bank-rays", "2048",
+                 "--distill.held-out-views", "1", "--distill.gt-views", "0"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["config"]["encoder"]["features"] == 2                 # the flag
+    assert saved["model"]["config"]["encoder"]["resolutions"] == [32, 64, 128]  # the preset
+    assert saved["train"]["lr"] == 0.01
+    report = json.loads((out / "distill.json").read_text())
+    # 3 planes x (32^2 + 64^2 + 128^2) texels x 2 channels, plus the decoder
+    planes = 3 * 2 * (32 ** 2 + 64 ** 2 + 128 ** 2)
+    assert planes < report["student"]["num_params"] < planes + 20000
+    capsys.readouterr()
 
 
 def test_the_default_budget_covers_the_teacher_renders(tmp_path):
