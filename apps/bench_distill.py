@@ -34,17 +34,20 @@ from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.report import versus_photos
 from fieldkit.distill.run import distill, teacher_train_seconds
 from fieldkit.train.config import TrainConfig
+from fieldkit.fields.registry import changed_fields, config_from_dict, merge, model_class, \
+    preset_config
 from fieldkit.train.run import load_run_scene, prepare, read_config
 
 PAIRS = ("hashgrid:triplane", "hashgrid:mlp", "hashgrid:splat", "splat:hashgrid",
          "triplane:hashgrid")
 
 
-def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, views: int
-            ) -> dict:
-    """Train ``kind`` from scratch on the photos for ``seconds``; PSNR on ``views`` test views."""
+def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, views: int,
+            model_config=None) -> dict:
+    """Train ``kind`` (``model_config``, default: its default preset) from scratch on the
+    photos for ``seconds``; PSNR on ``views`` test views."""
     trainer = prepare(scene, kind, out, TrainConfig(max_time=seconds, eval_every=0),
-                      downscale=downscale)
+                      downscale=downscale, model_config=model_config)
     trainer.train()
     res = versus_photos({"student": trainer.model.eval()}, {"student": load_run_scene(out)},
                         views)
@@ -100,8 +103,19 @@ def main() -> None:
         report = distill(teacher, dst, out, TrainConfig(max_time=budget), cfg)
         students.setdefault(dst, out)
         wall = report["time"]["distill_seconds"]
+        # the student's own architecture (a distillation default may differ from the model's)
+        arch = config_from_dict(model_class(dst).config_class,
+                                read_config(out)["model"]["config"])
         base = scratch(scene, dst, wall, run_root / f"scratch-{dst}-{pair.replace(':', '-')}",
-                       downscale, args.gt_views)
+                       downscale, args.gt_views, model_config=arch)
+        extra = {}
+        plain_arch = merge(preset_config(dst), {"render": {"bound": arch.render.bound}})
+        if dst != "splat" and changed_fields(arch, plain_arch):
+            # ... and the model's default one, which may train faster from the photos
+            plain = scratch(scene, dst, wall, run_root / f"scratch-default-{dst}-"
+                            f"{pair.replace(':', '-')}", downscale, args.gt_views)
+            extra = {"scratch_default_psnr": plain["psnr"], "scratch_default_steps":
+                     plain["steps"]}
         gt = report["vs_photos"]
         rows.append({"pair": pair, "teacher_run": str(teacher), "budget_seconds": budget,
                      "distill_seconds": wall, "teacher_render_seconds":
@@ -113,7 +127,7 @@ def main() -> None:
                      "student_params": report["student"]["num_params"],
                      "student_bytes": report["student"]["bytes_on_disk"],
                      "student_seconds_per_frame": gt["student"]["seconds_per_frame"],
-                     "teacher_seconds_per_frame": gt["teacher"]["seconds_per_frame"]})
+                     "teacher_seconds_per_frame": gt["teacher"]["seconds_per_frame"], **extra})
         print(json.dumps(rows[-1]), flush=True)
     args.child_rows.write_text(json.dumps(rows))
 
@@ -144,6 +158,12 @@ def write_results(args, rows: list[dict], tcfg: dict, t_seconds: float, scene: P
                      f" | {r['student_vs_teacher_psnr']:.2f} | {r['student_psnr']:.2f} | "
                      f"{r['teacher_psnr']:.2f} | {r['scratch_psnr']:.2f} | "
                      f"{r['student_psnr'] - r['scratch_psnr']:+.2f} |")
+    for r in rows:
+        if "scratch_default_psnr" in r:
+            lines += ["", f"{r['pair']}: the student's architecture is a distillation default "
+                      "(fieldkit/distill/config.py: STUDENT_DEFAULTS); the model's default "
+                      f"architecture from scratch for the same time: {r['scratch_default_psnr']:.2f}"
+                      f" dB ({r['scratch_default_steps']} steps)."]
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.report import versus_photos
 from fieldkit.distill.run import distill
 from fieldkit.fields.registry import merge, preset_config
@@ -62,7 +62,9 @@ def main() -> None:
     args = ap.parse_intermixed_args()
     train, dist, model = overrides(args.settings)
     kind = args.scratch or args.to
-    model_config = merge(preset_config(kind), model) if model and kind else None
+    # a distillation student starts from the distillation's defaults, as `fieldkit distill`
+    base = preset_config(kind) if args.scratch else student_config(kind) if kind else None
+    model_config = merge(base, model) if kind else None
     out = args.runs / args.name
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()

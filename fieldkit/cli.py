@@ -16,6 +16,7 @@ import tyro
 
 from fieldkit.distill.config import DistillConfig
 from fieldkit.errors import FieldkitError, FieldkitWarning
+from fieldkit.fields.models import TriPlaneModelConfig
 from fieldkit.model_options import ModelOptions
 
 Positional = tyro.conf.Positional
@@ -225,6 +226,13 @@ class Export:
               "faces, world units")
 
 
+def _student_default(kind: str):
+    """The default preset's config of a distillation student (its section's defaults)."""
+    from fieldkit.distill.config import student_config
+
+    return student_config(kind)
+
+
 @dataclass
 class Distill(ModelOptions):
     """Convert a trained run into another representation (hashgrid, triplane, mlp, splat) from
@@ -251,10 +259,15 @@ class Distill(ModelOptions):
     lr: float | None = None
     """Peak Adam learning rate of the student (default: its model's own); for splat, a
     multiplier of its per-parameter rates."""
+    triplane: TriPlaneModelConfig = dataclasses.field(
+        default_factory=lambda: _student_default("triplane"), kw_only=True)
+    """triplane student settings (default: 8 channels a plane, STUDENT_DEFAULTS in
+    fieldkit/distill/config.py); any you set here override the preset."""
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     """Targets, stages and report."""
 
     def run(self) -> None:
+        from fieldkit.distill.config import student_config
         from fieldkit.distill.run import distill
         from fieldkit.train.config import TrainConfig
 
@@ -268,7 +281,8 @@ class Distill(ModelOptions):
         report = distill(self.teacher, self.to, self.out, config,
                          dataclasses.replace(self.distill), preset=self.preset,
                          device=self.device, resume=self.resume,
-                         model_config=None if self.resume else self.model_config(self.to))
+                         model_config=None if self.resume else self.model_config(
+                             self.to, base=student_config(self.to, self.preset)))
         if report.get("interrupted"):
             print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
                   f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",

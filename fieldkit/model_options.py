@@ -49,13 +49,13 @@ class ModelOptions:
     max_gaussians: int | None = None
     """splat: cap on the number of Gaussians (memory stays bounded)."""
 
-    def model_config(self, kind: str):
-        """The config of a ``kind`` model: the preset's, with the settings given for ``kind``
-        (and --max-gaussians, --backend) applied on top."""
-        from fieldkit.fields.registry import changed_fields, merge, preset_config
+    def model_config(self, kind: str, base=None):
+        """The config of a ``kind`` model: ``base`` (default: the preset's), with the settings
+        given for ``kind`` (and --max-gaussians, --backend) applied on top."""
+        from fieldkit.fields.registry import merge, preset_config
 
-        given = getattr(self, kind)
-        config = merge(preset_config(kind, self.preset), changed_fields(given, type(given)()))
+        base = base if base is not None else preset_config(kind, self.preset)
+        config = merge(base, self.given(kind))
         if self.max_gaussians is not None:
             if kind != "splat":
                 raise FieldkitError(f"--max-gaussians is for splat models, not {kind}")
@@ -66,13 +66,18 @@ class ModelOptions:
             config = merge(config, backend_overrides(config, self.backend))
         return config
 
+    def given(self, kind: str) -> dict:
+        """The nested settings the command line set in ``kind``'s section: those that differ
+        from the section's default (a command may give a section its own default)."""
+        from fieldkit.fields.registry import changed_fields
+
+        default = next(f for f in dataclasses.fields(self) if f.name == kind).default_factory()
+        return changed_fields(getattr(self, kind), default)
+
     def check_only_kind(self, kind: str) -> None:
         """Raise when settings were given for a kind other than the one being built (they
         would be silently ignored)."""
-        from fieldkit.fields.registry import changed_fields
-
         for other in ("hashgrid", "triplane", "mlp", "splat"):
-            value = getattr(self, other)
-            if other != kind and changed_fields(value, type(value)()):
+            if other != kind and self.given(other):
                 raise FieldkitError(f"--{other}.* settings were given but the model is {kind}; "
                                     f"use --{kind}.* instead")

@@ -16,7 +16,7 @@ import torch
 from fieldkit import __version__
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
-from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.field import FieldDistillTrainer, init_grid_from_teacher
 from fieldkit.distill.report import model_facts, print_report, versus_photos, versus_teacher
 from fieldkit.distill.splat import init_splats_from_views
@@ -96,9 +96,9 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
             preset: str = "default", device: str | None = None, resume: bool = False,
             quiet: bool = False, model_config=None) -> dict:
     """Distil the model of ``teacher_run`` into a ``kind`` student in ``out``; returns the
-    report (also in ``out/distill.json``). ``model_config`` (the student's config, e.g. the
-    preset's with the command line's settings) replaces the plain ``preset``; a resumed run
-    keeps its saved one."""
+    report (also in ``out/distill.json``). ``model_config`` (the student's config, e.g.
+    ``student_config(kind, preset)`` with the command line's settings) replaces
+    ``student_config(kind, preset)``; a resumed run keeps its saved one."""
     t_start = time.perf_counter()
     teacher_run = Path(teacher_run)
     tcfg = read_config(teacher_run)
@@ -146,7 +146,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     bound = float(tcfg["model"]["config"]["render"]["bound"])
     torch.manual_seed(train.seed)
     student = (model_from_config(kind, saved["model"]["config"]) if resume
-               else build_model(kind, bound, preset, config=model_config))
+               else build_model(kind, bound, preset, config=model_config if model_config
+                                is not None else student_config(kind, preset)))
     train = replace(train, background=resolve_background(train.background, views.scene))
     if kind == "splat":
         if not resume:

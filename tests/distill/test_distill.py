@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from fieldkit.cli import main
-from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.run import distill
+from fieldkit.fields.registry import preset_config
 from fieldkit.train.config import TrainConfig
 
 # Small targets keep each conversion to ~10-25 s on two cores.
@@ -53,6 +54,9 @@ def test_hash_to_triplane(hash_to_triplane):
     out, report = hash_to_triplane
     _check_report(report, out, "hashgrid", "triplane")
     assert report["vs_teacher"]["psnr"] > 26.0
+    # a default tri-plane student is built with STUDENT_DEFAULTS (8 channels a plane)
+    saved = json.loads((out / "config.json").read_text())["model"]["config"]
+    assert saved["encoder"]["features"] == 8
     # The student is a run like any other: its model loads and `fieldkit eval` reads it.
     assert main(["eval", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["psnr"] > 22.0
@@ -242,6 +246,25 @@ def test_distill_takes_the_students_model_settings(demo_run, tmp_path, capsys):
     planes = 3 * 2 * (32 ** 2 + 64 ** 2 + 128 ** 2)
     assert planes < report["student"]["num_params"] < planes + 20000
     capsys.readouterr()
+
+
+def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
+    """A default tri-plane student has STUDENT_DEFAULTS' 8 channels; another preset keeps its
+    own, and a flag wins, even one that names the model's own default (4)."""
+    import tyro
+
+    from fieldkit.cli import Distill
+
+    def student(*flags):
+        cmd = tyro.cli(Distill, args=["run", "--to", "triplane", *flags])
+        return cmd.model_config("triplane", base=student_config("triplane", cmd.preset))
+
+    assert student().encoder.features == 8
+    assert student("--preset", "fast").encoder.features == 4
+    assert student("--preset", "fast").encoder.resolutions == (32, 64, 128)
+    assert student("--triplane.encoder.features", "4").encoder.features == 4
+    assert student("--triplane.tv-weight", "0").encoder.features == 8
+    assert student_config("hashgrid") == preset_config("hashgrid")
 
 
 def test_the_default_budget_covers_the_teacher_renders(tmp_path):
