@@ -33,9 +33,9 @@ import torch
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.report import versus_photos
 from fieldkit.distill.run import distill, teacher_train_seconds
-from fieldkit.train.config import TrainConfig
 from fieldkit.fields.registry import changed_fields, config_from_dict, merge, model_class, \
     preset_config
+from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import load_run_scene, prepare, read_config
 
 PAIRS = ("hashgrid:triplane", "hashgrid:mlp", "hashgrid:splat", "splat:hashgrid",

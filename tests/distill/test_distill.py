@@ -2,6 +2,7 @@
 short step budget, distill.json holds real numbers, and the teacher alone suffices."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -265,6 +266,10 @@ def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
     assert student("--triplane.encoder.features", "4").encoder.features == 4
     assert student("--triplane.tv-weight", "0").encoder.features == 8
     assert student_config("hashgrid") == preset_config("hashgrid")
+    # the command's section defaults are the students' defaults, for every kind
+    for kind in ("hashgrid", "triplane", "mlp", "splat"):
+        field = next(f for f in dataclasses.fields(Distill) if f.name == kind)
+        assert field.default_factory() == student_config(kind), kind
 
 
 def test_the_default_budget_covers_the_teacher_renders(tmp_path):
