@@ -266,8 +266,13 @@ class Distill(ModelOptions):
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     """Targets, stages and report."""
 
-    def run(self) -> None:
+    def base_config(self, kind: str):
+        """A student starts from ``student_config``: its preset plus STUDENT_DEFAULTS."""
         from fieldkit.distill.config import student_config
+
+        return student_config(kind, self.preset)
+
+    def run(self) -> None:
         from fieldkit.distill.run import distill
         from fieldkit.train.config import TrainConfig
 
@@ -281,8 +286,7 @@ class Distill(ModelOptions):
         report = distill(self.teacher, self.to, self.out, config,
                          dataclasses.replace(self.distill), preset=self.preset,
                          device=self.device, resume=self.resume,
-                         model_config=None if self.resume else self.model_config(
-                             self.to, base=student_config(self.to, self.preset)))
+                         model_config=None if self.resume else self.model_config(self.to))
         if report.get("interrupted"):
             print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
                   f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",

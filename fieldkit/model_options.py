@@ -49,13 +49,19 @@ class ModelOptions:
     max_gaussians: int | None = None
     """splat: cap on the number of Gaussians (memory stays bounded)."""
 
-    def model_config(self, kind: str, base=None):
-        """The config of a ``kind`` model: ``base`` (default: the preset's), with the settings
-        given for ``kind`` (and --max-gaussians, --backend) applied on top."""
-        from fieldkit.fields.registry import merge, preset_config
+    def base_config(self, kind: str):
+        """The config a ``kind`` model starts from before the flags: its preset's (a command
+        may start from its own, e.g. distillation students)."""
+        from fieldkit.fields.registry import preset_config
 
-        base = base if base is not None else preset_config(kind, self.preset)
-        config = merge(base, self.given(kind))
+        return preset_config(kind, self.preset)
+
+    def model_config(self, kind: str):
+        """The config of a ``kind`` model: ``base_config(kind)`` with the settings given for
+        ``kind`` (and --max-gaussians, --backend) applied on top."""
+        from fieldkit.fields.registry import merge
+
+        config = merge(self.base_config(kind), self.given(kind))
         if self.max_gaussians is not None:
             if kind != "splat":
                 raise FieldkitError(f"--max-gaussians is for splat models, not {kind}")
