@@ -50,8 +50,9 @@ class DistillConfig:
     (apps/results/distill_lego_cpu_v4/sweep.md), against the photos: tri-plane -> hash grid
     27.32 dB at 0.1, 27.53 at 0.4, 27.59 at 0.6; splats -> hash grid 26.34 at 0.1, 27.00 at
     0.4, 26.90 at 0.6; hash grid -> tri-plane and -> MLP within 0.06 dB from 0.1 to 0.4."""
-    points_per_step: int = 1 << 14
-    """3D points per stage-1 step. On lego, halving 2^15 halves a stage-1 step (hash grid
+    points_per_step: int | None = None
+    """3D points per stage-1 step (default: the student's samples per step,
+    ``TrainConfig.target_samples`` or its model's own: 2^14, 2^12 for an MLP). On lego, halving 2^15 halves a stage-1 step (hash grid
     ~140 -> ~70 ms) and loses nothing at equal time: splats -> hash grid 27.00 dB at 500
     steps either way; tri-plane -> hash grid 27.53 at 420 steps with 2^15, 27.57 at 528 with
     2^14; hash grid -> tri-plane 28.06 at 800 steps with 2^15 in 67 s, 28.19 at 1190 in 79 s."""
@@ -81,9 +82,10 @@ class DistillConfig:
     steps ~8% cheaper but cost 0.14 dB at the same steps (0.14 dB for tri-plane -> hash grid
     too). Splats: 2^18 -> 2^19 gave +0.17 dB for ~3 s more, 2^20 nothing more
     (distill_lego_cpu_v5/sweep.md)."""
-    stage2_points: int = 1 << 13
-    """3D points per stage-2 step for the stage-1 loss kept in stage 2 (4096: hash grid ->
-    tri-plane steps 10% cheaper, 0.15 dB lower at the same steps)."""
+    stage2_points: int | None = None
+    """3D points per stage-2 step for the stage-1 loss kept in stage 2 (default: half of
+    points_per_step's default; with 2^14 samples a step, 4096 instead of 8192 made hash grid
+    -> tri-plane steps 10% cheaper, 0.15 dB lower at the same steps)."""
     error_sampling: float = 0.5
     """Share of each stage-2 ray batch drawn in proportion to the student's last squared
     colour error on the bank's rays (instant-ngp's error map); the rest is uniform. On lego,

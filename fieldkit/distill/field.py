@@ -54,6 +54,10 @@ class FieldDistillTrainer(Trainer):
         self.generator = torch.Generator().manual_seed(distill.seed + 1)
         self._stage: int | None = None
         self.point_bank: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self.points_per_step = distill.points_per_step or self.target_samples
+        """Stage-1 points a step: the config's, else as many as the student's ray samples."""
+        self.stage2_points = distill.stage2_points or self.target_samples // 2
+        """Points a stage-2 step keeps the stage-1 loss on."""
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """The trainer's, plus the point generator, the stage and the bank's error map
@@ -170,12 +174,12 @@ class FieldDistillTrainer(Trainer):
             self._make_optimizer()
         self._stage = stage
         if stage == 1:
-            loss, mse = self.point_loss(dc.points_per_step)
-            rays, samples = dc.points_per_step, dc.points_per_step
+            loss, mse = self.point_loss(self.points_per_step)
+            rays, samples = self.points_per_step, self.points_per_step
         else:
             loss, mse, rays, samples = self.ray_loss()
             if dc.stage2_point_weight and not self.teacher.is_splat:
-                p_loss, _ = self.point_loss(dc.stage2_points)
+                p_loss, _ = self.point_loss(self.stage2_points)
                 loss = p_loss * dc.stage2_point_weight + (0 if loss is None else loss)
         reg = self.model.regularization()
         if reg is not None and loss is not None:

@@ -117,9 +117,17 @@ class MlpModel(VolumeModel):
     Default learning rate 1e-2: on lego (200 px) from the photos, 600 steps reached 20.42 dB
     with 2e-3, 21.44 with 5e-3 and 21.87 with 1e-2; 2000 steps 25.56 with 1e-2 against
     23.78 with 2e-3; distilled from a hash grid, 600 steps: 21.11, 23.50 and 23.88
-    (apps/results/distill_lego_cpu_v5/sweep.md). Runs of 20000 steps were not compared."""
+    (apps/results/distill_lego_cpu_v5/sweep.md). Runs of 20000 steps were not compared.
+
+    Default batch 2^12 samples a step (the fields' 2^14): an MLP gains more from steps than
+    from samples, and its step costs little besides its samples. On lego (200 px), about equal
+    time: from the photos 21.87 dB with 600 steps of 2^14 (83 s), 23.14 with 2400 of 2^12
+    (98 s); distilled from a hash grid 23.99 with 600 of 2^14 (69 s), 25.51 with 1200 of 2^13
+    (75 s), 26.21 with 2400 of 2^12 (89 s), as much as 1200 steps of 2^14 (141 s)
+    (apps/results/distill_lego_cpu_v6/sweep.md)."""
 
     kind, config_class, default_lr = "mlp", MlpModelConfig, 1e-2
+    default_target_samples = 1 << 12
     presets = {
         "fast": {"decoder": {"hidden_dim": 64, "density_layers": 3},
                  "render": {"render_steps": 256}},

@@ -65,6 +65,9 @@ class VolumeModel(nn.Module):
     config_class: ClassVar[type] = object
     default_lr: ClassVar[float] = 1e-2
     """Adam's peak learning rate for this model when the training config leaves it unset."""
+    default_target_samples: ClassVar[int] = 1 << 14
+    """Samples per training step (``TrainConfig.target_samples``) when the config leaves it
+    unset."""
 
     def __init__(self, config):
         super().__init__()

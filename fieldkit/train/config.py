@@ -19,9 +19,10 @@ class TrainConfig:
     """Linear learning-rate warm-up from 1% of lr. Short: on lego (200 px), 420 hash-grid
     steps from the photos reached 23.31 dB with 20 against 22.74 with 100, and distilled from
     a tri-plane 27.26 against 26.71 (apps/results/distill_lego_cpu_v3)."""
-    target_samples: int = 1 << 14
-    """Samples per step the ray batch adapts to (nerfacc-style dynamic batch; 2^14 trained lego
-    furthest in a fixed CPU time: apps/results/lego_cpu)."""
+    target_samples: int | None = None
+    """Samples per step the ray batch adapts to (nerfacc-style dynamic batch). Default: the
+    model's own, 2^14 for hashgrid and triplane (which trained lego furthest in a fixed CPU
+    time: apps/results/lego_cpu) and 2^12 for mlp (see ``MlpModel``)."""
     init_rays: int = 1024
     """Rays in the first batch."""
     max_rays: int = 8192

@@ -36,6 +36,9 @@ class Trainer:
         self.device = next(model.parameters()).device
         """Where the model lives; ray batches and cameras move there, images stay on the CPU."""
         self.lr = config.lr if config.lr is not None else model.default_lr
+        self.target_samples = config.target_samples or getattr(
+            model, "default_target_samples", 1 << 14)
+        """Samples per step the ray batch adapts to (the config's, else the model's own)."""
         self._make_optimizer()
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
@@ -98,7 +101,7 @@ class Trainer:
     def _adapt_batch(self, n_samples: int) -> None:
         """Resize the ray batch so each step sees about target_samples samples."""
         if n_samples:
-            wanted = self.n_rays * self.config.target_samples / n_samples
+            wanted = self.n_rays * self.target_samples / n_samples
             self.n_rays = int(min(self.config.max_rays, max(256, round(wanted))))
 
     def render(self, camera: Cameras, background: str | None = None) -> dict[str, Tensor]:
