@@ -36,9 +36,10 @@ class Trainer:
         self.device = next(model.parameters()).device
         """Where the model lives; ray batches and cameras move there, images stay on the CPU."""
         self.lr = config.lr if config.lr is not None else model.default_lr
-        self.target_samples = config.target_samples or getattr(
-            model, "default_target_samples", 1 << 14)
-        """Samples per step the ray batch adapts to (the config's, else the model's own)."""
+        self.target_samples: int | None = config.target_samples or getattr(
+            model, "default_target_samples", None)
+        """Samples per step the ray batch adapts to: the config's, else the model's own (None
+        for a model that marches no rays: splats)."""
         self._make_optimizer()
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
