@@ -53,9 +53,10 @@ class DistillConfig:
     points_per_step: int | None = None
     """3D points per stage-1 step (default: the student's samples per step,
     ``TrainConfig.target_samples`` or its model's own: 2^14, 2^12 for an MLP). On lego,
-    halving 2^15 halves a stage-1 step (hash grid ~140 -> ~70 ms) and loses nothing at equal time: splats -> hash grid 27.00 dB at 500
-    steps either way; tri-plane -> hash grid 27.53 at 420 steps with 2^15, 27.57 at 528 with
-    2^14; hash grid -> tri-plane 28.06 at 800 steps with 2^15 in 67 s, 28.19 at 1190 in 79 s."""
+    halving 2^15 halves a stage-1 step (hash grid ~140 -> ~70 ms) and loses nothing at equal
+    time: splats -> hash grid 27.00 dB at 500 steps either way; tri-plane -> hash grid 27.53
+    at 420 steps with 2^15, 27.57 at 528 with 2^14; hash grid -> tri-plane 28.06 at 800
+    steps with 2^15 in 67 s, 28.19 at 1190 in 79 s."""
     mass_fraction: float = 0.75
     """Share of the stage-1 points drawn where the teacher has mass (its occupancy grid or its
     Gaussians); the rest are uniform in the box."""
