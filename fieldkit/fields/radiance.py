@@ -46,7 +46,8 @@ class DecoderConfig:
     """Give the linear layers biases (tiny-cuda-nn's fused MLPs have none)."""
     precision: str = "auto"
     """auto: bfloat16 autocast for the MLPs on CUDA (Ampere or newer), float32 on the CPU; fp32;
-    bf16 (also on the CPU, where it is slower). fp16 is refused: it would need loss scaling."""
+    bf16 (also on the CPU, where training is slower: see ``autocast_dtype``). fp16 is refused:
+    it would need loss scaling."""
 
 
 def check_precision(precision: str) -> None:
@@ -62,8 +63,11 @@ def check_precision(precision: str) -> None:
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the MLPs for ``precision`` on ``device`` (None: plain float32).
 
-    ``auto`` is bfloat16 on a CUDA device that supports it and float32 elsewhere (CPU bfloat16
-    matrix products are slower than float32 ones on the machines this project runs on)."""
+    ``auto`` is bfloat16 on a CUDA device that supports it and float32 elsewhere. On this
+    project's CPU (avx512_bf16), a bfloat16 MLP forward + backward is 2.2x faster at a fixed
+    batch size but 0.6x when the size changes every call, as marched batches do (oneDNN builds
+    kernels per shape): training steps were 7-43% slower at equal PSNR
+    (apps/results/precision_cpu/bench.md)."""
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto" and device.type == "cuda" and _cuda_bf16(device.index):
