@@ -18,6 +18,7 @@ from fieldkit.distill.config import DistillConfig
 from fieldkit.errors import FieldkitError, FieldkitWarning
 from fieldkit.fields.models import TriPlaneModelConfig
 from fieldkit.model_options import ModelOptions
+from fieldkit.splats.model import SplatConfig
 
 Positional = tyro.conf.Positional
 
@@ -263,6 +264,10 @@ class Distill(ModelOptions):
         default_factory=lambda: _student_default("triplane"), kw_only=True)
     """triplane student settings (default: 8 channels a plane, STUDENT_DEFAULTS in
     fieldkit/distill/config.py); any you set here override the preset."""
+    splat: SplatConfig = dataclasses.field(
+        default_factory=lambda: _student_default("splat"), kw_only=True)
+    """splat student settings (default: 50k Gaussians seeded at the teacher's surface,
+    STUDENT_DEFAULTS in fieldkit/distill/config.py); any you set here override the preset."""
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     """Targets, stages and report."""
 

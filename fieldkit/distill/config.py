@@ -3,15 +3,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-STUDENT_DEFAULTS: dict[str, dict] = {"triplane": {"encoder": {"features": 8}}}
+STUDENT_DEFAULTS: dict[str, dict] = {"triplane": {"encoder": {"features": 8}},
+                                     "splat": {"init_points": 50000}}
 """What a student of the default preset has beyond its model's defaults (the command line's
-settings go on top). A tri-plane student has 8 channels a plane, not 4: learning from a
-teacher's points and rays it gains more from the capacity than it loses in step time, unlike
-a tri-plane trained from photos. On lego, hash grid -> tri-plane, against the photos: 28.12 dB
-at 1000 steps with 4 channels, 28.51 with 8 (16: 28.66, twice the step time); in 75 s, run
-back to back, 28.20 with 4 (1199 steps), 28.34 with 8 (714 steps). From the photos in 60 s,
-4 channels reached 27.59 and 27.46 in two runs, 8 reached 26.68 and 27.00
-(apps/results/distill_lego_cpu_v5/sweep.md)."""
+settings go on top).
+
+A tri-plane student has 8 channels a plane, not 4: learning from a teacher's points and rays
+it gains more from the capacity than it loses in step time, unlike a tri-plane trained from
+photos. On lego, hash grid -> tri-plane, against the photos: 28.12 dB at 1000 steps with 4
+channels, 28.51 with 8 (16: 28.66, twice the step time); in 75 s, run back to back, 28.20 with
+4 (1199 steps), 28.34 with 8 (714 steps). From the photos in 60 s, 4 channels reached 27.59
+and 27.46 in two runs, 8 reached 26.68 and 27.00 (apps/results/distill_lego_cpu_v5/sweep.md).
+
+A splat student starts from 50k points of the teacher's surface, not the model's 20k random
+ones: on lego, hash grid -> splats against the photos, 27.30 dB at 600 steps with 20k (229 s),
+27.73 with 50k (272 s), 27.50 with 20k at 714 steps (282 s); 100k: 27.91 at 600 steps for
+29% more time than 50k, not compared at equal time (apps/results/distill_lego_cpu_v7/sweep.md).
+"""
 
 
 def student_config(kind: str, preset: str = "default"):

@@ -55,7 +55,8 @@ class SplatConfig:
     """Raise the active SH degree by one every this many steps of the 30k-step reference
     schedule (scaled to the run's budget)."""
     init_points: int = 20000
-    """Random Gaussians drawn in the region of interest when the scene has no sparse points."""
+    """Random Gaussians drawn in the region of interest when the scene has no sparse points
+    (a distilled splat student: points of the teacher's surface, 50000 by default)."""
     init_opacity: float = 0.1
     """Opacity of new Gaussians."""
     init_scale: float = 0.5

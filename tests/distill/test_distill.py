@@ -90,6 +90,9 @@ def test_hash_to_splat(demo_run, tmp_path):
     report = distill(demo_run, "splat", tmp_path / "h2s", _train(300), FAST, quiet=True)
     _check_report(report, tmp_path / "h2s", "hashgrid", "splat")
     assert report["vs_teacher"]["psnr"] > 25.0
+    # a default splat student is built with STUDENT_DEFAULTS (up to 50k surface points)
+    saved = json.loads((tmp_path / "h2s" / "config.json").read_text())["model"]["config"]
+    assert saved["init_points"] == 50000
 
 
 def test_splat_to_hash(demo_splat_run, tmp_path):
@@ -267,8 +270,9 @@ def test_distill_takes_the_students_model_settings(demo_run, tmp_path, capsys):
 
 
 def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
-    """A default tri-plane student has STUDENT_DEFAULTS' 8 channels; another preset keeps its
-    own, and a flag wins, even one that names the model's own default (4)."""
+    """A default tri-plane student has STUDENT_DEFAULTS' 8 channels (a splat student 50k
+    initial Gaussians); another preset keeps its own, and a flag wins, even one that names the
+    model's own default (4)."""
     import tyro
 
     from fieldkit.cli import Distill
@@ -283,6 +287,15 @@ def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
     assert student("--triplane.encoder.features", "4").encoder.features == 4
     assert student("--triplane.tv-weight", "0").encoder.features == 8
     assert student_config("hashgrid") == preset_config("hashgrid")
+    # a splat student seeds 50k Gaussians at the teacher's surface (the model: 20k random)
+    assert preset_config("splat").init_points == 20000
+    splat = tyro.cli(Distill, args=["run", "--to", "splat"]).model_config("splat")
+    assert splat.init_points == 50000
+    splat = tyro.cli(Distill, args=["run", "--to", "splat", "--splat.init-points", "20000",
+                                    "--max-gaussians", "9000"]).model_config("splat")
+    assert splat.init_points == 20000 and splat.densify.max_gaussians == 9000
+    assert tyro.cli(Distill, args=["run", "--to", "splat", "--preset", "fast"]
+                    ).model_config("splat").init_points == 10000
     # the command's section defaults are the students' defaults, for every kind
     for kind in ("hashgrid", "triplane", "mlp", "splat"):
         field = next(f for f in dataclasses.fields(Distill) if f.name == kind)
