@@ -78,8 +78,8 @@ def main() -> None:
             "",
             f"- date: {datetime.date.today()}",
             f"- machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            f"- command: `python apps/bench_precision_cpu.py --reps {args.reps} --out "
-            f"{args.out}`",
+            f"- command: `python apps/bench_precision_cpu.py --reps {args.reps}"
+            f"{' --vary' if args.vary else ''} --out {args.out}`",
             "- median of the runs after the warm-up; fresh models at their default preset",
             "",
             "| model | samples | fp32 ms | bf16 ms | fp32 / bf16 | largest relative output "
