@@ -5,7 +5,10 @@ and colour MLPs) on the model's own samples per step (``default_target_samples``
 gradients, and times forward + backward: the median of ``--reps`` runs after ``--warmup``.
 ``DecoderConfig.precision`` picks the MLPs' autocast; the encoders stay float32 either way.
 
-    .venv/bin/python apps/bench_precision_cpu.py --out apps/results/precision_cpu.md
+    .venv/bin/python apps/bench_precision_cpu.py [--vary] [--out TABLE.md]
+
+apps/results/precision_cpu/bench.md holds both modes' tables and the training runs at fixed
+steps behind them.
 
 Also prints the largest difference of the outputs between the two precisions (relative to
 their float32 magnitude), so the speed is read next to what it costs.
@@ -51,7 +54,6 @@ def time_field(kind: str, precision: str, reps: int, warmup: int, vary: bool = F
             first = torch.cat([rgb.detach(), sigma.detach()[:, None]], dim=-1)
         model.zero_grad(set_to_none=True)
     return statistics.median(times), n, first
-
 
 
 def main() -> None:
