@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fieldkit.encoders.plane_tv import plane_tv
+
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 """Input coordinates (column axis, row axis) of the planes xy, xz, yz, in parameter order."""
 
@@ -140,14 +142,11 @@ class TriPlane(nn.Module):
         weight meaningful for any resolution. Per plane, K-Planes' ``compute_plane_tv`` is twice
         this (``2 * (h_tv / count_h + w_tv / count_w)``); check how a K-Planes weight was reduced
         over planes and scales, and double it, before reusing it here.
+
+        Computed by ``plane_tv`` (value and gradient in one pass; ``plane_tv_reference`` is
+        the autograd twin it is tested against).
         """
-        per_scale = []
-        for planes in self.planes:                                    # [3, F, R, R]
-            d_row = planes[:, :, 1:, :] - planes[:, :, :-1, :]        # [3, F, R-1, R]
-            d_col = planes[:, :, :, 1:] - planes[:, :, :, :-1]        # [3, F, R, R-1]
-            dims = (1, 2, 3)
-            per_scale.append(d_row.square().mean(dims) + d_col.square().mean(dims))   # [3]
-        return torch.stack(per_scale).mean()                          # mean of [S, 3]
+        return plane_tv(list(self.planes))
 
     def l1(self) -> Tensor:
         """Scalar sparsity penalty: mean over scales of ``mean(|planes[s]|)`` (all 3 planes,

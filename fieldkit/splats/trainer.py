@@ -16,6 +16,7 @@ from pytorch_msssim import ssim as _ssim
 from fieldkit.data.scene import Scene, composite
 from fieldkit.splats.densify import Densifier
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
+from fieldkit.train.optim import make_adam
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.trainer import Trainer
 
@@ -48,7 +49,7 @@ class SplatTrainer(Trainer):
 
     def _make_optimizer(self) -> None:
         groups = self.model.param_groups(self.lr)
-        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.999), eps=1e-15)
+        self.optimizer = make_adam(groups, self.lr, betas=(0.9, 0.999))
 
     def schedule_step(self) -> int:
         """Position in the 30k-step reference schedule."""

@@ -20,6 +20,7 @@ from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_
                                        save_checkpoint, set_rng_state)
 from fieldkit.train.config import TrainConfig, lr_factor
 from fieldkit.train.metrics import psnr
+from fieldkit.train.optim import make_adam
 from fieldkit.train.plot import plot_psnr
 from fieldkit.train.rays import BACKGROUNDS, RayBatcher, resolve_background
 
@@ -49,7 +50,7 @@ class Trainer:
 
     def _make_optimizer(self) -> None:
         groups = self.model.param_groups(self.lr)
-        self.optimizer = torch.optim.Adam(groups, lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.optimizer = make_adam(groups, self.lr, betas=(0.9, 0.99))
 
     # ------------------------------------------------------------------ one step
     def progress(self) -> float:
