@@ -13,7 +13,7 @@ student step (8 channels, 256^2 finest planes), more than the four ``grid_sample
 Here the forward computes the value and the gradient in one pass over each plane (the
 gradient is linear in the planes: ``2 c (2 P[i] - P[i-1] - P[i+1])`` along each axis, one
 fewer term at the borders), and the backward only scales the stored gradient.
-(``apps/bench_triplane_step.py``, ``apps/results/triplane_step_cpu.md``.)
+(``apps/bench_step_cpu.py``, ``apps/results/step_cpu.md``.)
 """
 from __future__ import annotations
 

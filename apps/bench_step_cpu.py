@@ -1,4 +1,4 @@
-"""Benchmark: a tri-plane training step on the CPU, before and after the closed-form
+"""Benchmark: training steps on the CPU, before and after the tri-plane's closed-form
 total-variation gradient (``fieldkit/encoders/plane_tv.py``) and the fused Adam
 (``fieldkit/train/optim.py``).
 
@@ -9,10 +9,10 @@ Times, interleaved and as medians,
 2. one Adam step over those parameters alone (foreach vs fused);
 3. whole tri-plane training steps on lego-400 at 200x200 (``Trainer``, 2^14 samples a step)
    with 4 and 8 channels, three trainers stepping in turn: before (autograd TV, foreach Adam),
-   closed-form TV with foreach Adam, closed-form TV with fused Adam (``--train-steps``, 0 to
-   skip).
+   closed-form TV with foreach Adam, closed-form TV with fused Adam; and hash-grid training
+   steps with foreach and with fused Adam (``--train-steps``, 0 to skip).
 
-    python apps/bench_triplane_step.py [--out apps/results/triplane_step_cpu.md]
+    python apps/bench_step_cpu.py [--out apps/results/step_cpu.md]
 """
 from __future__ import annotations
 
@@ -73,20 +73,22 @@ def time_adam(features: int, reps: int) -> dict[str, float]:
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def time_training(scene, features: int, steps: int) -> dict[str, float]:
-    """Median ms of the last half of ``steps`` tri-plane training steps, per STEP_VARIANTS
-    entry; the trainers step in turn so that all see the same machine."""
+def time_training(scene, kind: str, overrides: dict, variants: dict,
+                  steps: int) -> dict[str, float]:
+    """Median ms of the last half of ``steps`` training steps of a ``kind`` model (its default
+    preset with ``overrides``), per entry of ``variants`` (name: (TV variant, fused Adam));
+    the trainers step in turn so that all see the same machine."""
     from fieldkit.encoders import triplane as triplane_module
     from fieldkit.fields.registry import build_model, merge, preset_config
     from fieldkit.train.config import TrainConfig
     from fieldkit.train.trainer import Trainer
 
-    config = merge(preset_config("triplane", "default"), {"encoder": {"features": features}})
-    trainers, times = {}, {k: [] for k in STEP_VARIANTS}
+    config = merge(preset_config(kind, "default"), overrides)
+    trainers, times = {}, {k: [] for k in variants}
     tmp = tempfile.TemporaryDirectory()
-    for name, (_, fused) in STEP_VARIANTS.items():
+    for name, (_, fused) in variants.items():
         torch.manual_seed(0)
-        model = build_model("triplane", scene.normalisation.bound, config=config)
+        model = build_model(kind, scene.normalisation.bound, config=config)
         trainer = Trainer(scene, model, TrainConfig(max_steps=steps, eval_every=0),
                           Path(tmp.name) / str(len(trainers)))
         if not fused:   # torch's default Adam (foreach), as before fieldkit/train/optim.py
@@ -97,7 +99,7 @@ def time_training(scene, features: int, steps: int) -> dict[str, float]:
     try:
         for _ in range(steps):
             for name, trainer in trainers.items():
-                triplane_module.plane_tv = TV_VARIANTS[STEP_VARIANTS[name][0]]
+                triplane_module.plane_tv = TV_VARIANTS[variants[name][0]]
                 t0 = time.perf_counter()
                 trainer.step()
                 times[name].append(time.perf_counter() - t0)
@@ -117,12 +119,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("FIELDKIT_QUIET", "1")
     lines = [
-        "# Tri-plane training steps on the CPU: closed-form TV gradient, fused Adam", "",
+        "# Training steps on the CPU: the tri-plane's closed-form TV gradient, fused Adam", "",
         f"- date: {time.strftime('%Y-%m-%d')}",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, no GPU" if not torch.cuda.is_available() else
         f"- machine: {torch.cuda.get_device_name()}",
-        f"- command: `python apps/bench_triplane_step.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `python apps/bench_step_cpu.py {' '.join(sys.argv[1:])}`".rstrip(),
         "- medians, variants interleaved", "",
         "| what | before | after | speed-up |", "|---|---|---|---|"]
     for features in (4, 8):
@@ -142,14 +144,23 @@ def main() -> None:
         scene = load_scene(args.scene, downscale=2)
         lines += ["", f"Whole training steps, lego-400 at 200 px, 2^14 samples a step; median "
                   f"of the last {args.train_steps // 2} of {args.train_steps} steps:", "",
-                  "| channels | " + " | ".join(STEP_VARIANTS) + " | speed-up |",
+                  "| tri-plane channels | " + " | ".join(STEP_VARIANTS) + " | speed-up |",
                   "|---|" + "---|" * (len(STEP_VARIANTS) + 1)]
         for features in (4, 8):
-            t = time_training(scene, features, args.train_steps)
+            t = time_training(scene, "triplane", {"encoder": {"features": features}},
+                              STEP_VARIANTS, args.train_steps)
             first, last = t["before"], t[list(STEP_VARIANTS)[-1]]
             lines.append(f"| {features} | " + " | ".join(f"{v:.1f} ms" for v in t.values())
                          + f" | {first / last:.2f}x |")
             print(lines[-1], flush=True)
+        hash_variants = {"foreach Adam": ("closed form", False),
+                         "fused Adam": ("closed form", True)}
+        t = time_training(scene, "hashgrid", {}, hash_variants, args.train_steps)
+        a, b = t.values()
+        lines += ["", "| hash grid (default) | foreach Adam | fused Adam | speed-up |",
+                  "|---|---|---|---|", f"| training step | {a:.1f} ms | {b:.1f} ms | "
+                  f"{a / b:.2f}x |"]
+        print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
