@@ -199,7 +199,7 @@ def _encode_torch(x: Tensor, table: Tensor, lattice, mult, dense, offsets, mask:
     """Plain-autograd encoding: x [N, 3] -> [L, N, F] (the simple twin; also the compiled path)."""
     out = None
     for idx, w in _corners(x, lattice, mult, dense, offsets, mask, wrap):
-        v = table.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)  # [L, N, F]
+        v = table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])  # [L, N, F]
         v = v * w[..., None].to(table.dtype)
         out = v if out is None else out + v
     return out
@@ -215,8 +215,6 @@ class _HashGridFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, table, scales, cell_max, mult, dense, offsets, wrap, meta):
         lattice = (scales, cell_max, meta[3])
-        if torch.compiler.is_compiling():
-            return _encode_torch(x, table, lattice, mult, dense, offsets, meta[1], wrap)
         out = table.new_empty(scales.shape[0], x.shape[0], table.shape[1])
         for s in range(0, x.shape[0], EAGER_CHUNK):
             p = slice(s, s + EAGER_CHUNK)
@@ -233,25 +231,42 @@ class _HashGridFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         """grad_out [L, N, F] -> grad_table [M, F], recomputing indices and weights from x."""
         x, scales, cell_max, mult, dense, offsets, wrap = ctx.saved_tensors
+        grad_table = grad_out.new_zeros(ctx.table_shape)
+        lattice = (scales, cell_max, ctx.meta[3])
+        return None, _table_grad_eager(x, grad_out, lattice, mult, offsets, wrap, ctx.meta,
+                                       grad_table), *(None,) * 7
+
+
+class _HashGridTraceable(_HashGridFunction):
+    """``_HashGridFunction`` written for ``torch.compile`` (what ``hashgrid_fast`` compiles,
+    and what ``HashGrid.forward`` calls when dynamo traces it inside a compiled caller): same
+    inputs and outputs, no graph breaks. A class of its own, chosen with the thread-local
+    ``torch.compiler.is_dynamo_compiling()``, not a branch on ``torch.compiler.is_compiling()``
+    inside one function: that flag is process-wide, so while a background thread compiled,
+    eager calls on other threads took the traceable branch (and failed on empty batches)."""
+
+    @staticmethod
+    def forward(x, table, scales, cell_max, mult, dense, offsets, wrap, meta):
+        lattice = (scales, cell_max, meta[3])
+        return _encode_torch(x, table, lattice, mult, dense, offsets, meta[1], wrap)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        """One fused loop of atomic adds per level: level by level (cache locality), with
+        nothing [L, N, 8]-sized stored. Measured 1.3-1.7x faster than one loop over all levels
+        or one per corner, and on par with calling _table_grad_eager as a custom op."""
+        x, scales, cell_max, mult, dense, offsets, wrap = ctx.saved_tensors
         nd, mask, _, shift = ctx.meta
         grad_table = grad_out.new_zeros(ctx.table_shape)
-        nones = (None,) * 7
-        if torch.compiler.is_compiling():
-            # One fused loop of atomic adds per level: level by level (cache locality), with
-            # nothing [L, N, 8]-sized stored. Measured 1.3-1.7x faster than one loop over all
-            # levels or one per corner, and on par with calling _table_grad_eager as a custom op.
-            for lv in range(scales.shape[0]):
-                s = slice(lv, lv + 1)
-                dense_lv = lv < nd
-                idx, w = _corner_grid(x, (scales[s], cell_max[s], shift), mult[:, s], offsets[s],
-                                      None if dense_lv else mask,
-                                      wrap[s] if dense_lv and wrap is not None else None)
-                values = grad_out[s, :, None, :] * w[..., None].to(grad_out.dtype)
-                grad_table.index_put_((idx,), values, accumulate=True)
-            return None, grad_table, *nones
-        lattice = (scales, cell_max, shift)
-        return None, _table_grad_eager(x, grad_out, lattice, mult, offsets, wrap, ctx.meta,
-                                       grad_table), *nones
+        for lv in range(scales.shape[0]):
+            s = slice(lv, lv + 1)
+            dense_lv = lv < nd
+            idx, w = _corner_grid(x, (scales[s], cell_max[s], shift), mult[:, s], offsets[s],
+                                  None if dense_lv else mask,
+                                  wrap[s] if dense_lv and wrap is not None else None)
+            values = grad_out[s, :, None, :] * w[..., None].to(grad_out.dtype)
+            grad_table.index_put_((idx,), values, accumulate=True)
+        return None, grad_table, *(None,) * 7
 
 
 class HashGrid(nn.Module):
@@ -307,7 +322,10 @@ class HashGrid(nn.Module):
         fast = self._fast[kind] or inference_function(self, x)
         if fast is not None and getattr(fast, "encodes_whole", False):
             return fast(self.table, x)                    # tiny-cuda-nn: [N, L*F] directly
-        out = (fast or _HashGridFunction.apply)(x.detach(), self.table, *self.fused_args())
+        if fast is None:   # eager; the traceable twin when dynamo traces a compiled caller
+            fast = (_HashGridTraceable.apply if torch.compiler.is_dynamo_compiling()
+                    else _HashGridFunction.apply)
+        out = fast(x.detach(), self.table, *self.fused_args())
         return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)   # [L, N, F] -> [N, L*F]
 
     def fused_args(self) -> tuple:

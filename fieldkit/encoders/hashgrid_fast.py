@@ -4,7 +4,7 @@
 
 - a tiny-cuda-nn encoding (``hashgrid_tcnn.TcnnEncoding``) when ``config.backend`` allows it,
   the grid uses the tcnn convention and tcnn runs on this GPU;
-- else a ``torch.compile``d ``_HashGridFunction`` (Triton kernels on a GPU) when
+- else a ``torch.compile``d ``_HashGridTraceable`` (Triton kernels on a GPU) when
   ``config.compile`` says so (``auto``: on CUDA only) and a smoke test of forward and backward
   compiles and matches eager;
 - else None: the eager torch path.
@@ -32,10 +32,10 @@ def _warn_once(key: str, message: str) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_function():
-    """``_HashGridFunction.apply`` compiled once per process (dynamic batch sizes)."""
-    from fieldkit.encoders.hashgrid import _HashGridFunction
+    """``_HashGridTraceable.apply`` compiled once per process (dynamic batch sizes)."""
+    from fieldkit.encoders.hashgrid import _HashGridTraceable
 
-    return torch.compile(_HashGridFunction.apply, dynamic=True)
+    return torch.compile(_HashGridTraceable.apply, dynamic=True)
 
 
 @torch.enable_grad()   # the first call may come from rendering, under no_grad

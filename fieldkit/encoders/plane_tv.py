@@ -75,5 +75,6 @@ class _PlaneTV(torch.autograd.Function):
 
 def plane_tv(planes: list[Tensor]) -> Tensor:
     """Scalar total variation of ``planes`` (each ``[3, F, R, R]``, R >= 2), equal to
-    ``plane_tv_reference`` (sums in float32, or float64 for float64 planes); differentiable with respect to every plane."""
+    ``plane_tv_reference`` (sums in float32, or float64 for float64 planes); differentiable
+    with respect to every plane."""
     return _PlaneTV.apply(*planes)

@@ -137,3 +137,27 @@ def test_a_failed_compile_warns_once_and_stays_eager(monkeypatch):
         with torch.no_grad():
             out = grid(_points(100))
     torch.testing.assert_close(out, _eager(grid, _points(100)), atol=0, rtol=0)
+
+
+def test_eager_calls_ignore_a_compilation_on_another_thread(monkeypatch):
+    """torch.compiler.is_compiling() is process-wide: while a background thread compiles, it
+    is True on every thread. The eager path must not read it: same values and gradients as
+    without it, and empty batches (rays that hit nothing) still work."""
+    grid = _grid()
+    x = _points(300)
+
+    def run(n: int):
+        grid.table.grad = None
+        out = grid(x[:n])
+        out.square().sum().backward()
+        return out.detach(), grid.table.grad.clone()
+
+    expected = [run(n) for n in (0, 300)]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for n, (out, grad) in zip((0, 300), expected):
+        got_out, got_grad = run(n)
+        assert got_out.shape == (n, CONFIG.num_levels * 2)
+        torch.testing.assert_close(got_out, out, atol=0, rtol=0)
+        torch.testing.assert_close(got_grad, grad, atol=0, rtol=0)
+    with torch.no_grad():
+        assert grid(x[:0]).shape == (0, CONFIG.num_levels * 2)
