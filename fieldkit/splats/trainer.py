@@ -16,7 +16,6 @@ from pytorch_msssim import ssim as _ssim
 from fieldkit.data.scene import Scene, composite
 from fieldkit.splats.densify import Densifier
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
-from fieldkit.train.optim import make_adam
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.trainer import Trainer
 
@@ -37,6 +36,8 @@ MEANS_LR_FINAL = 0.01
 class SplatTrainer(Trainer):
     """Trainer for ``SplatModel`` (see module docstring)."""
 
+    adam_betas = (0.9, 0.999)
+
     def __init__(self, scene: Scene, model, config, run_dir):
         super().__init__(scene, model, config, run_dir)
         self.densifier = Densifier(model.config.densify, model.config.scene_extent)
@@ -46,10 +47,6 @@ class SplatTrainer(Trainer):
         self.last_reset_step = 0
         self.base_lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         self.last_refine: dict = {}
-
-    def _make_optimizer(self) -> None:
-        groups = self.model.param_groups(self.lr)
-        self.optimizer = make_adam(groups, self.lr, betas=(0.9, 0.999))
 
     def schedule_step(self) -> int:
         """Position in the 30k-step reference schedule."""

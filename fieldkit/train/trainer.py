@@ -29,6 +29,9 @@ class Trainer:
     """Optimises ``model`` (any registered model: ``fieldkit/fields/registry.py``) on ``scene``;
     writes into ``run_dir``."""
 
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam's betas (instant-ngp's; the splat trainer keeps 3DGS's 0.999)."""
+
     def __init__(self, scene: Scene, model: torch.nn.Module, config: TrainConfig, run_dir: Path):
         config = replace(config, background=resolve_background(config.background, scene))
         self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
@@ -50,7 +53,7 @@ class Trainer:
 
     def _make_optimizer(self) -> None:
         groups = self.model.param_groups(self.lr)
-        self.optimizer = make_adam(groups, self.lr, betas=(0.9, 0.99))
+        self.optimizer = make_adam(groups, self.lr, betas=self.adam_betas)
 
     # ------------------------------------------------------------------ one step
     def progress(self) -> float:
