@@ -16,6 +16,7 @@ import torch
 from fieldkit import __version__
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
+from fieldkit.distill.budget import RenderBudget
 from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.field import FieldDistillTrainer, init_grid_from_teacher
 from fieldkit.distill.report import model_facts, print_report, versus_photos, versus_teacher
@@ -23,7 +24,7 @@ from fieldkit.distill.splat import init_splats_from_views
 from fieldkit.distill.targets import build_ray_bank, render_scene
 from fieldkit.distill.teacher import Teacher
 from fieldkit.distill.views import novel_cameras, save_train_cameras, train_cameras
-from fieldkit.errors import FieldkitError
+from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig
@@ -66,6 +67,15 @@ def without_teacher_time(config: TrainConfig, teacher_seconds: float) -> TrainCo
         return config
     return replace(config, max_time=max(STUDENT_MIN_SHARE * config.max_time,
                                         config.max_time - teacher_seconds))
+
+
+def render_budget(train: TrainConfig, fit_time: bool, fixed: dict[str, int]) -> RenderBudget:
+    """The limit on the target renders: the share of a time budget that the student's
+    optimisation may give up (1 - STUDENT_MIN_SHARE), none without one; a resumed run renders
+    the counts it saved (``fixed``)."""
+    seconds = (1 - STUDENT_MIN_SHARE) * train.max_time \
+        if fit_time and train.max_time is not None else None
+    return RenderBudget(seconds, fixed=dict(fixed))
 
 
 def _empty_cameras() -> Cameras:
@@ -132,16 +142,19 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     teacher = Teacher(load_model(teacher_run, device=device))
     norm = Normalisation.from_dict(tcfg["normalisation"])
     cams, cam_source = train_cameras(teacher_run, tcfg)
+    budget = render_budget(train, fit_time, saved["distill"].get("rendered", {})
+                           if resume else {})
     held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
                          scale=config.view_scale)
     student_views = novel_cameras(cams, config.views, seed=config.seed,
                                   scale=config.view_scale) if kind == "splat" else _empty_cameras()
-    views = render_scene(teacher, student_views, held, norm, teacher_run)
+    views = render_scene(teacher, student_views, held, norm, teacher_run, budget)
     # the held-out views only serve evaluation (like the photos): their renders are reported
     # apart and stay out of the time budget, as evaluation stays out of training time
-    held_seconds = sum(views.frame_seconds[len(student_views):])
+    held_frames = views.frame_seconds[views.num_train:]
+    held_seconds = sum(held_frames)
     teacher_seconds = views.seconds - held_seconds
-    teacher_frame = float(torch.tensor(views.frame_seconds[len(student_views):]).median())
+    teacher_frame = float(torch.tensor(held_frames).median()) if held_frames else float("nan")
 
     bound = float(tcfg["model"]["config"]["render"]["bound"])
     torch.manual_seed(train.seed)
@@ -159,7 +172,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         bank_cams = novel_cameras(cams, config.bank_views, seed=config.seed + 1,
                                   scale=config.view_scale)
         bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
-                              torch.Generator().manual_seed(config.seed + 2))
+                              torch.Generator().manual_seed(config.seed + 2), budget)
         student = student.to(device)
         init_grid_from_teacher(student, teacher)
         teacher_seconds += time.perf_counter() - t0
@@ -168,6 +181,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
 
     if fit_time:
         train = without_teacher_time(train, teacher_seconds)
+    if budget.summary():
+        warn(budget.summary())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {
         "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -177,7 +192,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
                   "num_params": student.num_params},
         "train": train.to_dict(),
         "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
-                    "cameras": cam_source, "config": config.to_dict()}})
+                    "cameras": cam_source, "config": config.to_dict(),
+                    "rendered": budget.made}})
     save_train_cameras(out, cams)
     if trainer_cls is FieldDistillTrainer:
         trainer = FieldDistillTrainer(views, student, train, out, **extra)
@@ -195,6 +211,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         "teacher": {**model_facts(teacher.model, teacher_run), "train_seconds": t_seconds},
         "student": {**model_facts(student, out), "steps": trainer.step_count},
         "cameras": cam_source, "teacher_seconds_per_frame": teacher_frame,
+        "targets": {"rendered": budget.made, "cut": budget.cuts},
         "vs_teacher": versus_teacher(student, views),
     }
     scenes = _gt_scenes(tcfg, {"teacher": teacher.kind, "student": kind}) \

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from torch import Tensor
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.data.scene import Scene
+from fieldkit.distill.budget import RenderBudget
 from fieldkit.distill.teacher import Teacher
 from fieldkit.progress import progress_iter
 
@@ -27,6 +29,10 @@ VIEW_BANK_KEEP = 0.25
 bank to keep this share of their pixels (at least VIEW_BANK_MIN_VIEWS views): 200 whole views
 of 200 x 200 to keep 2^18 rays would render 30x more pixels than used."""
 VIEW_BANK_MIN_VIEWS = 16
+MIN_BANK_RAYS = 1 << 16
+"""Least rays a field teacher renders for the bank, however short the time budget."""
+MIN_TRAIN_VIEWS = 16
+"""Least novel views a teacher renders for a splat student, however short the time budget."""
 ERROR_FLOOR = 1e-3
 """Least weight of a ray in error-guided sampling (a ray the student matches still gets
 drawn now and then)."""
@@ -76,37 +82,60 @@ class RayBank:
 
 
 def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,
-                   generator: torch.Generator) -> RayBank:
+                   generator: torch.Generator, budget: RenderBudget | None = None) -> RayBank:
     """``n_rays`` rays through uniformly random points of the images of ``cameras``, rendered by
     the teacher (volumetric teachers render the rays themselves; splat teachers render whole
     views, as few as keep VIEW_BANK_KEEP of their pixels, and the rays are drawn from their
-    pixel centres)."""
+    pixel centres). With a ``budget``, fewer rays (at least MIN_BANK_RAYS) when the renders
+    would not fit; the rays are random, so the ones rendered are a random subset."""
     if teacher.is_splat:
-        return _bank_from_views(teacher, cameras, n_rays, generator)
+        return _bank_from_views(teacher, cameras, n_rays, generator, budget)
     cam = torch.randint(len(cameras), (n_rays,), generator=generator)
     uv = torch.rand(n_rays, 2, generator=generator)
     xy = uv * torch.stack([cameras.width[cam], cameras.height[cam]], -1).float()
     origins, dirs = cameras.rays(cam, xy)
-    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "alpha": []}
     chunks = list(zip(origins.split(BANK_CHUNK), dirs.split(BANK_CHUNK)))
-    for o, d in progress_iter(chunks, total=len(chunks), desc="teacher rays"):
-        out = teacher.render_rays(o, d)
-        for k in parts:
-            parts[k].append(out[k])
-    return RayBank(origins.float(), dirs.float(), *(torch.cat(parts[k]) for k in parts))
+    outs = [_timed(teacher.render_rays, budget, *chunks[0])] if chunks else []
+    if budget is not None and chunks:
+        n = budget.count("bank_chunks", f"chunks of {BANK_CHUNK} teacher rays", len(chunks),
+                         -(-MIN_BANK_RAYS // BANK_CHUNK), budget.last)
+        chunks = chunks[:n]
+    for o, d in progress_iter(chunks[1:], total=len(chunks) - 1, desc="teacher rays"):
+        outs.append(_timed(teacher.render_rays, budget, o, d))
+    n = sum(len(o["rgb"]) for o in outs)
+    return RayBank(origins[:n].float(), dirs[:n].float(),
+                   *(torch.cat([o[k] for o in outs]) for k in ("rgb", "depth", "alpha")))
+
+
+def _timed(render, budget: RenderBudget | None, *args) -> dict[str, Tensor]:
+    """``render(*args)``, its seconds counted in ``budget`` (and kept as ``budget.last``)."""
+    t0 = time.perf_counter()
+    out = render(*args)
+    if budget is not None:
+        budget.last = time.perf_counter() - t0
+        budget.add(budget.last)
+    return out
 
 
 def _bank_from_views(teacher: Teacher, cameras: Cameras, n_rays: int,
-                     generator: torch.Generator) -> RayBank:
+                     generator: torch.Generator, budget: RenderBudget | None) -> RayBank:
     pixels = int(cameras.width[0]) * int(cameras.height[0])
     n_views = max(VIEW_BANK_MIN_VIEWS, -(-n_rays // int(VIEW_BANK_KEEP * pixels)))
-    cameras = cameras[:min(len(cameras), n_views)]   # the views are random already
+    n_views = min(len(cameras), n_views)   # the views are random already
     cols: dict[str, list[Tensor]] = {k: [] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
-    for i in progress_iter(range(len(cameras)), total=len(cameras), desc="teacher views"):
-        out = teacher.render_view(cameras[i])
+
+    def add(i: int) -> None:
+        out = _timed(teacher.render_view, budget, cameras[i])
         o, d = cameras.image_rays(i)
         for k, v in (("origins", o), ("dirs", d), *out.items()):
             cols[k].append(v.reshape(-1, v.shape[-1]).float())
+
+    add(0)
+    if budget is not None:
+        n_views = budget.count("bank_views", "teacher views for the ray bank", n_views,
+                               VIEW_BANK_MIN_VIEWS, budget.last)
+    for i in progress_iter(range(1, n_views), total=n_views - 1, desc="teacher views"):
+        add(i)
     full = {k: torch.cat(v) for k, v in cols.items()}
     keep = torch.randperm(len(full["origins"]), generator=generator)[:n_rays]
     return RayBank(**{k: v[keep] for k, v in full.items()})
@@ -123,35 +152,59 @@ class TeacherViews:
     """Time spent rendering them."""
     frame_seconds: list[float]
     """Per view, the teacher's render time."""
+    num_train: int
+    """Views of the ``train`` split (the first ones; the held-out views follow)."""
 
 
 def render_scene(teacher: Teacher, train: Cameras, held_out: Cameras,
-                 normalisation: Normalisation, root: Path) -> TeacherViews:
+                 normalisation: Normalisation, root: Path,
+                 budget: RenderBudget | None = None) -> TeacherViews:
     """Render ``train`` then ``held_out`` views with the teacher into a ``Scene`` whose
-    ``train`` split holds the first and whose ``val``/``test`` splits hold the second."""
-    import time
+    ``train`` split holds the first and whose ``val``/``test`` splits hold the second.
 
+    With a ``budget``, only as many ``train`` views (at least MIN_TRAIN_VIEWS) as fit in it,
+    timed by the held-out views' renders (rendered first; they stay out of the budget, being
+    evaluation)."""
     t0 = time.perf_counter()
+    held = [_render_rgba(teacher, held_out[i]) for i in progress_iter(
+        range(len(held_out)), total=len(held_out), desc="held-out views")]
+    first = []
+    if budget is not None and len(train):
+        if held:
+            each = float(torch.tensor([h[2] for h in held]).median())
+        else:
+            first = [_render_rgba(teacher, train[0])]
+            each = first[0][2]
+        n = budget.count("views", "novel views", len(train), MIN_TRAIN_VIEWS, each)
+        train = train[:n]
+    rest = progress_iter(range(len(first), len(train)), total=len(train) - len(first),
+                         desc="teacher views")
+    renders = first + [_render_rgba(teacher, train[i]) for i in rest]
+    if budget is not None:
+        budget.add(sum(r[2] for r in renders))
+    renders += held
     cams = Cameras(torch.cat([train.c2w, held_out.c2w]), torch.cat([train.K, held_out.K]),
                    torch.cat([train.width, held_out.width]),
                    torch.cat([train.height, held_out.height]))
-    pixels, depths, secs = [], [], []
-    for i in progress_iter(range(len(cams)), total=len(cams), desc="teacher views"):
-        t1 = time.perf_counter()
-        out = teacher.render_view(cams[i])
-        secs.append(time.perf_counter() - t1)
-        alpha = out["alpha"].clamp(0, 1)
-        rgb = (out["rgb"] / alpha.clamp_min(1e-6)).clamp(0, 1)  # straight alpha
-        rgba = torch.cat([rgb, alpha], -1)
-        pixels.append((rgba * 255 + 0.5).to(torch.uint8).reshape(-1, 4))
-        depths.append(out["depth"])
-    sizes = torch.tensor([0] + [len(p) for p in pixels])
+    sizes = torch.tensor([0] + [len(r[0]) for r in renders])
     n_train = len(train)
-    held = torch.arange(n_train, len(cams))
+    held_idx = torch.arange(n_train, len(cams))
     scene = Scene(root=Path(root), format="teacher", cameras=cams,
                   image_paths=[Path(root) / f"view_{i:04d}" for i in range(len(cams))],
-                  pixels=torch.cat(pixels), offsets=torch.cumsum(sizes, 0),
-                  splits={"train": torch.arange(n_train) if n_train else held, "val": held,
-                          "test": held},
+                  pixels=torch.cat([r[0] for r in renders]), offsets=torch.cumsum(sizes, 0),
+                  splits={"train": torch.arange(n_train) if n_train else held_idx,
+                          "val": held_idx, "test": held_idx},
                   normalisation=normalisation, camera_models=["PINHOLE"] * len(cams))
-    return TeacherViews(scene, depths, time.perf_counter() - t0, secs)
+    return TeacherViews(scene, [r[1] for r in renders], time.perf_counter() - t0,
+                        [r[2] for r in renders], n_train)
+
+
+def _render_rgba(teacher: Teacher, camera: Cameras) -> tuple[Tensor, Tensor, float]:
+    """(pixels [H*W, 4] uint8 straight alpha, depth [H, W, 1], seconds) of one view."""
+    t0 = time.perf_counter()
+    out = teacher.render_view(camera)
+    seconds = time.perf_counter() - t0
+    alpha = out["alpha"].clamp(0, 1)
+    rgb = (out["rgb"] / alpha.clamp_min(1e-6)).clamp(0, 1)  # straight alpha
+    rgba = torch.cat([rgb, alpha], -1)
+    return (rgba * 255 + 0.5).to(torch.uint8).reshape(-1, 4), out["depth"], seconds
