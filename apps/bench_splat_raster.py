@@ -15,6 +15,7 @@ import datetime
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -37,59 +38,134 @@ def scene(n: int, size: int, seed: int = 0):
     return [means, quats, scales, opac, colors], torch.linalg.inv(c2w), K
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def load_rasterizer(ref: str):
+    """``rasterize`` of ``fieldkit/render/splat.py`` as it was at git ``ref`` (or of the file
+    ``ref`` names), as a module of its own, so that both versions run interleaved in one
+    process."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    src = Path(ref).read_text() if Path(ref).is_file() else subprocess.run(
+        ["git", "show", f"{ref}:fieldkit/render/splat.py"], cwd=root, check=True,
+        capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "splat_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("splat_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["splat_before"] = module          # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.rasterize
+
+
+def timed(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``fns`` (name: callable), called in turn ``repeats`` times
+    after one warm-up each; the order alternates (a call runs faster or slower right after
+    another one freed its memory)."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for rep in range(repeats):
+        for name, fn in list(fns.items())[::-1 if rep % 2 else 1]:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run(n: int, size: int, repeats: int) -> dict:
-    params, view, K = scene(n, size)
+def run_model(run_dir: Path, rasterizers: dict, repeats: int) -> dict:
+    """A trained splat run seen from its first training camera, as its trainer renders it
+    (SH degree 3, white background; loss: the mean of the image)."""
+    from fieldkit.distill.views import train_cameras
+    from fieldkit.splats.model import SplatModel
+    from fieldkit.train.run import read_config
+
+    model = SplatModel.load(run_dir)
+    model.active_sh_degree = model.config.sh_degree
+    cam = train_cameras(run_dir, read_config(run_dir))[0][0]
+    p = model.params
+    size = (int(cam.width[0]), int(cam.height[0]))
+    view = torch.linalg.inv(cam.c2w[0])
+    params = [p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]),
+              model.colors(cam.c2w[0, :3, 3])]
+    params = [t.detach() for t in params]
+    return measure(f"{run_dir.name} ({model.num_gaussians:,} Gaussians)", params, view,
+                   cam.K[0], size, rasterizers, repeats)
+
+
+def measure(name: str, params: list, view, K, size: tuple[int, int], rasterizers: dict,
+            repeats: int) -> dict:
+    w, h = size
     bg = torch.ones(3)
 
-    def forward():
-        with torch.no_grad():
-            rasterize(*params, view, K, size, size, bg)
+    def forward(raster):
+        def fn():
+            with torch.no_grad():
+                raster(*params, view, K, w, h, bg)
+        return fn
 
-    def backward():
-        leaves = [p.clone().requires_grad_(True) for p in params]
-        out, _ = rasterize(*leaves, view, K, size, size, bg)
-        out["rgb"].sum().backward()
+    def backward(raster):
+        def fn():
+            leaves = [t.clone().requires_grad_(True) for t in params]
+            out, _ = raster(*leaves, view, K, w, h, bg)
+            out["rgb"].mean().backward()
+        return fn
 
     with torch.no_grad():
-        proj = project(*params[:4], view, K, size, size)
-        bins = bin_tiles(proj, size, size)
-    return {"n": n, "size": size, "visible": int(proj.visible.sum()),
-            "intersections": len(bins.gaussian), "forward_s": timed(forward, repeats),
-            "forward_backward_s": timed(backward, repeats)}
+        proj = project(*params[:4], view, K, w, h)
+        bins = bin_tiles(proj, w, h)
+    fwd = timed({k: forward(r) for k, r in rasterizers.items()}, repeats)
+    bwd = timed({k: backward(r) for k, r in rasterizers.items()}, repeats)
+    return {"name": name, "size": f"{w}x{h}", "visible": int(proj.visible.sum()),
+            "intersections": len(bins.gaussian), "forward_s": fwd, "forward_backward_s": bwd}
+
+
+def run(n: int, size: int, rasterizers: dict, repeats: int) -> dict:
+    params, view, K = scene(n, size)
+    return measure(f"{n:,} random", params, view, K, (size, size), rasterizers, repeats)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gaussians", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--sizes", type=int, nargs="+", default=[200, 400])
+    ap.add_argument("--runs", type=Path, nargs="*", default=[],
+                    help="trained splat runs to time too (their first training camera)")
+    ap.add_argument("--before", default=None, metavar="GIT_REF",
+                    help="also time the rasterizer as it was at this commit, interleaved")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("apps/results/splat_raster_cpu.md"))
     args = ap.parse_args()
-    rows = [run(n, s, args.repeats) for n in args.gaussians for s in args.sizes]
+    rasterizers = {"now": rasterize}
+    if args.before:
+        rasterizers = {"before": load_rasterizer(args.before), "now": rasterize}
+    rows = [run(n, s, rasterizers, args.repeats) for n in args.gaussians for s in args.sizes]
+    rows += [run_model(r, rasterizers, args.repeats) for r in args.runs]
     cmd = ("python apps/bench_splat_raster.py --gaussians " + " ".join(map(str, args.gaussians))
-           + " --sizes " + " ".join(map(str, args.sizes)) + f" --repeats {args.repeats}")
+           + " --sizes " + " ".join(map(str, args.sizes))
+           + "".join(f" --runs {r}" for r in args.runs)
+           + (f" --before {args.before}" if args.before else "") + f" --repeats {args.repeats}")
+    cols = list(rasterizers)
+    head = " | ".join(f"forward s ({c}) | forward+backward s ({c})" for c in cols) \
+        if args.before else "forward s | forward+backward s"
     lines = ["# Pure-torch splat rasterizer on CPU", "",
              f"- date: {datetime.date.today().isoformat()}",
              f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
              f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
-             "- median of the repeats after one warm-up; target: 10^5 Gaussians at 200x200 "
-             "forward <= 1 s", "",
-             "| Gaussians | size | visible | tile intersections | forward s | forward+backward s |",
-             "|---|---|---|---|---|---|"]
+             "- median of the repeats after one warm-up" + (", versions interleaved"
+                                                            if args.before else ""), "",
+             f"| Gaussians | size | visible | tile intersections | {head} |"
+             + (" fwd+bwd speed-up |" if args.before else ""),
+             "|---|---|---|---|" + "---|---|" * len(cols) + ("---|" if args.before else "")]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['size']}x{r['size']} | {r['visible']:,} | "
-                     f"{r['intersections']:,} | {r['forward_s']:.3f} | "
-                     f"{r['forward_backward_s']:.3f} |")
+        times = " | ".join(f"{r['forward_s'][c]:.3f} | {r['forward_backward_s'][c]:.3f}"
+                           for c in cols)
+        gain = (f" {r['forward_backward_s']['before'] / r['forward_backward_s']['now']:.2f}x |"
+                if args.before else "")
+        lines.append(f"| {r['name']} | {r['size']} | {r['visible']:,} | "
+                     f"{r['intersections']:,} | {times} |{gain}")
+        print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
