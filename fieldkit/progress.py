@@ -26,7 +26,11 @@ def make_progress(**fields: str) -> Progress:
 
 
 def progress_iter(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
-    """Yield from ``items`` while showing a progress bar of ``total`` steps."""
+    """Yield from ``items`` while showing a progress bar of ``total`` steps (none when there
+    is nothing to do)."""
+    if total <= 0:
+        yield from items
+        return
     with make_progress() as bar:
         task = bar.add_task(desc, total=total)
         for item in items:
