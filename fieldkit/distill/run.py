@@ -27,7 +27,7 @@ from fieldkit.distill.views import novel_cameras, save_train_cameras, train_came
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
-from fieldkit.train.config import TrainConfig
+from fieldkit.train.config import TrainConfig, resumed_config
 from fieldkit.train.rays import resolve_background
 from fieldkit.train.run import load_model, read_config
 
@@ -126,9 +126,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         if "distill" not in saved or not (out / "checkpoint").exists():
             raise FieldkitError(f"{out} holds no distillation to resume; drop --resume")
         kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
-        budgets = {"max_steps": train.max_steps, "max_time": train.max_time}
-        train = TrainConfig(**{**saved["train"], **{k: v for k, v in budgets.items()
-                                                     if v is not None}})
+        train = resumed_config(saved["train"], train)
         config = DistillConfig(**saved["distill"]["config"])
     elif (out / "checkpoint").exists():
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "

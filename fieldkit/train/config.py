@@ -1,7 +1,7 @@
 """Training configuration (shown by ``fieldkit train --help`` through the CLI dataclass)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass
@@ -50,6 +50,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
+    """The config of a resumed run: its saved settings (``saved``, a ``to_dict``), with the
+    budget given now, if any, in place of the saved budget as a whole. ``--resume --max-steps
+    N`` then continues to N steps even when the first run stopped at its ``--max-time``
+    (keeping the saved time limit would stop it at once); no budget given: the saved one."""
+    config = TrainConfig(**saved)
+    if given.max_steps is None and given.max_time is None:
+        return config
+    return replace(config, max_steps=given.max_steps, max_time=given.max_time)
 
 
 def lr_factor(step: int, progress: float, warmup_steps: int) -> float:

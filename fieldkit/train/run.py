@@ -18,7 +18,7 @@ from fieldkit.errors import FieldkitError
 from fieldkit.fields.registry import (build_model, load_model_file, model_from_config,
                                       preset_config)
 from fieldkit.train.checkpoint import atomic_write_json
-from fieldkit.train.config import TrainConfig
+from fieldkit.train.config import TrainConfig, resumed_config
 from fieldkit.train.rays import resolve_background
 
 def read_config(run_dir: Path) -> dict:
@@ -98,9 +98,7 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
             raise FieldkitError(f"{run_dir} has no checkpoint to resume; train without --resume")
         scene_path, kind, downscale = Path(saved["scene"]), saved["model"]["kind"], \
             saved["downscale"]
-        budgets = {"max_steps": config.max_steps, "max_time": config.max_time}
-        config = TrainConfig(**{**saved["train"], **{k: v for k, v in budgets.items()
-                                                      if v is not None}})
+        config = resumed_config(saved["train"], config)
     elif (run_dir / "checkpoint").exists():
         raise FieldkitError(f"{run_dir} already holds a run; pass --resume to continue it or "
                             "--out to start a new one")

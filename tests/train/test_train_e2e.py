@@ -75,6 +75,24 @@ def test_resume_gives_identical_results(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 60
 
 
+def test_a_budget_given_on_resume_replaces_the_saved_one(tmp_path):
+    """A run stopped by its --max-time, resumed with --max-steps, trains on to those steps
+    (the saved time limit no longer applies); resumed without a budget, it keeps the saved."""
+    from fieldkit.train.config import resumed_config
+
+    first = train(DEMO_SCENE, "hashgrid", tmp_path / "r", _config(max_time=1.0), downscale=4)
+    assert first.steps > 0
+    more = train(DEMO_SCENE, "hashgrid", tmp_path / "r", _config(max_steps=first.steps + 7),
+                 downscale=4, resume=True)
+    assert more.steps == first.steps + 7
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert saved["max_steps"] == first.steps + 7 and saved["max_time"] is None
+    kept = resumed_config({**saved, "max_time": 5.0, "lr": 0.02}, TrainConfig())
+    assert (kept.max_steps, kept.max_time, kept.lr) == (first.steps + 7, 5.0, 0.02)
+    given = resumed_config({**saved, "max_steps": 9, "lr": 0.02}, TrainConfig(max_time=3.0))
+    assert (given.max_steps, given.max_time, given.lr) == (None, 3.0, 0.02)
+
+
 def test_existing_run_needs_resume_flag(tmp_path, capsys):
     from fieldkit.cli import main
 
