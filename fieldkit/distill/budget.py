@@ -21,8 +21,6 @@ class RenderBudget:
     """The limit on the renders' wall time (None: render everything asked for)."""
     spent: float = 0.0
     """Seconds the budgeted renders have taken so far."""
-    last: float = 0.0
-    """Seconds of the last budgeted render (what the next one is expected to cost)."""
     fixed: dict[str, int] = field(default_factory=dict)
     """Counts decided before (a resumed distillation's), used whatever the time: key -> count."""
     made: dict[str, int] = field(default_factory=dict)

@@ -95,26 +95,29 @@ def build_ray_bank(teacher: Teacher, cameras: Cameras, n_rays: int,
     xy = uv * torch.stack([cameras.width[cam], cameras.height[cam]], -1).float()
     origins, dirs = cameras.rays(cam, xy)
     chunks = list(zip(origins.split(BANK_CHUNK), dirs.split(BANK_CHUNK)))
-    outs = [_timed(teacher.render_rays, budget, *chunks[0])] if chunks else []
-    if budget is not None and chunks:
-        n = budget.count("bank_chunks", f"chunks of {BANK_CHUNK} teacher rays", len(chunks),
-                         -(-MIN_BANK_RAYS // BANK_CHUNK), budget.last)
-        chunks = chunks[:n]
+    outs = []
+    if chunks:
+        first, seconds = _timed(teacher.render_rays, budget, *chunks[0])
+        outs.append(first)
+        if budget is not None:
+            n = budget.count("bank_chunks", f"chunks of {BANK_CHUNK} teacher rays",
+                             len(chunks), -(-MIN_BANK_RAYS // BANK_CHUNK), seconds)
+            chunks = chunks[:n]
     for o, d in progress_iter(chunks[1:], total=len(chunks) - 1, desc="teacher rays"):
-        outs.append(_timed(teacher.render_rays, budget, o, d))
+        outs.append(_timed(teacher.render_rays, budget, o, d)[0])
     n = sum(len(o["rgb"]) for o in outs)
     return RayBank(origins[:n].float(), dirs[:n].float(),
                    *(torch.cat([o[k] for o in outs]) for k in ("rgb", "depth", "alpha")))
 
 
-def _timed(render, budget: RenderBudget | None, *args) -> dict[str, Tensor]:
-    """``render(*args)``, its seconds counted in ``budget`` (and kept as ``budget.last``)."""
+def _timed(render, budget: RenderBudget | None, *args) -> tuple[dict[str, Tensor], float]:
+    """(``render(*args)``, its seconds), the seconds counted in ``budget``."""
     t0 = time.perf_counter()
     out = render(*args)
+    seconds = time.perf_counter() - t0
     if budget is not None:
-        budget.last = time.perf_counter() - t0
-        budget.add(budget.last)
-    return out
+        budget.add(seconds)
+    return out, seconds
 
 
 def _bank_from_views(teacher: Teacher, cameras: Cameras, n_rays: int,
@@ -124,16 +127,17 @@ def _bank_from_views(teacher: Teacher, cameras: Cameras, n_rays: int,
     n_views = min(len(cameras), n_views)   # the views are random already
     cols: dict[str, list[Tensor]] = {k: [] for k in ("origins", "dirs", "rgb", "depth", "alpha")}
 
-    def add(i: int) -> None:
-        out = _timed(teacher.render_view, budget, cameras[i])
+    def add(i: int) -> float:
+        out, seconds = _timed(teacher.render_view, budget, cameras[i])
         o, d = cameras.image_rays(i)
         for k, v in (("origins", o), ("dirs", d), *out.items()):
             cols[k].append(v.reshape(-1, v.shape[-1]).float())
+        return seconds
 
-    add(0)
+    seconds = add(0)
     if budget is not None:
         n_views = budget.count("bank_views", "teacher views for the ray bank", n_views,
-                               VIEW_BANK_MIN_VIEWS, budget.last)
+                               VIEW_BANK_MIN_VIEWS, seconds)
     for i in progress_iter(range(1, n_views), total=n_views - 1, desc="teacher views"):
         add(i)
     full = {k: torch.cat(v) for k, v in cols.items()}
