@@ -303,14 +303,17 @@ def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
 
 
 def test_the_default_budget_covers_the_teacher_renders(tmp_path):
-    """No --max-time: a quarter of the teacher's training time, for the whole distillation:
-    the teacher's render time comes out of the student's (any time budget)."""
+    """No --max-time: a quarter of the teacher's training time for a field student, all of it
+    for a splat student, for the whole distillation: the teacher's render time comes out of the
+    student's (any time budget)."""
     from fieldkit.distill.run import default_budget, teacher_train_seconds, without_teacher_time
 
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 10, "elapsed": 300.0}) + "\n")
-    budget = default_budget(TrainConfig(), teacher_train_seconds(tmp_path))
+    budget = default_budget(TrainConfig(), teacher_train_seconds(tmp_path), "triplane")
     assert budget.max_time == 75.0
+    assert default_budget(TrainConfig(), 300.0, "splat").max_time == 300.0
+    assert default_budget(TrainConfig(), None, "splat").max_steps == 2000
     assert without_teacher_time(budget, 12.0).max_time == 63.0
     assert without_teacher_time(budget, 70.0).max_time == 37.5   # half the budget at least
     assert without_teacher_time(TrainConfig(max_steps=5), 12.0).max_steps == 5
-    assert default_budget(TrainConfig(max_time=40.0), 300.0).max_time == 40.0
+    assert default_budget(TrainConfig(max_time=40.0), 300.0, "splat").max_time == 40.0
