@@ -54,6 +54,40 @@ def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, v
     return {"steps": trainer.step_count, "seconds": trainer.elapsed, **res["student"]}
 
 
+def time_to_match(scene: Path, kind: str, wall: float, target: float, best: tuple,
+                  multiples: list[float], out: Path, downscale: int, views: int) -> dict:
+    """Scratch training time that reaches the student's PSNR vs the photos (``target``).
+
+    ``best`` = (the scratch result at ``wall`` seconds, its model config or None for the default
+    one): the better of the student's architecture and the model's default one. Trains it from
+    scratch for ``wall * m`` seconds, m in ``multiples``, each a run of its own with its whole
+    learning-rate schedule (an intermediate point of one long run would not have decayed it),
+    and stops at the first that reaches ``target``. ``seconds`` interpolates in log time between
+    the last budget below the target and the first at or above it; None when none reached it.
+    """
+    import math
+    points = [{"seconds": wall, "psnr": best[0]["psnr"]}]
+    for m in multiples:
+        if points[-1]["psnr"] >= target:
+            break
+        res = scratch(scene, kind, wall * m, out / f"x{m:g}", downscale, views,
+                      model_config=best[1])
+        points.append({"seconds": wall * m, "psnr": res["psnr"], "steps": res["steps"]})
+        print(f"scratch {kind} {wall * m:.0f} s: {res['psnr']:.2f} dB (student {target:.2f})",
+              flush=True)
+    seconds = None
+    for a, b in zip(points, points[1:]):
+        if a["psnr"] < target <= b["psnr"]:
+            f = (target - a["psnr"]) / (b["psnr"] - a["psnr"])
+            seconds = math.exp(math.log(a["seconds"]) + f * (math.log(b["seconds"])
+                                                            - math.log(a["seconds"])))
+    if points[0]["psnr"] >= target:
+        seconds = wall
+    return {"target_psnr": target, "architecture": "student" if best[1] is not None
+            else "default", "points": points, "seconds": seconds,
+            "speedup": seconds / wall if seconds else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", type=Path, default=Path("apps/results/lego_cpu_2level/run"))
@@ -65,6 +99,9 @@ def main() -> None:
     ap.add_argument("--gt-views", type=int, default=20)
     ap.add_argument("--teacher-for", nargs="*", default=[], metavar="KIND=RUN",
                     help="teacher runs of other kinds (default: this benchmark's own students)")
+    ap.add_argument("--match-multiples", nargs="*", type=float, default=[],
+                    metavar="M", help="also train scratch for M times the distillation's time, "
+                    "for each M in turn until it reaches the student's PSNR (speed-up)")
     ap.add_argument("--out", type=Path, default=Path("apps/results/distill_lego_cpu"))
     ap.add_argument("--child-rows", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -84,6 +121,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--teacher", str(args.teacher), "--pairs", pair,
                    "--fraction", str(args.fraction), "--splat-time", str(args.splat_time),
                    "--gt-views", str(args.gt_views), "--out", str(args.out),
+                   "--match-multiples", *(f"{m:g}" for m in args.match_multiples),
                    "--child-rows", str(rows_file),
                    "--teacher-for", *(f"{k}={v}" for k, v in students.items())]
             subprocess.run(cmd, check=True)
@@ -116,6 +154,13 @@ def main() -> None:
                             f"{pair.replace(':', '-')}", downscale, args.gt_views)
             extra = {"scratch_default_psnr": plain["psnr"], "scratch_default_steps":
                      plain["steps"]}
+        if args.match_multiples:
+            best = (base, arch) if base["psnr"] >= extra.get("scratch_default_psnr", -1) \
+                else ({"psnr": extra["scratch_default_psnr"]}, None)
+            extra["scratch_match"] = time_to_match(
+                scene, dst, wall, report["vs_photos"]["student"]["psnr"], best,
+                args.match_multiples, run_root / f"match-{pair.replace(':', '-')}", downscale,
+                args.gt_views)
         gt = report["vs_photos"]
         rows.append({"pair": pair, "teacher_run": str(teacher), "budget_seconds": budget,
                      "distill_seconds": wall, "teacher_render_seconds":
@@ -164,6 +209,21 @@ def write_results(args, rows: list[dict], tcfg: dict, t_seconds: float, scene: P
                       "(fieldkit/distill/config.py: STUDENT_DEFAULTS); the model's default "
                       f"architecture from scratch for the same time: {r['scratch_default_psnr']:.2f}"
                       f" dB ({r['scratch_default_steps']} steps)."]
+    matched = [r for r in rows if "scratch_match" in r]
+    if matched:
+        lines += ["", "Speed-up: the scratch training time that reaches the student's PSNR vs the "
+                  "photos (each budget a run of its own; log-time interpolation between the "
+                  "two around it).", "",
+                  "| pair | student vs photos | scratch architecture | scratch runs (s: dB) | "
+                  "time to match | speed-up |", "|---|---|---|---|---|---|"]
+        for r in matched:
+            m = r["scratch_match"]
+            pts = ", ".join(f"{p['seconds']:.0f}: {p['psnr']:.2f}" for p in m["points"])
+            reach = (f"{m['seconds']:.0f} s", f"{m['speedup']:.1f}x") if m["seconds"] else \
+                (f"> {m['points'][-1]['seconds']:.0f} s",
+                 f"> {m['points'][-1]['seconds'] / m['points'][0]['seconds']:.0f}x")
+            lines.append(f"| {r['pair']} | {m['target_psnr']:.2f} | {m['architecture']} | {pts} "
+                         f"| {reach[0]} | {reach[1]} |")
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
