@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -54,36 +55,33 @@ def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, v
     return {"steps": trainer.step_count, "seconds": trainer.elapsed, **res["student"]}
 
 
-def time_to_match(scene: Path, kind: str, wall: float, target: float, best: tuple,
-                  multiples: list[float], out: Path, downscale: int, views: int) -> dict:
+def time_to_match(scene: Path, kind: str, wall: float, target: float, start_psnr: float,
+                  model_config, multiples: list[float], out: Path, downscale: int,
+                  views: int) -> dict:
     """Scratch training time that reaches the student's PSNR vs the photos (``target``).
 
-    ``best`` = (the scratch result at ``wall`` seconds, its model config or None for the default
-    one): the better of the student's architecture and the model's default one. Trains it from
-    scratch for ``wall * m`` seconds, m in ``multiples``, each a run of its own with its whole
+    ``model_config`` (None: the model's default) is the better scratch architecture at ``wall``
+    seconds, where it reached ``start_psnr``. Trains it from scratch for ``wall * m`` seconds, m in ``multiples``, each a run of its own with its whole
     learning-rate schedule (an intermediate point of one long run would not have decayed it),
     and stops at the first that reaches ``target``. ``seconds`` interpolates in log time between
     the last budget below the target and the first at or above it; None when none reached it.
     """
-    import math
-    points = [{"seconds": wall, "psnr": best[0]["psnr"]}]
+    points = [{"seconds": wall, "psnr": start_psnr}]
     for m in multiples:
         if points[-1]["psnr"] >= target:
             break
         res = scratch(scene, kind, wall * m, out / f"x{m:g}", downscale, views,
-                      model_config=best[1])
+                      model_config=model_config)
         points.append({"seconds": wall * m, "psnr": res["psnr"], "steps": res["steps"]})
         print(f"scratch {kind} {wall * m:.0f} s: {res['psnr']:.2f} dB (student {target:.2f})",
               flush=True)
-    seconds = None
+    seconds = wall if start_psnr >= target else None
     for a, b in zip(points, points[1:]):
         if a["psnr"] < target <= b["psnr"]:
             f = (target - a["psnr"]) / (b["psnr"] - a["psnr"])
             seconds = math.exp(math.log(a["seconds"]) + f * (math.log(b["seconds"])
                                                             - math.log(a["seconds"])))
-    if points[0]["psnr"] >= target:
-        seconds = wall
-    return {"target_psnr": target, "architecture": "student" if best[1] is not None
+    return {"target_psnr": target, "architecture": "student" if model_config is not None
             else "default", "points": points, "seconds": seconds,
             "speedup": seconds / wall if seconds else None}
 
@@ -155,10 +153,10 @@ def main() -> None:
             extra = {"scratch_default_psnr": plain["psnr"], "scratch_default_steps":
                      plain["steps"]}
         if args.match_multiples:
-            best = (base, arch) if base["psnr"] >= extra.get("scratch_default_psnr", -1) \
-                else ({"psnr": extra["scratch_default_psnr"]}, None)
+            own = base["psnr"] >= extra.get("scratch_default_psnr", -math.inf)
             extra["scratch_match"] = time_to_match(
-                scene, dst, wall, report["vs_photos"]["student"]["psnr"], best,
+                scene, dst, wall, report["vs_photos"]["student"]["psnr"],
+                base["psnr"] if own else extra["scratch_default_psnr"], arch if own else None,
                 args.match_multiples, run_root / f"match-{pair.replace(':', '-')}", downscale,
                 args.gt_views)
         gt = report["vs_photos"]
