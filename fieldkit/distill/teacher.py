@@ -99,21 +99,18 @@ class Teacher:
             rot = quat_to_rotmat(p["quats"][idx])
             return p["means"][idx] + torch.einsum("nij,nj->ni", rot, eps * p["scales"][idx].exp())
         grid = self.model.grid
-        occupied = torch.nonzero(grid.binary.reshape(-1))[:, 0]
+        occupied = torch.nonzero(grid.binary.reshape(-1) & grid.looked_up())[:, 0]
         if occupied.numel() == 0:
             occupied = torch.arange(grid.num_cells, device=grid.binary.device)
         pick = occupied[torch.randint(len(occupied), (n,), generator=generator).to(
             occupied.device)]
-        lo, hi = grid.aabb[:3], grid.aabb[3:]
-        coords = grid.cell_coords(pick).to(lo.dtype)
-        jitter = torch.rand(n, 3, generator=generator).to(lo.device)
-        return lo + (coords + jitter) / grid.resolution * (hi - lo)
+        jitter = torch.rand(n, 3, generator=generator).to(grid.aabb)
+        return grid.cell_points(pick, offset=jitter)
 
     @torch.no_grad()
     def cell_density(self, grid) -> Tensor:
         """[R^3] teacher density at the centres of ``grid``'s cells (flat cell order)."""
-        if not self.is_splat and self.model.grid.resolution == grid.resolution and \
-                torch.allclose(self.model.grid.aabb, grid.aabb.to(self.device)):
+        if not self.is_splat and self.model.grid.same_layout(grid):
             # The teacher's own running estimate already covers every cell.
             step = self.model.config.render.step_size
             return self.model.grid.density / step

@@ -81,7 +81,7 @@ def sample_density(model, resolution: int, chunk: int = 1 << 18) -> tuple[np.nda
     [x, y, z], spacing). Points outside the dilated occupancy grid get zero."""
     b = float(model.config.render.bound)
     axis = torch.linspace(-b, b, resolution)
-    occ = model.grid.binary.float()[None, None]                   # [1, 1, G, G, G]
+    occ = model.grid.level_binaries[-1].float()[None, None]       # [1, 1, G, G, G] whole box
     occ = torch.nn.functional.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
     g = occ.shape[0]
     cell = ((axis + b) / (2 * b) * g).long().clamp_(0, g - 1)      # [R] grid cell per lattice line

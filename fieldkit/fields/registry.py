@@ -80,7 +80,11 @@ def build_model(kind: str, bound: float, preset: str = "default", config=None):
     """A fresh model of ``kind`` for a scene whose box half-size is ``bound``."""
     cls = model_class(kind)
     config = config if config is not None else preset_config(kind, preset)
-    return cls(merge(config, {"render": {"bound": float(bound)}}))
+    config = merge(config, {"render": {"bound": float(bound)}})
+    if hasattr(config.render, "unbounded"):   # volumetric models: cascades for real captures
+        from fieldkit.fields.nerf import unbounded_render
+        config = dataclasses.replace(config, render=unbounded_render(config.render))
+    return cls(config)
 
 
 def model_from_config(kind: str, config: dict):

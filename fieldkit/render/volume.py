@@ -157,21 +157,32 @@ def march(
     span = t_far - t_near
     steps = torch.where(span > 0, torch.ceil(span / step_size - _STEP_TOL), 0.0)
     steps = steps.clamp_min(0).long()
-    cum = torch.cumsum(steps, 0).cpu()
+    pieces = [_march_chunk(origins, dirs, grid, t_near, t_far, steps, i0, i1, total, step_size,
+                           sigma_fn, early_stop_eps, alpha_thre, max_samples_per_ray)
+              for i0, i1, total in ray_chunks(steps, max_candidates)]
+    return pack(pieces, origins, n_rays)
 
-    pieces: list[tuple[Tensor, Tensor, Tensor]] = []
-    i0 = 0
+
+def ray_chunks(steps: Tensor, max_candidates: int) -> list[tuple[int, int, int]]:
+    """[R] candidate count of each ray -> (i0, i1, total) runs of consecutive rays with at most
+    ``max_candidates`` candidates in all (a single longer ray forms its own run); runs without
+    candidates are left out."""
+    cum = torch.cumsum(steps, 0).cpu()
+    n_rays, out, i0 = len(steps), [], 0
     while i0 < n_rays:
         base = int(cum[i0 - 1]) if i0 > 0 else 0
         i1 = int(torch.searchsorted(cum, torch.tensor(base + max_candidates), right=True))
         i1 = min(max(i1, i0 + 1), n_rays)
         total = int(cum[i1 - 1]) - base
         if total > 0:
-            pieces.append(_march_chunk(
-                origins, dirs, grid, t_near, t_far, steps, i0, i1, total, step_size, sigma_fn,
-                early_stop_eps, alpha_thre, max_samples_per_ray))
+            out.append((i0, i1, total))
         i0 = i1
+    return out
 
+
+def pack(pieces: list[tuple[Tensor, Tensor, Tensor]], origins: Tensor, n_rays: int
+         ) -> RaySamples:
+    """(ray_indices, t_starts, t_ends) of consecutive runs of rays -> RaySamples."""
     if pieces:
         ray_indices, t_starts, t_ends = (torch.cat(p) for p in zip(*pieces))
     else:
@@ -193,7 +204,7 @@ def _coarse_steps(origins: Tensor, dirs: Tensor, grid: OccupancyGrid | None, t_n
     occupied cell survives: the result equals the one-level march exactly, with a fraction of
     the candidates.
     """
-    if grid is None:
+    if grid is None or grid.levels > 1:
         return None
     r = grid.resolution
     lo, hi = grid.aabb[:3].to(t_near), grid.aabb[3:].to(t_near)
@@ -243,6 +254,19 @@ def _march_chunk(
     ray = local + i0
     t_starts = t_near.index_select(0, ray) + k.to(t_near.dtype) * step_size
     t_ends = torch.minimum(t_starts + step_size, t_far.index_select(0, ray))
+    return filter_samples(origins, dirs, grid, local, i0, n_local, t_starts, t_ends, sigma_fn,
+                          early_stop_eps, alpha_thre, max_samples_per_ray)
+
+
+def filter_samples(
+    origins: Tensor, dirs: Tensor, grid: OccupancyGrid | None, local: Tensor, i0: int,
+    n_local: int, t_starts: Tensor, t_ends: Tensor, sigma_fn: SigmaFn | None,
+    early_stop_eps: float, alpha_thre: float, max_samples_per_ray: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidate samples of rays i0..i0+n_local-1 (``local`` [S] sorted ray - i0, t_starts and
+    t_ends [S]) -> (ray_indices, t_starts, t_ends) of those in occupied cells, within
+    ``max_samples_per_ray``, and (``sigma_fn``) before early stop and above ``alpha_thre``."""
+    ray = local + i0
 
     def keep(mask: Tensor) -> None:
         nonlocal local, ray, t_starts, t_ends

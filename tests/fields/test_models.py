@@ -147,3 +147,57 @@ def test_single_pass_inference_matches_the_pruned_two_pass_render(kind):
     assert samples.t_starts.numel() < single["num_samples"]
     for key in ("rgb", "alpha"):
         torch.testing.assert_close(single[key], two[key], atol=2e-4, rtol=0)
+
+
+def test_unbounded_scenes_get_cone_steps_and_cascades_render_consistently(tmp_path):
+    """A scene whose bound is > 1 gets cone stepping by default; bounded scenes, ``unbounded``
+    off, and saved configs from before these fields keep uniform steps. A cascaded model
+    (finest level over [-1, 1]^3) renders as ``march_cone`` + composite, and round-trips."""
+    from fieldkit.fields.nerf import UNBOUNDED_CONE_ANGLE
+    from fieldkit.render.cone import march_cone
+    from fieldkit.render.volume import midpoints, render_rays
+    small = merge(preset_config("hashgrid"), {**SMALL["hashgrid"],
+                                              "render": {"grid_resolution": 8}})
+    auto = build_model("hashgrid", bound=4.0, config=small).config.render
+    assert (auto.cascades, auto.cone_angle) == (1, UNBOUNDED_CONE_ANGLE) and auto.cone_marching
+    for bounded in (build_model("hashgrid", bound=1.0, config=small),
+                    build_model("hashgrid", bound=4.0,
+                                config=merge(small, {"render": {"unbounded": False}}))):
+        assert bounded.grid.levels == 1 and not bounded.config.render.cone_marching
+    model = build_model("hashgrid", bound=4.0, config=merge(
+        small, {"render": {"cascades": 3, "cone_angle": 1 / 256}}))
+    rc = model.config.render
+    assert (rc.cascades, rc.cone_angle, rc.finest_bound) == (3, 1 / 256, 1.0)
+    assert model.grid.levels == 3 and model.grid.aabb.tolist() == [-1, -1, -1, 1, 1, 1]
+    assert torch.allclose(model.grid.level_aabbs[-1], model.aabb)
+    assert rc.max_step == 1.0 and "8^3 x 3 levels" in model.describe()
+    legacy = dataclasses.asdict(model.config)
+    for key in ("cascades", "cone_angle", "unbounded"):
+        del legacy["render"][key]
+    assert not registry.model_from_config("hashgrid", legacy).config.render.cone_marching
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    for step in range(0, 64, 16):
+        model.update_grid(step)
+    assert not model.grid.binary[0].all()   # some cells of the finest level are empty
+    model.grid.binary[1:] = True             # the random field is faint out there
+    o = torch.tensor([[0.0, 0.0, -0.9]]).repeat(128, 1)
+    d = torch.nn.functional.normalize(torch.randn(128, 3) * 0.3 + torch.tensor([0, 0, 1.0]), dim=-1)
+    with torch.no_grad():
+        out = model.render_rays(o, d, torch.ones(3))
+        samples = march_cone(o, d, model.grid, step_size=rc.step_size, cone_angle=rc.cone_angle,
+                             max_step=rc.max_step, aabb=model.aabb,
+                             sigma_fn=lambda a, b, r: model.field.density(midpoints(o, d, a, b, r)),
+                             early_stop_eps=rc.early_stop_eps, alpha_thre=rc.alpha_thre)
+        ref = render_rays(lambda a, b, r: model.field(midpoints(o, d, a, b, r), d[r]), samples,
+                          len(o), torch.ones(3))
+    far = samples.t_mids > 2.0          # samples in levels 1 and 2 too
+    assert out["alpha"].max() > 0.1 and bool(far.any()) and bool((~far).any())
+    for key in ("rgb", "alpha"):
+        torch.testing.assert_close(out[key], ref[key], atol=2e-4, rtol=0)
+    model.save(tmp_path)
+    loaded = model_class("hashgrid").load(tmp_path)
+    assert loaded.config == model.config and torch.equal(loaded.grid.binary, model.grid.binary)

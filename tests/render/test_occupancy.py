@@ -140,3 +140,49 @@ def test_dilated_marks_cells_within_k_and_follows_binary():
     grid.load_state_dict({k: v.clone() for k, v in OccupancyGrid(
         grid.aabb, resolution=16).state_dict().items()})
     assert bool(grid.dilated(2).all())
+
+
+def test_cascades_layout_lookup_and_update(tmp_path):
+    grid = OccupancyGrid(torch.tensor([0.0, 0, 0, 2, 2, 2]), 4, levels=3)   # centre (1, 1, 1)
+    want = torch.tensor([[0.0, 0, 0, 2, 2, 2], [-1, -1, -1, 3, 3, 3], [-3, -3, -3, 5, 5, 5]])
+    assert torch.equal(grid.level_aabbs, want) and grid.binary.shape == (3, 4, 4, 4)
+    assert grid.num_cells == 3 * 64 and grid.density.shape == (192,)
+    # a cell's points lie in its level's box, outside the finer one, and look up to that cell
+    grid.binary.zero_()
+    for level, ijk in ((0, (1, 2, 3)), (1, (0, 3, 1)), (2, (3, 0, 0))):
+        grid.binary[(level, *ijk)] = True
+        flat = torch.tensor([level * 64 + (ijk[0] * 4 + ijk[1]) * 4 + ijk[2]])
+        assert torch.equal(grid.cell_coords(flat)[0], torch.tensor(ijk))
+        p = grid.cell_points(flat.repeat(100))
+        box = want[level]
+        assert ((p >= box[:3]) & (p <= box[3:])).all()
+        assert grid.occupied_at(p).all()
+    off = torch.tensor([[1.1, 1.0, 1.0],     # level 0, empty cell
+                        [1.0, 1.0, 2.5],     # level 1, empty cell
+                        [5.01, 1.0, 1.0],    # beyond the coarsest level
+                        [float("inf"), 0.0, 0.0], [float("nan"), 0.0, 0.0]])
+    assert not grid.occupied_at(off).any()
+    # a level-1 cell inside level 0's box is not what a point there looks up
+    grid.binary.zero_()
+    grid.binary[1, 1:3, 1:3, 1:3] = True
+    assert not grid.occupied_at(torch.tensor([[1.0, 1.0, 1.0]])).any()
+    # warm-up: every cell of every level, from its own box (a cube of half-size 2 about the
+    # centre fills levels 0 and 1, and the middle 2^3 cells of level 2)
+    grid.update(0, lambda p: ((p - 1).abs().amax(-1) < 2).float())
+    want = torch.zeros(3, 4, 4, 4, dtype=torch.bool)
+    want[:2] = True
+    want[2, 1:3, 1:3, 1:3] = True
+    assert torch.equal(grid.binary, want)
+    # cells a point can look up: level 0, and the outer shell of levels 1 and 2
+    shell = torch.ones(4, 4, 4, dtype=torch.bool)
+    shell[1:3, 1:3, 1:3] = False
+    assert torch.equal(grid.looked_up(), torch.cat([torch.ones(64, dtype=torch.bool),
+                                                    shell.reshape(-1), shell.reshape(-1)]))
+    path = tmp_path / "g.safetensors"
+    save_file(grid.state_dict(), str(path))
+    loaded = OccupancyGrid(grid.aabb, 4, levels=3)
+    loaded.load_state_dict(load_file(str(path)))
+    assert torch.equal(loaded.binary, grid.binary) and loaded.same_layout(grid)
+    assert not loaded.same_layout(OccupancyGrid(grid.aabb, 4))
+    with pytest.raises(ValueError):
+        OccupancyGrid(AABB, 4, levels=0)
