@@ -53,7 +53,7 @@ class RenderConfig:
     its region of interest [-1, 1]^3), give a fresh model a cone angle of 1/64 (uniform steps up
     to 64 steps from the camera, then growing). On beer-colmap (150 s, 1/8 size) it renders a
     view 1.5x faster at the same PSNR; instant-ngp's cascades with 1/256 from the finest level
-    were 1.4 dB worse and 1.8x slower on CPU budgets (apps/results/cone_beer_cpu.md). Set
+    were 1.4 dB worse and 1.8x slower on CPU budgets (apps/results/cone_cpu/bench.md). Set
     ``cascades``/``cone_angle`` to choose otherwise."""
     early_stop_eps: float = 1e-4
     """Stop a ray once its transmittance falls below this."""
