@@ -282,8 +282,9 @@ class VolumeModel(nn.Module):
             f"  renderer  bound {rc.bound:g}, occupancy grid {rc.grid_resolution}^3"
             + (f" x {rc.cascades} levels" if rc.cascades > 1 else "")
             + f", step {rc.step_size:.4f} ({rc.render_steps} per diagonal"
-            + (f" of the finest level, growing by 1/{1 / rc.cone_angle:.0f} of t up to "
-               f"{rc.max_step:.3f})" if rc.cone_angle > 0 else ")"),
+            + (" of the finest level" if rc.cascades > 1 else "")
+            + (f", growing by 1/{1 / rc.cone_angle:.0f} of t up to {rc.max_step:.3f})"
+               if rc.cone_angle > 0 else ")"),
         ])
 
     # ------------------------------------------------------------------ persistence

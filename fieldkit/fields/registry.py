@@ -81,7 +81,7 @@ def build_model(kind: str, bound: float, preset: str = "default", config=None):
     cls = model_class(kind)
     config = config if config is not None else preset_config(kind, preset)
     config = merge(config, {"render": {"bound": float(bound)}})
-    if hasattr(config.render, "unbounded"):   # volumetric models: cascades for real captures
+    if hasattr(config.render, "unbounded"):   # volumetric models: cone steps when unbounded
         from fieldkit.fields.nerf import unbounded_render
         config = dataclasses.replace(config, render=unbounded_render(config.render))
     return cls(config)
