@@ -24,7 +24,7 @@ from torch import Tensor
 
 from fieldkit.render.occupancy import OccupancyGrid
 from fieldkit.render.volume import (_STEP_TOL, MAX_CANDIDATES, RaySamples, SigmaFn,
-                                    filter_samples, pack, ray_aabb, ray_chunks)
+                                    every_step, filter_samples, pack, ray_aabb, ray_chunks)
 
 
 class ConeLattice:
@@ -104,7 +104,7 @@ def march_cone(
     Returns:
         RaySamples with S kept samples, without grad (re-evaluate the field with grad).
     """
-    n_rays, device = origins.shape[0], origins.device
+    n_rays = origins.shape[0]
     t_near, t_far = ray_aabb(origins, dirs, aabb)
     t_near, t_far = t_near.clamp_min(near), t_far.clamp_max(far)
     if stratified:
@@ -113,11 +113,7 @@ def march_cone(
     steps = lattice.counts
     pieces = []
     for i0, i1, total in ray_chunks(steps, max_candidates):
-        counts = steps[i0:i1]
-        local = torch.repeat_interleave(torch.arange(i1 - i0, device=device), counts,
-                                        output_size=total)
-        first = torch.cumsum(counts, 0) - counts
-        k = torch.arange(total, device=device) - first.index_select(0, local)
+        local, k = every_step(steps[i0:i1], total)
         t_starts, t_ends = lattice.intervals(local + i0, k)
         pieces.append(filter_samples(origins, dirs, grid, local, i0, i1 - i0, t_starts, t_ends,
                                      sigma_fn, early_stop_eps, alpha_thre, max_samples_per_ray))

@@ -163,6 +163,16 @@ def march(
     return pack(pieces, origins, n_rays)
 
 
+def every_step(counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """[R] steps of each ray (``total`` in all) -> (local ray [total], step k [total]) of every
+    step, in ray-then-k order."""
+    device = counts.device
+    local = torch.repeat_interleave(torch.arange(len(counts), device=device), counts,
+                                    output_size=total)
+    first = torch.cumsum(counts, 0) - counts
+    return local, torch.arange(total, device=device) - first.index_select(0, local)
+
+
 def ray_chunks(steps: Tensor, max_candidates: int) -> list[tuple[int, int, int]]:
     """[R] candidate count of each ray -> (i0, i1, total) runs of consecutive rays with at most
     ``max_candidates`` candidates in all (a single longer ray forms its own run); runs without
@@ -240,17 +250,13 @@ def _march_chunk(
     early_stop_eps: float, alpha_thre: float, max_samples_per_ray: int | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Candidates, occupancy mask and pruning for rays i0..i1-1 -> (ray_indices, t0s, t1s)."""
-    device = origins.device
     n_local = i1 - i0
     counts = steps[i0:i1]
     coarse = _coarse_steps(origins, dirs, grid, t_near, t_far, counts, i0, step_size)
     if coarse is not None:  # only the fine steps of coarse segments near occupied space
         local, k = coarse
     else:
-        local = torch.repeat_interleave(torch.arange(n_local, device=device), counts,
-                                        output_size=total)
-        first = torch.cumsum(counts, 0) - counts
-        k = torch.arange(total, device=device) - first.index_select(0, local)
+        local, k = every_step(counts, total)
     ray = local + i0
     t_starts = t_near.index_select(0, ray) + k.to(t_near.dtype) * step_size
     t_ends = torch.minimum(t_starts + step_size, t_far.index_select(0, ray))
