@@ -34,22 +34,19 @@ Refuses to run without CUDA, except with --dry-run.
    include compilation), then the median of ``--hash-steps`` steps timed with CUDA events.
 3. Peak GPU memory (``torch.cuda.max_memory_allocated``, reset before each part) per part.
 
+The hash-encoding part is apps/gpu_hash.py, the report apps/gpu_report.py, timing and memory
+apps/gpu_timing.py.
+
 Targets (written into the output): hashgrid >= 35.5 dB within 60 s; hash encoding >= 1e8
 samples/s forward + backward without tiny-cuda-nn; one 800x800 frame <= 30 ms.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
-import importlib.metadata
-import importlib.util
 import json
-import math
 import os
-import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -59,13 +56,13 @@ from pathlib import Path
 
 import torch
 
+from gpu_hash import bench_hash
+from gpu_report import FRAME_SIZE, TARGET_PSNR_S, environment, markdown, slug
+from gpu_timing import Clock, PeakMemory, _free
+
 REPO = Path(__file__).resolve().parents[1]
 SCENES = REPO.parent / "shared" / "scenes"
 DEMO_SCENE = REPO / "scenes" / "demo"
-
-TARGET_PSNR, TARGET_PSNR_S = 35.5, 60.0
-TARGET_SAMPLES_PER_S = 1e8
-TARGET_FRAME_MS, FRAME_SIZE = 30.0, 800
 
 REAL = dict(budgets=[15.0, 30.0, 60.0, 120.0], target_budget=TARGET_PSNR_S, downscale=1,
             test_every=10, warmup_steps=200, points=[18, 20], frame=FRAME_SIZE,
@@ -73,61 +70,6 @@ REAL = dict(budgets=[15.0, 30.0, 60.0, 120.0], target_budget=TARGET_PSNR_S, down
 DRY = dict(budgets=[0.5, 1.0, 1.5, 2.0], target_budget=1.0, downscale=8, test_every=50,
            warmup_steps=5, points=[12], frame=64, render_repeats=3, hash_steps=5)
 """Defaults of a real run and of --dry-run (CPU, tiny budgets, 64x64 frame, 2^12 points)."""
-
-
-# ---------------------------------------------------------------------------- timing, memory
-class Clock:
-    """Seconds of one piece of work: CUDA events on a GPU, perf_counter on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    @contextlib.contextmanager
-    def time(self, out: list[float]):
-        if self.cuda:
-            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
-            yield
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            yield
-            out.append(time.perf_counter() - t0)
-
-
-class PeakMemory:
-    """Peak GPU memory per named part (MiB); parts may be entered several times (max kept).
-    Nothing on the CPU (``torch.cuda.max_memory_allocated`` has no CPU counterpart)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.peaks: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def part(self, name: str):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            yield
-        finally:
-            if self.cuda:
-                torch.cuda.synchronize()
-                mib = torch.cuda.max_memory_allocated() / 2**20
-                self.peaks[name] = max(self.peaks.get(name, 0.0), mib)
-
-    def get(self, name: str) -> float | None:
-        return self.peaks.get(name)
-
-
-def _free(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------- 1. training
@@ -286,259 +228,6 @@ def bench_train(scene: Path, out: Path, args, device: torch.device, mem: PeakMem
     result["test_views_total"] = int(len(splits["test"]))
     result["test_every"] = args.test_every
     return result
-
-
-# ---------------------------------------------------------------------------- 2. hash encoding
-def _grid_config(log2_table: int):
-    """HashGridConfig at T with the torch twin forced eager where the config has such fields
-    (newer versions pick tiny-cuda-nn / torch.compile by themselves on CUDA)."""
-    from fieldkit.encoders.hashgrid import HashGridConfig
-
-    names = {f.name for f in dataclasses.fields(HashGridConfig)}
-    extra = {k: v for k, v in {"backend": "torch", "compile": "off"}.items() if k in names}
-    return HashGridConfig(log2_table_size=log2_table, **extra)
-
-
-def _tcnn_encoding(config, device: torch.device):
-    """tiny-cuda-nn's HashGrid with the same levels, features, table size and growth factor."""
-    import tinycudann as tcnn
-
-    L = config.num_levels
-    scale = 1.0 if L == 1 else math.exp(
-        (math.log(config.max_resolution) - math.log(config.base_resolution)) / (L - 1))
-    enc = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": L,
-                            "n_features_per_level": config.features_per_level,
-                            "log2_hashmap_size": config.log2_table_size,
-                            "base_resolution": config.base_resolution,
-                            "per_level_scale": scale})
-    return enc.to(device)
-
-
-def _hash_mode(mode: str, log2_table: int, device: torch.device):
-    """(callable x -> features, the module whose parameters get gradients, note) or a str
-    saying why ``mode`` cannot run here."""
-    from fieldkit.encoders.hashgrid import HashGrid
-
-    if mode == "tcnn":
-        try:
-            import tinycudann  # noqa: F401
-        except Exception as err:
-            return f"skipped: import tinycudann failed ({type(err).__name__}: " \
-                   f"{' '.join(str(err).split())[:120]})"
-        if device.type != "cuda":
-            return "skipped: tiny-cuda-nn needs CUDA"
-        enc = _tcnn_encoding(_grid_config(log2_table), device)
-        dtype = str(getattr(enc, "dtype", "?")).replace("torch.", "")
-        return enc, enc, f"tiny-cuda-nn HashGrid, {dtype} output"
-    torch.manual_seed(0)
-    grid = HashGrid(_grid_config(log2_table), impl="fused").to(device)
-    if mode == "eager":
-        return grid, grid, "HashGrid(impl='fused'), eager"
-    torch._dynamo.reset()
-    grid(torch.rand(16, 3, device=device))  # one eager call first (lazy per-device setup)
-    return torch.compile(grid, dynamic=False), grid, "torch.compile(HashGrid, dynamic=False)"
-
-
-def bench_hash(args, device: torch.device, mem: PeakMemory) -> dict:
-    clock = Clock(device)
-    rows = []
-    for log2_table in args.log2_table:
-        for log2_n in args.points:
-            n = 2**log2_n
-            g = torch.Generator(device="cpu").manual_seed(0)
-            x = torch.rand(n, 3, generator=g).to(device)
-            for mode in ("eager", "compiled", "tcnn"):
-                row = {"log2_table": log2_table, "log2_points": log2_n, "mode": mode}
-                name = f"hash {mode} T=2^{log2_table} N=2^{log2_n}"
-                try:
-                    with mem.part(name):
-                        made = _hash_mode(mode, log2_table, device)
-                        if isinstance(made, str):
-                            row["note"] = made
-                            rows.append(row)
-                            print(f"[hash] 2^{log2_n} {mode}: {made}", flush=True)
-                            continue
-                        fn, module, note = made
-                        params = list(module.parameters())
-                        up = None
-
-                        def step():
-                            nonlocal up
-                            for p in params:
-                                p.grad = None
-                            out = fn(x)
-                            if up is None:
-                                up = torch.randn(out.shape, generator=g).to(device, out.dtype)
-                            out.backward(up)
-
-                        warm: list[float] = []
-                        for _ in range(args.hash_warmup):
-                            with clock.time(warm):
-                                step()
-                        times: list[float] = []
-                        for _ in range(args.hash_steps):
-                            with clock.time(times):
-                                step()
-                    ms = statistics.median(times) * 1e3
-                    row.update(note=note, median_ms=ms, min_ms=min(times) * 1e3,
-                               samples_per_s=n / (ms / 1e3), warmup_s=sum(warm),
-                               steps=args.hash_steps, peak_mib=mem.get(name))
-                    print(f"[hash] 2^{log2_n} {mode}: {ms:.2f} ms, {n / ms * 1e3:.3g} samples/s",
-                          flush=True)
-                except Exception as err:  # a compile or tcnn failure must not stop the rest
-                    text = " ".join(str(err).split())[:160]
-                    row["note"] = f"failed: {type(err).__name__}: {text}"
-                    print(f"[hash] 2^{log2_n} {mode}: {row['note']}", flush=True)
-                rows.append(row)
-                made = fn = module = params = None
-                _free(device)
-    return {"rows": rows, "levels": 16, "features": 2}
-
-
-# ---------------------------------------------------------------------------- report
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def environment(device: torch.device) -> dict:
-    env = {"torch": torch.__version__, "python": platform.python_version(),
-           "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        env.update(device=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   capability=f"{p.major}.{p.minor}", gpu_mib=p.total_memory // 2**20,
-                   multiprocessors=p.multi_processor_count)
-    else:
-        env["device"] = f"CPU ({platform.machine()}, {os.cpu_count()} cores), dry run"
-    for mod, dist in (("nerfacc", "nerfacc"), ("gsplat", "gsplat"),
-                      ("tinycudann", "tinycudann")):
-        if importlib.util.find_spec(mod) is None:
-            env[mod] = "not installed"
-            continue
-        try:
-            env[mod] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            env[mod] = "installed"
-    return env
-
-
-def _fmt(v, spec: str = ".2f", none: str = "-") -> str:
-    return none if v is None else format(v, spec)
-
-
-def _verdict(ok: bool | None, dry: bool) -> str:
-    if dry:
-        return "n/a (dry run on the CPU)"
-    return "-" if ok is None else ("**met**" if ok else "**missed**")
-
-
-def markdown(res: dict) -> str:
-    env, dry = res["env"], res["dry_run"]
-    tr, hs = res.get("train"), res.get("hash")
-    title = "DRY RUN on the CPU (tiny budgets; no GPU numbers)" if dry else env["device"]
-    lines = [f"# GPU benchmark: {title}", "",
-             f"- device: {env['device']}" + (f", CUDA {env['cuda']}, compute capability "
-                                              f"{env['capability']}, {env['gpu_mib']} MiB"
-                                              if "cuda" in env else ""),
-             f"- software: torch {env['torch']}, Python {env['python']} ({env['machine']}); "
-             f"nerfacc {env['nerfacc']}, gsplat {env['gsplat']}, tinycudann {env['tinycudann']}"]
-    for part, calls in sorted(res["parts"].items()):
-        for c in calls:
-            lines.append(f"- {part}: {c['date']}, {c['wall_s']:.0f} s, command: "
-                         f"`{c['command']}`")
-    lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
-    if tr and "target_run" in tr:
-        t = tr["target_run"]
-        lines.append(f"| {t['model']} test PSNR >= {TARGET_PSNR} dB within {TARGET_PSNR_S:g} s "
-                     f"| {t['psnr']:.2f} dB after {t['train_s']:.1f} s ({t['budget_s']:g} s run, "
-                     f"{t['views']} test views) | {_verdict(t['psnr'] >= TARGET_PSNR, dry)} |")
-    if hs:
-        best = [r for r in hs["rows"] if r["mode"] != "tcnn" and "samples_per_s" in r
-                and r["log2_points"] == max(x["log2_points"] for x in hs["rows"])]
-        if best:
-            b = max(best, key=lambda r: r["samples_per_s"])
-            ok = b["samples_per_s"] >= TARGET_SAMPLES_PER_S
-            lines.append(f"| hash encoding fwd+bwd >= {TARGET_SAMPLES_PER_S:.0e} samples/s "
-                         f"without tcnn | {b['samples_per_s']:.3g} at 2^{b['log2_points']} "
-                         f"({b['mode']}, best of eager / compiled) | {_verdict(ok, dry)} |")
-    if tr:
-        for kind, m in tr["models"].items():
-            f = m["render"]
-            lines.append(f"| {kind}: one {FRAME_SIZE}x{FRAME_SIZE} frame <= {TARGET_FRAME_MS:g} "
-                         f"ms | {f['median_ms']:.1f} ms ({f['size']}, median of {f['frames']}) | "
-                         f"{_verdict(f['median_ms'] <= TARGET_FRAME_MS, dry)} |")
-    if tr:
-        n_eval = tr["models"][next(iter(tr["models"]))]["curve"][-1]["views"]
-        lines += ["", f"## 1. Test PSNR against training time ({tr['scene']}, "
-                  f"{tr['resolution']})", "",
-                  f"Evaluated on {n_eval} of {tr['test_views_total']} test views (every "
-                  f"{tr['test_every']}th), white background. Curve: one run per model with a "
-                  f"{max(tr['budgets']):g} s budget, paused at each time for evaluation; its "
-                  "learning-rate schedule is set by that budget, so earlier points are PSNR "
-                  "within that run, not the result of a run with the shorter budget. Target: a "
-                  "separate run with its own budget. Training seconds exclude evaluation.", "",
-                  "| model | run | train s | steps | test PSNR | SSIM | views | eval s/view |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for kind, m in tr["models"].items():
-            for p in m["curve"]:
-                lines.append(f"| {kind} | {max(tr['budgets']):g} s run at {p['mark_s']:g} s | "
-                             f"{p['train_s']:.1f} | {p['steps']} | {p['psnr']:.2f} | "
-                             f"{p['ssim']:.4f} | {p['views']} | {p['eval_s_per_view']:.3f} |")
-        if "target_run" in tr:
-            t = tr["target_run"]
-            lines.append(f"| {t['model']} | separate {t['budget_s']:g} s run | {t['train_s']:.1f} "
-                         f"| {t['steps']} | {t['psnr']:.2f} | {t['ssim']:.4f} | {t['views']} | "
-                         f"{t['eval_s_per_view']:.3f} |")
-        lines += ["", "| model | parameters | MLP precision | backends | warm-up run |",
-                  "|---|---|---|---|---|"]
-        for kind, m in tr["models"].items():
-            backends = ", ".join([f"{k.replace('_backend', '').replace('_', ' ')} {v}"
-                                  for k, v in m.items() if "backend" in k] +
-                                 ([f"hash grid ran {m['encoder_path']}"]
-                                  if "encoder_path" in m else [])) or "-"
-            lines.append(f"| {kind} | {m['num_params']:,} | {m['decoder_precision']} "
-                         f"({m['mlp_dtype']}) | {backends} | {m['warmup_steps']} steps + one "
-                         f"view, {m['warmup_wall_s']:.1f} s wall |")
-    if hs:
-        lines += ["", f"## 2. Hash encoding forward + backward (L={hs['levels']}, "
-                  f"F={hs['features']}, uniform points)", "",
-                  "| T | points | implementation | ms (median) | min ms | samples/s | warm-up s "
-                  "| peak MiB |", "|---|---|---|---|---|---|---|---|"]
-        for r in hs["rows"]:
-            if "samples_per_s" not in r:
-                lines.append(f"| 2^{r['log2_table']} | 2^{r['log2_points']} | {r['mode']}: "
-                             f"{r['note']} | - | - | - | - | - |")
-                continue
-            lines.append(f"| 2^{r['log2_table']} | 2^{r['log2_points']} | {r['note']} | "
-                         f"{r['median_ms']:.3f} | {r['min_ms']:.3f} | {r['samples_per_s']:.3g} "
-                         f"| {r['warmup_s']:.1f} | {_fmt(r['peak_mib'], '.0f')} |")
-    if tr:
-        lines += ["", "## 3. Render time of one frame (first test camera, scaled)", "",
-                  "| model | trained s | size | median ms | min ms | frames |",
-                  "|---|---|---|---|---|---|"]
-        for kind, m in tr["models"].items():
-            f = m["render"]
-            lines.append(f"| {kind} | {m['curve'][-1]['train_s']:.1f} | {f['size']} | "
-                         f"{f['median_ms']:.1f} | {f['min_ms']:.1f} | {f['frames']} |")
-    lines += ["", "## 4. Peak GPU memory (torch.cuda.max_memory_allocated, reset per part)", ""]
-    if dry:
-        lines.append("Not measured on the CPU.")
-    else:
-        lines += ["| part | peak MiB |", "|---|---|"]
-        if tr:
-            for kind, m in tr["models"].items():
-                for part, mib in m["peak_mib"].items():
-                    lines.append(f"| {part} {kind} | {_fmt(mib, '.0f')} |")
-            if "target_run" in tr:
-                t = tr["target_run"]
-                lines.append(f"| train {t['model']} ({t['budget_s']:g} s run) | "
-                             f"{_fmt(t['peak_mib'], '.0f')} |")
-        if hs:
-            for r in hs["rows"]:
-                if r.get("peak_mib") is not None:
-                    lines.append(f"| hash {r['mode']} T=2^{r['log2_table']} "
-                                 f"N=2^{r['log2_points']} | {r['peak_mib']:.0f} |")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- main
