@@ -137,6 +137,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")
     t_seconds = teacher_train_seconds(teacher_run)
+    initial = None   # Gaussians a splat student starts from
     # a time budget given now (or the default) covers the teacher's renders; a resumed run's
     # saved one already had them taken out
     fit_time = not resume or user_time is not None
@@ -167,7 +168,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     train = replace(train, background=resolve_background(train.background, views.scene))
     if kind == "splat":
         if not resume:
-            init_splats_from_views(student, views, cams)
+            initial = init_splats_from_views(student, views, cams,
+                                             points_per_pixel=config.splat_points_per_pixel)
         student = student.to(device)
         trainer_cls, extra = student.trainer_class(), {}
     else:
@@ -212,7 +214,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     report = {
         "teacher_run": str(teacher_run), "student_run": str(out),
         "teacher": {**model_facts(teacher.model, teacher_run), "train_seconds": t_seconds},
-        "student": {**model_facts(student, out), "steps": trainer.step_count},
+        "student": {**model_facts(student, out), "steps": trainer.step_count,
+                    **({"initial_gaussians": initial} if initial is not None else {})},
         "cameras": cam_source, "teacher_seconds_per_frame": teacher_frame,
         "targets": {"rendered": budget.made, "cut": budget.cuts},
         "vs_teacher": versus_teacher(student, views),

@@ -35,13 +35,24 @@ def surface_points(views: TeacherViews) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(pts), torch.cat(cols)
 
 
+def initial_count(init_points: int, points_per_pixel: float, views: TeacherViews) -> int:
+    """How many Gaussians a splat student starts from: ``init_points``, and at most
+    ``points_per_pixel`` times the pixels of one target view (0: no such limit)."""
+    if points_per_pixel <= 0:
+        return init_points
+    cams = views.scene.cameras
+    pixels = int(cams.width[0]) * int(cams.height[0])
+    return min(init_points, max(1, round(points_per_pixel * pixels)))
+
+
 def init_splats_from_views(student, views: TeacherViews, train_cameras: Cameras,
-                           seed: int = 0) -> int:
-    """Initialise ``student`` (a ``SplatModel``) from the teacher's surface; returns the number
-    of Gaussians. Falls back to random Gaussians when the teacher renders nothing opaque."""
+                           seed: int = 0, points_per_pixel: float = 0.0) -> int:
+    """Initialise ``student`` (a ``SplatModel``) from the teacher's surface with
+    ``initial_count`` Gaussians; returns their number. Falls back to random Gaussians when the
+    teacher renders nothing opaque."""
     g = torch.Generator().manual_seed(seed)
     points, colors = surface_points(views)
-    n = student.config.init_points
+    n = initial_count(student.config.init_points, points_per_pixel, views)
     if len(points) > n:
         keep = torch.randperm(len(points), generator=g)[:n]
         points, colors = points[keep], colors[keep]

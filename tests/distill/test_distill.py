@@ -16,6 +16,7 @@ from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.run import distill
 from fieldkit.fields.registry import preset_config
 from fieldkit.train.config import TrainConfig
+from fieldkit.train.run import load_run_scene
 
 # Small targets keep each conversion to ~10-25 s on two cores.
 FAST = DistillConfig(views=40, bank_views=60, bank_rays=1 << 16, held_out_views=4, gt_views=6)
@@ -90,9 +91,13 @@ def test_hash_to_splat(demo_run, tmp_path):
     report = distill(demo_run, "splat", tmp_path / "h2s", _train(300), FAST, quiet=True)
     _check_report(report, tmp_path / "h2s", "hashgrid", "splat")
     assert report["vs_teacher"]["psnr"] > 25.0
-    # a default splat student is built with STUDENT_DEFAULTS (up to 50k surface points)
+    # a default splat student is built with STUDENT_DEFAULTS (up to 50k surface points), and
+    # starts from at most 1.25 Gaussians a pixel of its target views
     saved = json.loads((tmp_path / "h2s" / "config.json").read_text())["model"]["config"]
     assert saved["init_points"] == 50000
+    scene = load_run_scene(demo_run)
+    pixels = int(scene.cameras.width[0]) * int(scene.cameras.height[0])
+    assert 0.5 * pixels < report["student"]["initial_gaussians"] <= round(1.25 * pixels)
 
 
 def test_splat_to_hash(demo_splat_run, tmp_path):

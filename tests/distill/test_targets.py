@@ -73,3 +73,18 @@ def test_error_guided_sampling_draws_rays_in_proportion_to_their_error():
     unseen = float((idx >= 500).float().mean())
     mean = float(error[:500].mean())
     assert abs(unseen - 500 * mean / (500 * mean + float(error[:500].sum()))) < 0.02
+
+
+def test_a_splat_students_start_follows_the_pixels_of_its_views():
+    from types import SimpleNamespace
+
+    from fieldkit.distill.splat import initial_count
+
+    def views(w, h):
+        cams = SimpleNamespace(width=torch.tensor([w]), height=torch.tensor([h]))
+        return SimpleNamespace(scene=SimpleNamespace(cameras=cams))
+
+    assert initial_count(50000, 1.25, views(200, 200)) == 50000      # lego at 200x200
+    assert initial_count(50000, 1.25, views(160, 90)) == 18000       # beer at 1/8
+    assert initial_count(50000, 1.25, views(800, 800)) == 50000      # init-points caps
+    assert initial_count(50000, 0.0, views(160, 90)) == 50000        # 0: no per-pixel limit
