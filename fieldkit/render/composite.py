@@ -94,7 +94,7 @@ def render_rays(
     Returns:
         "rgb" [R, 3] = sum w * rgb + (1 - opacity) * background; "depth" [R, 1] expected depth
         sum w * t_mid / max(opacity, eps); "alpha" [R, 1] opacity; "weights" [S];
-        "num_samples" int.
+        "samples" (the ``samples`` given); "num_samples" int.
     """
     ts, te, ri = samples.t_starts, samples.t_ends, samples.ray_indices
     if ri.numel() > 0:
@@ -112,6 +112,7 @@ def render_rays(
         "depth": depth,
         "alpha": opacity,
         "weights": weights,
+        "samples": samples,
         "num_samples": int(ri.numel()),
     }
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import Scene, composite
 from fieldkit.progress import make_progress
+from fieldkit.render.losses import distortion_loss
 from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_state,
                                        save_checkpoint, set_rng_state)
 from fieldkit.train.config import TrainConfig, lr_factor
@@ -73,6 +74,8 @@ class Trainer:
         n_samples = int(out["num_samples"])
         loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
         if loss is not None:
+            if self.config.distortion_weight:
+                loss = loss + self.config.distortion_weight * self._distortion(out, len(origins))
             reg = self.model.regularization()
             if reg is not None:
                 loss = loss + reg
@@ -87,6 +90,13 @@ class Trainer:
         return {"loss": loss_value, "mse": mse,
                 "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
                 "rays": len(origins), "samples": n_samples, "lr": self.lr * factor}
+
+    def _distortion(self, out: dict, n_rays: int) -> Tensor:
+        """Distortion loss of a rendered batch, t in units of the box's diagonal."""
+        s = out["samples"]
+        scale = 1.0 / float((self.model.aabb[3:] - self.model.aabb[:3]).norm())
+        return distortion_loss(out["weights"], s.t_starts * scale, s.t_ends * scale,
+                               s.ray_indices, n_rays)
 
     def _start_step(self) -> float:
         """Train mode, occupancy-grid refresh and this step's learning rate; returns the
