@@ -67,6 +67,8 @@ class Train(ModelOptions):
     lr: float | None = None
     """Peak Adam learning rate (default: the model's own); for splat, a multiplier of its
     per-parameter rates."""
+    distortion_weight: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss (volumetric models; 0: off)."""
     init: Path | None = None
     """--model splat: start from this 3DGS .ply (in the scene's world units) instead of the
     scene's sparse points or random points."""
@@ -76,7 +78,8 @@ class Train(ModelOptions):
         from fieldkit.train.run import train
 
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
-                             background=self.background, seed=self.seed, lr=self.lr)
+                             background=self.background, seed=self.seed, lr=self.lr,
+                             distortion_weight=self.distortion_weight)
         self.check_only_kind(self.model)
         model_config = None if self.resume else self.model_config(self.model)
         live = None
@@ -192,39 +195,11 @@ class Export:
     """Points in a point-cloud export (a random subset when more are found)."""
 
     def run(self) -> None:
-        if self.kind == "points":
-            from fieldkit.export.points import PointsConfig, export_points
+        from fieldkit.export.run import export_run
 
-            out, cloud = export_points(self.run_dir, self.out, PointsConfig(num=self.num))
-            print(f"points     {out}: {len(cloud.points):,} points with colours and normals, "
-                  "world units")
-            return
-        if self.kind == "splats":
-            from fieldkit.export.splats import export_splats
-
-            out, n = export_splats(self.run_dir, self.out)
-            print(f"splats     {out}: {n:,} Gaussians, 3DGS layout, world units")
-            return
-        if self.method == "tsdf":
-            from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
-
-            out, mesh = export_mesh_tsdf(self.run_dir, self.out, TsdfConfig(
-                resolution=self.resolution, views=self.views, target_faces=self.target_faces))
-            print(f"mesh       {out}: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} "
-                  "faces (TSDF fusion), world units")
-            return
-        from fieldkit.export.mesh import MeshConfig, export_mesh
-
-        try:
-            threshold = None if self.threshold == "auto" else float(self.threshold)
-        except ValueError:
-            raise FieldkitError(f"--threshold must be auto or a number, not "
-                                f"{self.threshold!r}") from None
-        config = MeshConfig(resolution=self.resolution, threshold=threshold,
-                            target_faces=self.target_faces)
-        out, mesh = export_mesh(self.run_dir, self.out, config)
-        print(f"mesh       {out}: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} "
-              "faces, world units")
+        _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
+                                self.views, self.threshold, self.target_faces, self.num)
+        print(summary)
 
 
 def _student_default(kind: str):
@@ -266,8 +241,9 @@ class Distill(ModelOptions):
     fieldkit/distill/config.py); any you set here override the preset."""
     splat: SplatConfig = dataclasses.field(
         default_factory=lambda: _student_default("splat"), kw_only=True)
-    """splat student settings (default: 50k Gaussians seeded at the teacher's surface,
-    STUDENT_DEFAULTS in fieldkit/distill/config.py); any you set here override the preset."""
+    """splat student settings (default: up to 50k Gaussians seeded at the teacher's surface,
+    STUDENT_DEFAULTS in fieldkit/distill/config.py, and --distill.splat-points-per-pixel); any
+    you set here override the preset."""
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     """Targets, stages and report."""
 

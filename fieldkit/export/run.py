@@ -1,0 +1,63 @@
+"""`fieldkit export KIND RUN OUT`: one entry point over the mesh, point-cloud and splat exports.
+
+Returns the file written and a one-line summary for the command line to print.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fieldkit.errors import FieldkitError
+
+KINDS = ("mesh", "points", "splats")
+METHODS = ("mc", "tsdf")
+
+
+def parse_threshold(threshold: str | float | None) -> float | None:
+    """``auto`` (or None) -> None (Otsu's split); a number -> that density."""
+    if threshold is None or threshold == "auto":
+        return None
+    try:
+        return float(threshold)
+    except ValueError:
+        raise FieldkitError(f"--threshold must be auto or a number, not {threshold!r}") from None
+
+
+def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
+               views: int = 100, threshold: str | float | None = "auto",
+               target_faces: int | None = None, num: int = 1_000_000) -> tuple[Path, str]:
+    """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
+
+    mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
+    ``threshold``) or TSDF fusion of ``views`` rendered training views (``method`` tsdf,
+    ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
+    coloured points with normals. splats: a 3DGS .ply of a splat run."""
+    if kind not in KINDS:
+        raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
+    if kind == "points":
+        from fieldkit.export.points import PointsConfig, export_points
+
+        path, cloud = export_points(run_dir, out, PointsConfig(num=num))
+        return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
+                      "normals, world units")
+    if kind == "splats":
+        from fieldkit.export.splats import export_splats
+
+        path, n = export_splats(run_dir, out)
+        return path, f"splats     {path}: {n:,} Gaussians, 3DGS layout, world units"
+    if method not in METHODS:
+        raise FieldkitError(f"mesh method must be mc or tsdf, not {method!r}")
+    if method == "tsdf":
+        from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
+
+        path, mesh = export_mesh_tsdf(run_dir, out, TsdfConfig(
+            resolution=resolution, views=views, target_faces=target_faces))
+        how = " (TSDF fusion)"
+    else:
+        from fieldkit.export.mesh import MeshConfig, export_mesh
+
+        path, mesh = export_mesh(run_dir, out, MeshConfig(
+            resolution=resolution, threshold=parse_threshold(threshold),
+            target_faces=target_faces))
+        how = ""
+    return path, (f"mesh       {path}: {len(mesh.vertices):,} vertices, "
+                  f"{len(mesh.triangles):,} faces{how}, world units")
