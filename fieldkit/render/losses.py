@@ -1,4 +1,4 @@
-"""Losses on packed ray samples: mip-NeRF 360's distortion loss.
+"""Losses on packed ray samples: mip-NeRF 360's distortion loss, in contracted space.
 
 The distortion loss of one ray with weights w_i on intervals [t0_i, t1_i] (midpoints m_i) is
 
@@ -8,6 +8,12 @@ The distortion loss of one ray with weights w_i on intervals [t0_i, t1_i] (midpo
 removes the semi-transparent fog a field otherwise spreads along rays in empty space, which
 also lets the occupancy grid cull those cells. Computed here in O(S) with per-ray exclusive
 prefix sums over the packed samples (sorted by ray, then by t).
+
+On unbounded captures the distances are measured after mip-NeRF 360's contraction of space
+(``contract``; ``contracted_intervals``): inside the unit ball, the region of interest, they
+are box units; the background beyond is squeezed into the shell out to radius 2, so the loss
+does not pull apart the far background a photo is filled with. In metric t it did, and cost
+beer-colmap 3.1 dB (apps/results/distortion_cpu/bench.md).
 """
 from __future__ import annotations
 
@@ -50,3 +56,36 @@ def distortion_loss(weights: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indic
                     n_rays: int) -> Tensor:
     """Mean over the R rays of ``distortion_per_ray`` (a scalar)."""
     return distortion_per_ray(weights, t_starts, t_ends, ray_indices, n_rays).mean()
+
+
+def contract(x: Tensor) -> Tensor:
+    """mip-NeRF 360's contraction of box coordinates [..., 3]: the identity inside the unit
+    ball, |x| -> 2 - 1/|x| outside it (everything lands within radius 2)."""
+    n = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(n <= 1, x, (2 - 1 / n) * (x / n))
+
+
+def contracted_intervals(origins: Tensor, dirs: Tensor, t_starts: Tensor, t_ends: Tensor,
+                         ray_indices: Tensor, n_rays: int) -> tuple[Tensor, Tensor]:
+    """Packed sample intervals [S] re-measured along their rays in contracted space.
+
+    Every interval, and every gap between two of a ray's samples (empty space the marcher
+    skipped), counts as the straight distance between its contracted end points; a ray's
+    positions are the running sum of those lengths from its first sample. Returns (s_starts,
+    s_ends) [S], increasing along each ray, equal to t - t_first inside the unit ball.
+
+    Args:
+        origins, dirs: [R, 3] rays in box units. t_starts, t_ends, ray_indices: [S] packed
+            samples (sorted by ray, then t). n_rays: R.
+    """
+    if ray_indices.numel() == 0:
+        return t_starts, t_ends
+    o, d = origins[ray_indices], dirs[ray_indices]
+    a = contract(o + d * t_starts[:, None])
+    b = contract(o + d * t_ends[:, None])
+    width = (b - a).norm(dim=-1)
+    first = segment_first(ray_indices, n_rays)
+    is_first = first == torch.arange(len(first), device=first.device)
+    gap = (a - torch.roll(b, 1, 0)).norm(dim=-1).masked_fill(is_first, 0.0)
+    ends = _exclusive_per_ray(gap + width, first) + gap + width
+    return ends - width, ends

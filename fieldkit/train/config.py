@@ -24,9 +24,10 @@ class TrainConfig:
     model's own, 2^14 for hashgrid and triplane (which trained lego furthest in a fixed CPU
     time: apps/results/lego_cpu) and 2^12 for mlp (see ``MlpModel``)."""
     distortion_weight: float = 0.0
-    """Weight of mip-NeRF 360's distortion loss (volumetric models), with t in units of the
-    box's diagonal: it pulls each ray's weight into one short stretch, which clears fog from
-    empty space (0: off)."""
+    """Weight of mip-NeRF 360's distortion loss (volumetric models), with distances measured
+    in its contracted space (box units inside the unit ball, the background squeezed beyond):
+    it pulls each ray's weight into one short stretch, which clears fog from empty space
+    (0: off)."""
     init_rays: int = 1024
     """Rays in the first batch."""
     max_rays: int = 8192

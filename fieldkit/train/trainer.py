@@ -16,7 +16,7 @@ from torch import Tensor
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import Scene, composite
 from fieldkit.progress import make_progress
-from fieldkit.render.losses import distortion_loss
+from fieldkit.render.losses import contracted_intervals, distortion_loss
 from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_state,
                                        save_checkpoint, set_rng_state)
 from fieldkit.train.config import TrainConfig, lr_factor
@@ -75,7 +75,7 @@ class Trainer:
         loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
         if loss is not None:
             if self.config.distortion_weight:
-                loss = loss + self.config.distortion_weight * self._distortion(out, len(origins))
+                loss = loss + self.config.distortion_weight * self._distortion(out, origins, dirs)
             reg = self.model.regularization()
             if reg is not None:
                 loss = loss + reg
@@ -91,12 +91,12 @@ class Trainer:
                 "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
                 "rays": len(origins), "samples": n_samples, "lr": self.lr * factor}
 
-    def _distortion(self, out: dict, n_rays: int) -> Tensor:
-        """Distortion loss of a rendered batch, t in units of the box's diagonal."""
+    def _distortion(self, out: dict, origins: Tensor, dirs: Tensor) -> Tensor:
+        """Distortion loss of a rendered batch, measured in contracted space."""
         s = out["samples"]
-        scale = 1.0 / float((self.model.aabb[3:] - self.model.aabb[:3]).norm())
-        return distortion_loss(out["weights"], s.t_starts * scale, s.t_ends * scale,
-                               s.ray_indices, n_rays)
+        s0, s1 = contracted_intervals(origins, dirs, s.t_starts, s.t_ends, s.ray_indices,
+                                      len(origins))
+        return distortion_loss(out["weights"], s0, s1, s.ray_indices, len(origins))
 
     def _start_step(self) -> float:
         """Train mode, occupancy-grid refresh and this step's learning rate; returns the

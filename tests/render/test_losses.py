@@ -52,3 +52,27 @@ def test_distortion_prefers_weight_in_one_place():
     assert distortion_loss(peaked, t0, t1, ri, 1) < 0.05 * distortion_loss(spread, t0, t1, ri, 1)
     assert distortion_loss(torch.zeros(0), torch.zeros(0), torch.zeros(0),
                            torch.zeros(0, dtype=torch.long), 3).item() == 0.0
+
+
+def test_contracted_intervals_are_box_units_inside_the_ball_and_squeezed_beyond():
+    from fieldkit.render.losses import contract, contracted_intervals
+
+    # the contraction itself: identity inside, 2 - 1/|x| outside, continuous at 1
+    x = torch.tensor([[0.3, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 4.0], [1e6, 0.0, 0.0]],
+                     dtype=torch.float64)
+    torch.testing.assert_close(contract(x)[:2], x[:2])
+    torch.testing.assert_close(contract(x)[2], torch.tensor([0.0, 0.0, 1.75], dtype=torch.float64))
+    assert 1.999 < float(contract(x)[3].norm()) < 2.0
+    # ray 0 runs through the ball (x from -0.9 to 0.9) with a skipped gap; ray 1 runs outward
+    # from radius 2 to 10 in 8 unit steps
+    origins = torch.tensor([[-0.9, 0.0, 0.0], [2.0, 0.0, 0.0]], dtype=torch.float64)
+    dirs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    t0 = torch.tensor([0.0, 0.2, 1.0, *range(8)], dtype=torch.float64)
+    t1 = torch.tensor([0.2, 0.4, 1.8, *range(1, 9)], dtype=torch.float64)
+    ri = torch.tensor([0, 0, 0] + [1] * 8)
+    s0, s1 = contracted_intervals(origins, dirs, t0, t1, ri, 2)
+    torch.testing.assert_close(s0[:3], t0[:3])   # inside the ball: plain t from the first sample
+    torch.testing.assert_close(s1[:3], t1[:3])
+    r = 2.0 + torch.arange(9, dtype=torch.float64)   # ray 1: radii of the interval ends
+    torch.testing.assert_close(s1[3:], (1 / r[0] - 1 / r[1:]))
+    assert torch.all(s1[3:] - s0[3:] < 0.25) and torch.all(s0[4:] >= s1[3:-1] - 1e-12)

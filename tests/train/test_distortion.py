@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fieldkit.render.losses import distortion_loss
+from fieldkit.render.losses import contracted_intervals, distortion_loss
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import prepare
 from tests.conftest import DEMO_SCENE
@@ -21,9 +21,9 @@ def _first_step(run_dir, weight: float, monkeypatch) -> tuple[dict, list[float]]
     def spy(origins, dirs, bg, **kw):
         out = render_rays(origins, dirs, bg, **kw)
         s = out["samples"]
-        scale = 1.0 / float((trainer.model.aabb[3:] - trainer.model.aabb[:3]).norm())
-        seen.append(float(distortion_loss(out["weights"], s.t_starts * scale, s.t_ends * scale,
-                                          s.ray_indices, len(origins))))
+        s0, s1 = contracted_intervals(origins, dirs, s.t_starts, s.t_ends, s.ray_indices,
+                                      len(origins))
+        seen.append(float(distortion_loss(out["weights"], s0, s1, s.ray_indices, len(origins))))
         return out
 
     monkeypatch.setattr(trainer.model, "render_rays", spy)
