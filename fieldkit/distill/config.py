@@ -15,7 +15,8 @@ channels, 28.51 with 8 (16: 28.66, twice the step time); in 75 s, run back to ba
 4 (1199 steps), 28.34 with 8 (714 steps). From the photos in 60 s, 4 channels reached 27.59
 and 27.46 in two runs, 8 reached 26.68 and 27.00 (apps/results/distill_lego_cpu_v5/sweep.md).
 
-A splat student starts from 50k points of the teacher's surface, not the model's 20k random
+A splat student starts from up to 50k points of the teacher's surface (at most
+``DistillConfig.splat_points_per_pixel`` a pixel of its views), not the model's 20k random
 ones: on lego, hash grid -> splats against the photos, 27.30 dB at 600 steps with 20k (229 s),
 27.73 with 50k (272 s), 27.50 with 20k at 714 steps (282 s); 100k: 27.91 at 600 steps for
 29% more time than 50k, not compared at equal time (apps/results/distill_lego_cpu_v7/sweep.md).
@@ -40,13 +41,14 @@ class DistillConfig:
 
     views: int = 100
     """Novel views the teacher renders whole for a splat student (its training images)."""
-    splat_points_per_pixel: float = 1.25
+    splat_points_per_pixel: float = 0.5
     """A splat student starts from at most this many Gaussians per pixel of one target view
-    (and at most ``--splat.init-points``; 0: init-points alone). More Gaussians make each step
-    dearer, and small views cannot use them: on beer-colmap (90x160 views, a 150 s budget)
-    50k starting points made 196 steps and 18.53 dB against the photos, 15k 330 steps and
-    20.13, 5k 354 and 20.37 (apps/results/distill_beer_splat_cpu). Lego's 200x200 views keep
-    50k."""
+    (and at most ``--splat.init-points``; 0: init-points alone). Every Gaussian makes a step
+    dearer and small views cannot use many, so within a budget fewer starting points buy more
+    steps (apps/results/distill_beer_splat_cpu/bench.md), against the photos: fox (135x240,
+    300 s) 21.73 dB with 0.5 a pixel (435 steps) against 20.86 with 1.25 (352 steps); beer
+    (90x160, 150 s) 20.37 with 5k points, 20.10 with 18k (1.25 a pixel), 18.53 with 50k;
+    lego (200x200, 300 s) 27.50 with 0.5 a pixel against 27.62 with 1.25 (50k)."""
     bank_views: int = 200
     """Novel views the ray bank of a volumetric student draws its rays from."""
     bank_rays: int = 1 << 18

@@ -34,6 +34,14 @@ def _scan_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.device.type == "mps" else torch.float64
 
 
+def exclusive_per_ray(x: Tensor, first: Tensor) -> Tensor:
+    """[S] -> [S] sum of x over the earlier samples of the same ray (``first``: the position of
+    each sample's first, ``segment_first``). The global scan runs in ``_scan_dtype``."""
+    x64 = x.to(_scan_dtype(x))
+    exclusive = torch.cumsum(x64, 0) - x64
+    return (exclusive - exclusive[first]).to(x.dtype)
+
+
 def render_weights(
     sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -49,10 +57,7 @@ def render_weights(
     sigmas = sigmas.reshape(-1)
     tau = sigmas * (t_ends - t_starts)
     alphas = 1.0 - torch.exp(-tau)
-    tau64 = tau.to(_scan_dtype(tau))
-    exclusive = torch.cat([tau64.new_zeros(1), torch.cumsum(tau64, 0)[:-1]])
-    first = segment_first(ray_indices, n_rays)
-    trans = torch.exp(-(exclusive - exclusive[first])).to(tau.dtype)
+    trans = torch.exp(-exclusive_per_ray(tau, segment_first(ray_indices, n_rays)))
     return trans * alphas, trans, alphas
 
 

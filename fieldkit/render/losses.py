@@ -9,25 +9,18 @@ removes the semi-transparent fog a field otherwise spreads along rays in empty s
 also lets the occupancy grid cull those cells. Computed here in O(S) with per-ray exclusive
 prefix sums over the packed samples (sorted by ray, then by t).
 
-On unbounded captures the distances are measured after mip-NeRF 360's contraction of space
-(``contract``; ``contracted_intervals``): inside the unit ball, the region of interest, they
-are box units; the background beyond is squeezed into the shell out to radius 2, so the loss
-does not pull apart the far background a photo is filled with. In metric t it did, and cost
-beer-colmap 3.1 dB (apps/results/distortion_cpu/bench.md).
+Training measures the distances as mip-NeRF 360 does, after its contraction of space
+(``contract``, ``contracted_intervals``): box units inside the unit ball, the region of
+interest, with the background beyond squeezed into the shell out to radius 2. It is opt-in
+(``TrainConfig.distortion_weight``): it helped fox and cost beer-colmap 2.4 dB, where the field
+painted the views on floaters near the cameras (apps/results/distortion_cpu/bench.md).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from fieldkit.render.composite import _scan_dtype, segment_first
-
-
-def _exclusive_per_ray(x: Tensor, first: Tensor) -> Tensor:
-    """[S] -> [S] sum of x over the earlier samples of the same ray (first: ``segment_first``)."""
-    x64 = x.to(_scan_dtype(x))
-    exclusive = torch.cumsum(x64, 0) - x64
-    return (exclusive - exclusive[first]).to(x.dtype)
+from fieldkit.render.composite import exclusive_per_ray, segment_first
 
 
 def distortion_per_ray(weights: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
@@ -43,8 +36,8 @@ def distortion_per_ray(weights: Tensor, t_starts: Tensor, t_ends: Tensor, ray_in
         return weights.new_zeros(n_rays)
     mid = 0.5 * (t_starts + t_ends)
     first = segment_first(ray_indices, n_rays)
-    w_before = _exclusive_per_ray(weights, first)            # sum_{j<i} w_j
-    wm_before = _exclusive_per_ray(weights * mid, first)     # sum_{j<i} w_j m_j
+    w_before = exclusive_per_ray(weights, first)            # sum_{j<i} w_j
+    wm_before = exclusive_per_ray(weights * mid, first)     # sum_{j<i} w_j m_j
     # sum_{i,j} w_i w_j |m_i - m_j| = 2 sum_i w_i (m_i sum_{j<i} w_j - sum_{j<i} w_j m_j)
     inter = 2.0 * weights * (mid * w_before - wm_before)
     intra = weights.square() * (t_ends - t_starts) / 3.0
@@ -87,5 +80,5 @@ def contracted_intervals(origins: Tensor, dirs: Tensor, t_starts: Tensor, t_ends
     first = segment_first(ray_indices, n_rays)
     is_first = first == torch.arange(len(first), device=first.device)
     gap = (a - torch.roll(b, 1, 0)).norm(dim=-1).masked_fill(is_first, 0.0)
-    ends = _exclusive_per_ray(gap + width, first) + gap + width
+    ends = exclusive_per_ray(gap + width, first) + gap + width
     return ends - width, ends

@@ -92,12 +92,14 @@ def test_hash_to_splat(demo_run, tmp_path):
     _check_report(report, tmp_path / "h2s", "hashgrid", "splat")
     assert report["vs_teacher"]["psnr"] > 25.0
     # a default splat student is built with STUDENT_DEFAULTS (up to 50k surface points), and
-    # starts from at most 1.25 Gaussians a pixel of its target views
+    # starts from at most DistillConfig.splat_points_per_pixel Gaussians a pixel of its views
     saved = json.loads((tmp_path / "h2s" / "config.json").read_text())["model"]["config"]
     assert saved["init_points"] == 50000
     scene = load_run_scene(demo_run)
     pixels = int(scene.cameras.width[0]) * int(scene.cameras.height[0])
-    assert 0.5 * pixels < report["student"]["initial_gaussians"] <= round(1.25 * pixels)
+    per_pixel = DistillConfig().splat_points_per_pixel
+    assert 0.5 * per_pixel * pixels < report["student"]["initial_gaussians"] <= round(
+        per_pixel * pixels)
 
 
 def test_splat_to_hash(demo_splat_run, tmp_path):

@@ -84,7 +84,7 @@ def test_a_splat_students_start_follows_the_pixels_of_its_views():
         cams = SimpleNamespace(width=torch.tensor([w]), height=torch.tensor([h]))
         return SimpleNamespace(scene=SimpleNamespace(cameras=cams))
 
-    assert initial_count(50000, 1.25, views(200, 200)) == 50000      # lego at 200x200
-    assert initial_count(50000, 1.25, views(160, 90)) == 18000       # beer at 1/8
-    assert initial_count(50000, 1.25, views(800, 800)) == 50000      # init-points caps
+    assert initial_count(50000, 0.5, views(200, 200)) == 20000       # lego at 200x200
+    assert initial_count(50000, 0.5, views(160, 90)) == 7200         # beer at 1/8
+    assert initial_count(50000, 0.5, views(800, 800)) == 50000       # init-points caps
     assert initial_count(50000, 0.0, views(160, 90)) == 50000        # 0: no per-pixel limit

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fieldkit.render.losses import contracted_intervals, distortion_loss
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import prepare
 from tests.conftest import DEMO_SCENE
@@ -20,10 +19,7 @@ def _first_step(run_dir, weight: float, monkeypatch) -> tuple[dict, list[float]]
 
     def spy(origins, dirs, bg, **kw):
         out = render_rays(origins, dirs, bg, **kw)
-        s = out["samples"]
-        s0, s1 = contracted_intervals(origins, dirs, s.t_starts, s.t_ends, s.ray_indices,
-                                      len(origins))
-        seen.append(float(distortion_loss(out["weights"], s0, s1, s.ray_indices, len(origins))))
+        seen.append(float(trainer._distortion(out, origins, dirs)))
         return out
 
     monkeypatch.setattr(trainer.model, "render_rays", spy)
