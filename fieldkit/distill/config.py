@@ -47,7 +47,7 @@ class DistillConfig:
     dearer and small views cannot use many, so within a budget fewer starting points buy more
     steps (apps/results/distill_beer_splat_cpu/bench.md), against the photos: fox (135x240,
     300 s) 21.73 dB with 0.5 a pixel (435 steps) against 20.86 with 1.25 (352 steps); beer
-    (90x160, 150 s) 20.37 with 5k points, 20.10 with 18k (1.25 a pixel), 18.53 with 50k;
+    (90x160, 150 s) 20.49 with 0.5 a pixel (7.2k), 20.10 with 1.25 (18k), 18.53 with 50k;
     lego (200x200, 300 s) 27.50 with 0.5 a pixel against 27.62 with 1.25 (50k)."""
     bank_views: int = 200
     """Novel views the ray bank of a volumetric student draws its rays from."""
