@@ -102,6 +102,11 @@ def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConf
     elif (run_dir / "checkpoint").exists():
         raise FieldkitError(f"{run_dir} already holds a run; pass --resume to continue it or "
                             "--out to start a new one")
+    if config.distortion_weight < 0:
+        raise FieldkitError("--distortion-weight must be 0 (off) or positive")
+    if config.distortion_weight and kind == "splat":
+        raise FieldkitError("--distortion-weight is for volumetric models (hashgrid, triplane, "
+                            "mlp), not splat")
     scene = scene_for_model(load_scene(scene_path, downscale=downscale), kind)
     config = replace(config, background=resolve_background(config.background, scene))
     torch.manual_seed(config.seed)  # model initialisation depends only on the seed

@@ -34,3 +34,16 @@ def test_the_distortion_loss_joins_the_training_loss(tmp_path, monkeypatch):
     assert distortion[0] > 0
     assert weighted["loss"] - plain["loss"] == pytest.approx(0.5 * distortion[0], rel=1e-3)
     assert torch.isfinite(torch.tensor(weighted["loss"]))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--distortion-weight", "-0.1"], "must be 0 (off) or positive"),
+    (["--model", "splat", "--distortion-weight", "0.01"], "is for volumetric models"),
+])
+def test_bad_distortion_settings_are_one_line_errors(tmp_path, capsys, argv, needle):
+    from fieldkit.cli import main
+
+    assert main(["train", str(DEMO_SCENE), "--out", str(tmp_path / "r"), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "r" / "checkpoint").exists()
