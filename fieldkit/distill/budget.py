@@ -42,10 +42,24 @@ class RenderBudget:
             fit = math.floor(left / seconds_each) if seconds_each > 0 else asked
             made = max(min(minimum, asked), min(asked, fit))
             if made < asked:
-                self.cuts.append({"what": what, "asked": asked, "made": made,
+                self.cuts.append({"key": key, "what": what, "asked": asked, "made": made,
                                   "seconds_each": seconds_each})
         self.made[key] = made
         return made
+
+    def exhausted(self, key: str) -> bool:
+        """Whether the renders have spent the seconds, so that ``key``'s should stop before
+        their count (an estimate from earlier renders; this VM's speed drifts): never
+        without a limit or with a count decided before."""
+        return self.seconds is not None and key not in self.fixed and self.spent >= self.seconds
+
+    def stop(self, key: str, what: str, asked: int, made: int) -> None:
+        """``key``'s renders stopped at ``made`` (``exhausted``), fewer than counted: record it
+        as a cut, at the seconds each took."""
+        self.made[key] = made
+        self.cuts = [c for c in self.cuts if c.get("key") != key]
+        self.cuts.append({"key": key, "what": what, "asked": asked, "made": made,
+                          "seconds_each": self.spent / max(made, 1)})
 
     def add(self, seconds: float) -> None:
         """Count ``seconds`` of budgeted rendering."""

@@ -23,7 +23,8 @@ from fieldkit.distill.report import model_facts, print_report, versus_photos, ve
 from fieldkit.distill.splat import init_splats_from_views
 from fieldkit.distill.targets import build_ray_bank, render_scene
 from fieldkit.distill.teacher import Teacher
-from fieldkit.distill.views import novel_cameras, save_train_cameras, train_cameras
+from fieldkit.distill.views import (novel_cameras, save_train_cameras, target_cameras,
+                                    train_cameras)
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
@@ -150,8 +151,9 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
                            if resume else {})
     held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
                          scale=config.view_scale)
-    student_views = novel_cameras(cams, config.views, seed=config.seed,
-                                  scale=config.view_scale) if kind == "splat" else _empty_cameras()
+    student_views = target_cameras(cams, config.views, seed=config.seed,
+                                   scale=config.view_scale, train_share=config.train_view_share
+                                   ) if kind == "splat" else _empty_cameras()
     views = render_scene(teacher, student_views, held, norm, teacher_run, budget)
     # the held-out views only serve evaluation (like the photos): their renders are reported
     # apart and stay out of the time budget, as evaluation stays out of training time

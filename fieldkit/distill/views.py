@@ -91,3 +91,26 @@ def novel_cameras(cameras: Cameras, n: int, seed: int, scale: float = 1.0,
     return Cameras(torch.as_tensor(np.stack(c2w), dtype=torch.float32),
                    torch.as_tensor(np.stack(K), dtype=torch.float32),
                    torch.tensor(w, dtype=torch.int64), torch.tensor(h, dtype=torch.int64))
+
+
+def target_cameras(cameras: Cameras, n: int, seed: int, scale: float = 1.0,
+                   train_share: float = 0.0) -> Cameras:
+    """``n`` pinhole views a splat student learns from: ``round(n * train_share)`` at training
+    cameras (evenly spaced among them, at most all of them; intrinsics scaled by ``scale``,
+    lens distortion left out) and the rest ``novel_cameras``, interleaved so that any first
+    views of the list hold both in proportion."""
+    k = min(len(cameras), round(n * train_share))
+    if k == 0:
+        return novel_cameras(cameras, n, seed, scale)
+    novel = novel_cameras(cameras, n - k, seed, scale) if n > k else cameras[:0]
+    pick = torch.linspace(0, len(cameras) - 1, k).round().long()
+    at = cameras[pick]
+    w = (at.width.float() * scale).round().clamp_min(8).long()
+    h = (at.height.float() * scale).round().clamp_min(8).long()
+    K = at.K.clone()
+    K[:, 0] *= (w / at.width)[:, None]
+    K[:, 1] *= (h / at.height)[:, None]
+    order = torch.argsort(torch.cat([(torch.arange(k) + 0.5) / k,
+                                     (torch.arange(n - k) + 0.5) / max(n - k, 1)]), stable=True)
+    return Cameras(torch.cat([at.c2w, novel.c2w])[order], torch.cat([K, novel.K])[order],
+                   torch.cat([w, novel.width])[order], torch.cat([h, novel.height])[order])

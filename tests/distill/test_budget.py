@@ -1,4 +1,4 @@
-"""A distillation's target renders fit its time budget: fewer novel views or bank rays when the
+"""A distillation's target renders fit its time budget: fewer teacher views or bank rays when the
 teacher renders slowly (never fewer than a minimum), the cut reported, and a resumed run
 renders the same targets."""
 from __future__ import annotations
@@ -82,6 +82,34 @@ def test_render_scene_keeps_as_many_novel_views_as_fit_and_every_held_out_one(tm
             assert budget.spent == pytest.approx(sum(views.frame_seconds[:expected]))
 
 
+class SlowerTeacher(FakeTeacher):
+    """Renders the held-out views (x >= 100) fast and the others 20 ms each."""
+
+    def render_view(self, camera: Cameras) -> dict[str, torch.Tensor]:
+        time.sleep(0.0 if float(camera.c2w[0, 0, 3]) >= 100 else 0.02)
+        return super().render_view(camera)
+
+
+def test_views_slower_than_the_estimate_stop_when_the_time_is_spent(tmp_path):
+    norm = Normalisation(1.0, np.eye(3), np.zeros(3))
+    budget = RenderBudget(0.5)
+    teacher = SlowerTeacher()
+    views = targets.render_scene(teacher, _cameras(60), _cameras(5, first=100), norm,
+                                 tmp_path, budget)
+    # the held-out renders promised all 60 in the time; at 20 ms each ~25 fit
+    assert targets.MIN_TRAIN_VIEWS <= views.num_train < 40
+    assert budget.made == {"views": views.num_train} and teacher.views == views.num_train + 5
+    assert 0.5 <= budget.spent < 0.5 + 0.1
+    (cut,) = budget.cuts
+    assert cut["asked"] == 60 and cut["made"] == views.num_train
+    assert cut["seconds_each"] == pytest.approx(0.02, rel=0.5)
+    assert f"{views.num_train} of 60 teacher views" in budget.summary()
+    # a resumed run renders the saved count, however slow
+    again = RenderBudget(0.0, fixed=dict(budget.made))
+    assert targets.render_scene(SlowerTeacher(), _cameras(60), _cameras(5, first=100), norm,
+                                tmp_path, again).num_train == views.num_train
+
+
 def test_a_ray_bank_cut_short_keeps_its_first_rays_with_their_targets():
     cams = _cameras(30, size=64)
     n = 5 * targets.BANK_CHUNK
@@ -98,7 +126,7 @@ def test_a_ray_bank_cut_short_keeps_its_first_rays_with_their_targets():
 def test_a_slow_teacher_gets_fewer_views_and_a_resume_renders_the_same(demo_run, tmp_path,
                                                                       monkeypatch):
     """Each render made slow (0.05 s): 1 s of budget leaves 0.5 s for the views, so the
-    splat student gets the minimum of 16 novel views, not the 40 asked, and says so."""
+    splat student gets the minimum of 16 teacher views, not the 40 asked, and says so."""
     render = Teacher.render_view
 
     def slow(self, camera):
@@ -109,7 +137,7 @@ def test_a_slow_teacher_gets_fewer_views_and_a_resume_renders_the_same(demo_run,
     config = DistillConfig(views=40, held_out_views=4, gt_views=0)
     out = tmp_path / "h2s"
     train = TrainConfig(max_time=1.0, eval_every=0, checkpoint_every=1e9)
-    with pytest.warns(FieldkitWarning, match="16 of 40 novel views"):
+    with pytest.warns(FieldkitWarning, match="16 of 40 teacher views"):
         report = distill(demo_run, "splat", out, train, config, quiet=True)
     assert report["targets"]["rendered"] == {"views": targets.MIN_TRAIN_VIEWS}
     assert report["targets"]["cut"][0]["asked"] == 40

@@ -88,3 +88,28 @@ def test_a_splat_students_start_follows_the_pixels_of_its_views():
     assert initial_count(50000, 0.5, views(160, 90)) == 7200         # beer at 1/8
     assert initial_count(50000, 0.5, views(800, 800)) == 50000       # init-points caps
     assert initial_count(50000, 0.0, views(160, 90)) == 50000        # 0: no per-pixel limit
+
+
+def test_target_cameras_mix_training_cameras_in_as_pinholes():
+    from fieldkit.data.cameras import Cameras
+    from fieldkit.distill.views import novel_cameras, sphere_cameras, target_cameras
+
+    base = sphere_cameras(12, bound=1.0, size=64)
+    dist = torch.zeros(12, 6)
+    dist[:, 0] = 0.1
+    cams = Cameras(base.c2w, base.K, base.width, base.height, dist)
+    mixed = target_cameras(cams, 10, seed=3, scale=0.5, train_share=0.4)
+    assert len(mixed) == 10 and mixed.distortion is None
+    assert (mixed.width == 32).all() and torch.allclose(mixed.K[:, 0, 0], cams.K[0, 0, 0] / 2)
+    at_train = [i for i in range(10)
+                if any(torch.equal(mixed.c2w[i], cams.c2w[j]) for j in range(12))]
+    assert len(at_train) == 4
+    assert at_train[0] < 3 and at_train[-1] > 6  # spread through the list, not in one block
+    # the first and the last training camera are among them (evenly spaced)
+    assert torch.equal(mixed.c2w[at_train[0]], cams.c2w[0])
+    assert torch.equal(mixed.c2w[at_train[-1]], cams.c2w[11])
+    # share 0 is novel_cameras; share 1 uses every training camera once, no more
+    assert torch.equal(target_cameras(cams, 5, seed=3).c2w, novel_cameras(cams, 5, seed=3).c2w)
+    assert len(target_cameras(cams, 20, seed=3, train_share=1.0)) == 20
+    every = target_cameras(cams, 12, seed=3, train_share=1.0)   # no novel view left
+    assert torch.equal(every.c2w, cams.c2w) and every.distortion is None
