@@ -125,3 +125,9 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> DistillConfig:
+        """The config a run saved (``to_dict``), with the values of the time for the fields
+        added since: runs saved before ``train_view_share`` learned from novel views only."""
+        return cls(**{"train_view_share": 0.0, **saved})

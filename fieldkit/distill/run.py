@@ -133,8 +133,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
             raise FieldkitError(f"{out} holds no distillation to resume; drop --resume")
         kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
         train = resumed_config(saved["train"], train)
-        # runs saved before train_view_share existed learned from novel views only
-        config = DistillConfig(**{"train_view_share": 0.0, **saved["distill"]["config"]})
+        config = DistillConfig.from_saved(saved["distill"]["config"])
     elif (out / "checkpoint").exists():
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")

@@ -113,3 +113,14 @@ def test_target_cameras_mix_training_cameras_in_as_pinholes():
     assert len(target_cameras(cams, 20, seed=3, train_share=1.0)) == 20
     every = target_cameras(cams, 12, seed=3, train_share=1.0)   # no novel view left
     assert torch.equal(every.c2w, cams.c2w) and every.distortion is None
+
+
+def test_a_saved_distill_config_keeps_its_views_across_the_new_default():
+    from fieldkit.distill.config import DistillConfig
+
+    old = DistillConfig().to_dict()
+    del old["train_view_share"]          # saved before the field existed: novel views only
+    assert DistillConfig.from_saved(old).train_view_share == 0.0
+    new = DistillConfig(train_view_share=0.5).to_dict()
+    assert DistillConfig.from_saved(new) == DistillConfig(train_view_share=0.5)
+    assert DistillConfig().train_view_share == 1.0
