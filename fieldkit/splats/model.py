@@ -159,7 +159,8 @@ class SplatModel(nn.Module):
 
     def init_from_scene(self, scene, init_file: Path | None = None) -> None:
         """Initial Gaussians for training on ``scene``: a 3DGS .ply (world units) when given,
-        else the scene's sparse points (COLMAP), else random ones; sets the scene extent."""
+        else the scene's sparse points (COLMAP), else ``init_points`` drawn as ``init_region``
+        says; sets the scene extent."""
         from fieldkit.splats.init import frustum_points
         from fieldkit.splats.ply import read_splat_ply
         from fieldkit.splats.transform import splats_to_box
