@@ -15,20 +15,12 @@ import math
 import torch
 from torch import Tensor
 
+from fieldkit.render.volume import ray_aabb
+
 MIN_ALPHA = 128
 """Pixels with an alpha (uint8) below this are background: no point is drawn on their ray."""
 NEAR_FRACTION = 0.1
 """Points are no closer to their camera than this share of its distance to the box centre."""
-
-
-def box_segment(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tensor]:
-    """Entry and exit distances [R] of rays [R, 3] through the box [-bound, bound]^3 (entry
-    clamped to 0; exit < entry when a ray misses it)."""
-    safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-    t0, t1 = (-bound - origins) / safe, (bound - origins) / safe
-    near = torch.minimum(t0, t1).amax(-1).clamp_min(0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, far
 
 
 def frustum_points(scene, n: int, bound: float, generator: torch.Generator | None = None
@@ -49,7 +41,7 @@ def frustum_points(scene, n: int, bound: float, generator: torch.Generator | Non
         xy = torch.minimum(xy, torch.stack([w, h], -1) - 1)
         rgba = scene.lookup(idx, xy.long())
         o, d = cams.rays(idx, xy + 0.5)
-        near, far = box_segment(o, d, bound)
+        near, far = ray_aabb(o, d, torch.tensor([-bound] * 3 + [bound] * 3))
         near = torch.maximum(near, NEAR_FRACTION * o.norm(dim=-1))
         keep = far > near
         if scene.has_alpha:

@@ -10,7 +10,7 @@ import torch
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.data.scene import Scene
-from fieldkit.splats.init import NEAR_FRACTION, box_segment, frustum_points
+from fieldkit.splats.init import NEAR_FRACTION, frustum_points
 from fieldkit.splats.model import SplatModel
 from fieldkit.fields.registry import build_model
 
@@ -30,15 +30,6 @@ def _scene(bound: float, cam_z: float) -> Scene:
     norm = Normalisation(1.0, np.eye(3), np.zeros(3), bound)
     return Scene(Path("."), "blender", cams, [Path("a.png")], img.reshape(-1, 4),
                  torch.tensor([0, H * W]), {"train": torch.tensor([0])}, norm, ["PINHOLE"])
-
-
-def test_box_segment_enters_and_leaves_the_box():
-    o = torch.tensor([[0.0, 0, 5], [0.0, 0, 0], [3.0, 3, 5]])
-    d = torch.tensor([[0.0, 0, -1], [1.0, 0, 0], [0.0, 0, -1]])
-    near, far = box_segment(o, d, 1.0)
-    assert torch.allclose(near[:2], torch.tensor([4.0, 0.0]))
-    assert torch.allclose(far[:2], torch.tensor([6.0, 1.0]))
-    assert far[2] < near[2]  # misses the box
 
 
 @pytest.mark.parametrize("bound,cam_z", [(1.0, 4.0), (4.0, 2.0)])
