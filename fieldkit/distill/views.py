@@ -105,12 +105,10 @@ def target_cameras(cameras: Cameras, n: int, seed: int, scale: float = 1.0,
     novel = novel_cameras(cameras, n - k, seed, scale) if n > k else cameras[:0]
     pick = torch.linspace(0, len(cameras) - 1, k).round().long()
     at = cameras[pick]
-    w = (at.width.float() * scale).round().clamp_min(8).long()
-    h = (at.height.float() * scale).round().clamp_min(8).long()
-    K = at.K.clone()
-    K[:, 0] *= (w / at.width)[:, None]
-    K[:, 1] *= (h / at.height)[:, None]
+    at = at.resized((at.width.float() * scale).round().clamp_min(8).long(),
+                    (at.height.float() * scale).round().clamp_min(8).long())
     order = torch.argsort(torch.cat([(torch.arange(k) + 0.5) / k,
                                      (torch.arange(n - k) + 0.5) / max(n - k, 1)]), stable=True)
-    return Cameras(torch.cat([at.c2w, novel.c2w])[order], torch.cat([K, novel.K])[order],
-                   torch.cat([w, novel.width])[order], torch.cat([h, novel.height])[order])
+    return Cameras(torch.cat([at.c2w, novel.c2w])[order], torch.cat([at.K, novel.K])[order],
+                   torch.cat([at.width, novel.width])[order],
+                   torch.cat([at.height, novel.height])[order])
