@@ -190,16 +190,19 @@ def timed_training(tmp: Path, steps: int, mode: str, idle_url: str | None = None
         return out
 
     trainer.step = timed_step          # LiveTraining wraps this one: its work stays outside
-    live = stop = None
+    live = stop = client = None
     if mode == "browser":
         stop, ready = threading.Event(), threading.Event()
-        threading.Thread(target=_client, args=(idle_url, ready, stop), daemon=True).start()
+        client = threading.Thread(target=_client, args=(idle_url, ready, stop), daemon=True)
+        client.start()
         ready.wait(60)
         time.sleep(3.0)                # the page loads its scene
     elif mode != "none":
         live = LiveTraining(trainer, ViewerConfig(port=0, verbose=False))
         stop, ready = threading.Event(), threading.Event()
-        threading.Thread(target=_client, args=(live.viewer.url, ready, stop), daemon=True).start()
+        client = threading.Thread(target=_client, args=(live.viewer.url, ready, stop),
+                                  daemon=True)
+        client.start()
         ready.wait(60)
         live.viewer.wait_for_clients(1, 60)
         session = next(iter(live.viewer.sessions.values()))
@@ -226,6 +229,10 @@ def timed_training(tmp: Path, steps: int, mode: str, idle_url: str | None = None
         stop.set()
         live.finish()
         live.viewer.stop()
+    if client is not None:
+        # the browser closes before the next run starts and before the interpreter exits: a
+        # Playwright thread still closing at exit crashed the interpreter (segfault, rc 139)
+        client.join(60)
     print(f"training ({mode:7s}): {steps} steps in {wall:.1f} s wall, steps "
           f"{out['step_time']:.1f} s" + (f", viewer rendering {out['render']:.1f} s, "
                                           f"{out['frames']} frames" if live else ""), flush=True)
