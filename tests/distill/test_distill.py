@@ -46,10 +46,15 @@ def _check_report(report: dict, run: Path, teacher_kind: str, kind: str) -> None
     assert all(math.isfinite(v) for v in (gt["student_vs_teacher_psnr"], t["total_seconds"]))
 
 
+def _from_demo(demo_run, tmp_path_factory, kind: str) -> tuple[Path, dict]:
+    """(run, report) of the demo hash grid distilled into ``kind`` for 300 steps."""
+    out = tmp_path_factory.mktemp("distill") / f"hashgrid-to-{kind}"
+    return out, distill(demo_run, kind, out, _train(300), FAST, quiet=True)
+
+
 @pytest.fixture(scope="module")
 def hash_to_triplane(demo_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("distill") / "h2t"
-    return out, distill(demo_run, "triplane", out, _train(300), FAST, quiet=True)
+    return _from_demo(demo_run, tmp_path_factory, "triplane")
 
 
 def test_hash_to_triplane(hash_to_triplane):
@@ -77,8 +82,7 @@ def _batches(run: Path) -> dict[int, list[int]]:
 
 @pytest.fixture(scope="module")
 def hash_to_mlp(demo_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("distill") / "h2m"
-    return out, distill(demo_run, "mlp", out, _train(300), FAST, quiet=True)
+    return _from_demo(demo_run, tmp_path_factory, "mlp")
 
 
 def test_hash_to_mlp(hash_to_mlp):
