@@ -33,7 +33,8 @@ import torch
 
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.report import versus_photos
-from fieldkit.distill.run import distill, teacher_train_seconds
+from fieldkit.distill.run import distill
+from fieldkit.distill.source import teacher_train_seconds
 from fieldkit.fields.registry import changed_fields, config_from_dict, merge, model_class, \
     preset_config
 from fieldkit.train.config import TrainConfig

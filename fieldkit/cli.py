@@ -185,8 +185,9 @@ class Export:
     resolution: int = 256
     """Marching-cubes lattice points per side of the box (mc), or voxels per side of the
     region of interest (tsdf)."""
-    views: int = 100
-    """Training views rendered and fused (tsdf)."""
+    views: int | None = None
+    """Training views rendered: fused into a mesh (tsdf; default 100) or lifted into points
+    (default 32)."""
     threshold: str = "auto"
     """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
     target_faces: int | None = None
@@ -215,9 +216,15 @@ class Distill(ModelOptions):
     the teacher alone; writes a student run and its fidelity report (RUN/distill.json)."""
 
     teacher: Positional[Path]
-    """Teacher run directory."""
+    """Teacher run directory, or a 3D Gaussian Splatting .ply file from any trainer."""
     to: Literal["hashgrid", "triplane", "mlp", "splat"]
     """Student representation."""
+    scene: Path | None = None
+    """.ply teacher only: the scene its splats were trained on (in that scene's world units).
+    Its training cameras give the views and its test photos the report; without it the views
+    circle a box that holds the Gaussians."""
+    downscale: int = 1
+    """.ply teacher with --scene: the scene's image downscale factor."""
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
@@ -267,7 +274,8 @@ class Distill(ModelOptions):
         report = distill(self.teacher, self.to, self.out, config,
                          dataclasses.replace(self.distill), preset=self.preset,
                          device=self.device, resume=self.resume,
-                         model_config=None if self.resume else self.model_config(self.to))
+                         model_config=None if self.resume else self.model_config(self.to),
+                         scene=self.scene, downscale=self.downscale)
         if report.get("interrupted"):
             print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
                   f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",

@@ -77,8 +77,9 @@ def versus_photos(models: dict[str, torch.nn.Module], scenes: dict[str, Scene], 
     return out
 
 
-def model_facts(model, run_dir: Path) -> dict:
-    path = Path(run_dir) / "model.safetensors"
+def model_facts(model, path: Path) -> dict:
+    """Kind, parameters and size of ``model``, saved in the file ``path``."""
+    path = Path(path)
     return {"kind": model.kind, "num_params": int(model.num_params),
             "bytes_on_disk": path.stat().st_size if path.is_file() else None}
 
@@ -111,7 +112,8 @@ def print_report(report: dict) -> None:
     mb = lambda b: "" if b is None else f"{b / 2**20:.2f} MiB"  # noqa: E731
     table.add_row("bytes on disk", mb(t["bytes_on_disk"]), mb(s["bytes_on_disk"]))
     tm = report["time"]
-    table.add_row("time", f"{t.get('train_seconds') or 0:.0f} s (training)",
+    trained = t.get("train_seconds")
+    table.add_row("time", "unknown" if trained is None else f"{trained:.0f} s (training)",
                   f"{tm['distill_seconds']:.0f} s ({tm['teacher_seconds']:.0f} s teacher "
                   f"renders, {tm['student_seconds']:.0f} s optimisation; "
                   f"{tm['total_seconds'] - tm['distill_seconds']:.0f} s evaluation)")

@@ -6,7 +6,6 @@ model.safetensors, checkpoint/, log.jsonl) that every other command reads, plus 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,17 +19,17 @@ from fieldkit.distill.budget import RenderBudget
 from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.field import FieldDistillTrainer, init_grid_from_teacher
 from fieldkit.distill.report import model_facts, print_report, versus_photos, versus_teacher
+from fieldkit.distill.source import open_teacher
 from fieldkit.distill.splat import init_splats_from_views
 from fieldkit.distill.targets import build_ray_bank, render_scene
 from fieldkit.distill.teacher import Teacher
-from fieldkit.distill.views import (novel_cameras, save_train_cameras, target_cameras,
-                                    train_cameras)
+from fieldkit.distill.views import novel_cameras, save_train_cameras, target_cameras
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig, resumed_config
 from fieldkit.train.rays import resolve_background
-from fieldkit.train.run import load_model, read_config
+from fieldkit.train.run import read_config
 
 MIN_DEFAULT_SECONDS = 30.0
 DEFAULT_FRACTION = {"hashgrid": 0.25, "triplane": 0.25, "mlp": 0.25, "splat": 1.0}
@@ -42,15 +41,6 @@ quarter gave 25.98 dB against the photos, 2.14 below the teacher; the whole 300 
 STUDENT_MIN_SHARE = 0.5
 """The student's optimisation keeps at least this share of a time budget, however long the
 teacher's renders took."""
-
-
-def teacher_train_seconds(run_dir: Path) -> float | None:
-    """Seconds the teacher trained for (its log's last ``elapsed``), if known."""
-    log = Path(run_dir) / "log.jsonl"
-    if not log.is_file():
-        return None
-    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-    return float(json.loads(lines[-1]).get("elapsed", 0)) if lines else None
 
 
 def default_budget(config: TrainConfig, teacher_seconds: float | None,
@@ -95,8 +85,8 @@ def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
     from fieldkit.errors import SceneError
     from fieldkit.train.run import scene_for_model
 
-    path = Path(tcfg.get("scene", ""))
-    if not path.is_dir():
+    path = Path(tcfg.get("scene") or "")
+    if not tcfg.get("scene") or not path.is_dir():
         return None
     try:
         scene = load_scene(path, downscale=int(tcfg.get("downscale", 1)))
@@ -110,15 +100,18 @@ def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
 def distill(teacher_run: Path, kind: str, out: Path | None = None,
             train: TrainConfig | None = None, config: DistillConfig | None = None,
             preset: str = "default", device: str | None = None, resume: bool = False,
-            quiet: bool = False, model_config=None) -> dict:
-    """Distil the model of ``teacher_run`` into a ``kind`` student in ``out``; returns the
-    report (also in ``out/distill.json``). ``model_config`` (the student's config, e.g.
-    ``student_config(kind, preset)`` with the command line's settings) replaces
-    ``student_config(kind, preset)``; a resumed run keeps its saved one."""
+            quiet: bool = False, model_config=None, scene: Path | None = None,
+            downscale: int = 1) -> dict:
+    """Distil the model of ``teacher_run`` (a run directory or a 3DGS .ply file) into a
+    ``kind`` student in ``out``; returns the report (also in ``out/distill.json``).
+    ``model_config`` (the student's config, e.g. ``student_config(kind, preset)`` with the
+    command line's settings) replaces ``student_config(kind, preset)``; a resumed run keeps its
+    saved one. ``scene`` and ``downscale``: a .ply teacher's scene (``open_teacher``); a resumed
+    run keeps its saved one."""
     t_start = time.perf_counter()
     teacher_run = Path(teacher_run)
-    tcfg = read_config(teacher_run)
-    out = Path(out or teacher_run.parent / f"{teacher_run.name}-to-{kind}")
+    name = teacher_run.stem if teacher_run.suffix.lower() == ".ply" else teacher_run.name
+    out = Path(out or teacher_run.parent / f"{name}-to-{kind}")
     if out.resolve() == teacher_run.resolve():
         raise FieldkitError("--out must differ from the teacher run")
     if device == "cuda" and not torch.cuda.is_available():
@@ -134,19 +127,22 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
         train = resumed_config(saved["train"], train)
         config = DistillConfig.from_saved(saved["distill"]["config"])
+        if saved["distill"].get("cameras") == "scene" and saved["distill"].get("from_file"):
+            scene, downscale = Path(saved["scene"]), int(saved.get("downscale", 1))
     elif (out / "checkpoint").exists():
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")
-    t_seconds = teacher_train_seconds(teacher_run)
+    source = open_teacher(teacher_run, device, scene, downscale)
+    tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
+                                         source.train_seconds)
     initial = None   # Gaussians a splat student starts from
     # a time budget given now (or the default) covers the teacher's renders; a resumed run's
     # saved one already had them taken out
     fit_time = not resume or user_time is not None
     train = default_budget(train, t_seconds, kind)
 
-    teacher = Teacher(load_model(teacher_run, device=device))
+    teacher = Teacher(source.model)
     norm = Normalisation.from_dict(tcfg["normalisation"])
-    cams, cam_source = train_cameras(teacher_run, tcfg)
     budget = render_budget(train, fit_time, saved["distill"].get("rendered", {})
                            if resume else {})
     held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
@@ -199,7 +195,8 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
                   "num_params": student.num_params},
         "train": train.to_dict(),
         "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
-                    "cameras": cam_source, "config": config.to_dict(),
+                    "cameras": cam_source, "from_file": source.is_ply,
+                    "config": config.to_dict(),
                     "rendered": budget.made}})
     save_train_cameras(out, cams)
     if trainer_cls is FieldDistillTrainer:
@@ -215,8 +212,10 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     student.eval()
     report = {
         "teacher_run": str(teacher_run), "student_run": str(out),
-        "teacher": {**model_facts(teacher.model, teacher_run), "train_seconds": t_seconds},
-        "student": {**model_facts(student, out), "steps": trainer.step_count,
+        "teacher": {**model_facts(teacher.model, source.model_file),
+                    "train_seconds": t_seconds},
+        "student": {**model_facts(student, out / "model.safetensors"),
+                    "steps": trainer.step_count,
                     **({"initial_gaussians": initial} if initial is not None else {})},
         "cameras": cam_source, "teacher_seconds_per_frame": teacher_frame,
         "targets": {"rendered": budget.made, "cut": budget.cuts},

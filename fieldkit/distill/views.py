@@ -50,8 +50,8 @@ def train_cameras(run_dir: Path, config: dict) -> tuple[Cameras, str]:
     path = Path(run_dir) / CAMERAS_FILE
     if path.is_file():
         return Cameras.from_state_dict(load_tensors(path)), "run"
-    scene = Path(config.get("scene", ""))
-    if scene.is_dir():
+    scene = config.get("scene")
+    if scene and Path(scene).is_dir():
         from fieldkit.data.scene import load_cameras
 
         cams, splits, _ = load_cameras(scene, downscale=int(config.get("downscale", 1)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix, require_open3d
@@ -38,12 +39,13 @@ class PointsConfig:
 
 
 @torch.no_grad()
-def lift_views(model, scene, views: list[int], min_alpha: float, background: torch.Tensor
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(points [P, 3], colours [P, 3], camera centres [P, 3]) in box units."""
+def lift_views(model, cameras: Cameras, views: list[int], min_alpha: float,
+               background: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points [P, 3], colours [P, 3], camera centres [P, 3]) in box units, from the renders of
+    ``cameras[views]``."""
     pts, cols, eyes = [], [], []
     for i in progress_iter(views, total=len(views), desc="rendering views"):
-        cam = scene.cameras[i]
+        cam = cameras[i]
         out = model.render(cam, background)
         o, d = cam.image_rays(0)
         keep = out["alpha"][..., 0] >= min_alpha                     # [H, W]
@@ -56,17 +58,17 @@ def lift_views(model, scene, views: list[int], min_alpha: float, background: tor
     return tuple(torch.cat(x).double().numpy() for x in (pts, cols, eyes))
 
 
-def extract_points(model, scene, config: PointsConfig, normalisation: Normalisation):
-    """open3d PointCloud (world units) with colours and outward normals."""
+def extract_points(model, cameras: Cameras, config: PointsConfig,
+                   normalisation: Normalisation):
+    """open3d PointCloud (world units) with colours and outward normals, lifted from renders
+    at (up to ``config.views`` of) the training ``cameras``."""
     o3d = require_open3d()
     if config.num < 1 or config.views < 1:
         raise FieldkitError("--num and --views must be at least 1")
     model.eval()
-    train = scene.split("train").tolist()
-    step = max(1, len(train) // config.views)
-    views = train[::step][:config.views]
+    views = list(range(0, len(cameras), max(1, len(cameras) // config.views)))[:config.views]
     bg = torch.ones(3)
-    p, c, eye = lift_views(model, scene, views, config.min_alpha, bg)
+    p, c, eye = lift_views(model, cameras, views, config.min_alpha, bg)
     if len(p) == 0:
         raise FieldkitError(f"no pixel reached opacity {config.min_alpha}; train longer or "
                             "lower --min-alpha")
@@ -91,11 +93,12 @@ def extract_points(model, scene, config: PointsConfig, normalisation: Normalisat
 
 def export_points(run_dir: Path, out: Path, config: PointsConfig):
     """Point cloud of a run in world units written to ``out`` (.ply); returns (path, cloud)."""
-    from fieldkit.train.run import load_model, load_run_scene, read_config
+    from fieldkit.train.run import load_model, read_config, run_train_cameras
 
     out = check_suffix(out, (".ply",))
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    cloud = extract_points(load_model(run_dir), load_run_scene(run_dir), config, normalisation)
+    cloud = extract_points(load_model(run_dir), run_train_cameras(run_dir), config,
+                           normalisation)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.ply")
     if not require_open3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):

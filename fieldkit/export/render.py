@@ -16,7 +16,7 @@ from fieldkit.export.paths import load_path_json, orbit_path, spiral_path
 from fieldkit.export.video import colorize_depth, to_uint8, write_video
 from fieldkit.progress import progress_iter
 from fieldkit.train.rays import BACKGROUNDS
-from fieldkit.train.run import load_model, read_config
+from fieldkit.train.run import load_model, read_config, run_train_cameras
 
 COMPILE_MIN_PIXELS = 1 << 22
 """Videos of at least this many pixels in all compile hash grids for CPU rendering first."""
@@ -25,9 +25,20 @@ COMPILE_MIN_PIXELS = 1 << 22
 def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
                 height: int | None) -> Cameras:
     """Cameras (box coordinates) of a named path or a camera-path JSON file."""
-    cfg = read_config(run_dir)
-    cameras, splits, _ = load_cameras(cfg["scene"], downscale=cfg["downscale"])
-    train = cameras[splits["train"]]
+    if path == "test":
+        cfg = read_config(run_dir)
+        if not cfg.get("scene") or not Path(cfg["scene"]).is_dir():
+            raise FieldkitError(f"--path test needs the test cameras of the run's scene, which "
+                                f"is not on disk ({cfg.get('scene') or 'none'}); use orbit, "
+                                "spiral or interp")
+        cameras, splits, _ = load_cameras(cfg["scene"], downscale=cfg["downscale"])
+        test = cameras[splits.get("test", splits["train"])]
+        if width or height:
+            w = torch.full((len(test),), width or int(test.width[0]))
+            h = torch.full((len(test),), height or int(test.height[0]))
+            test = test.resized(w, h)
+        return test
+    train = run_train_cameras(run_dir)
     if path == "orbit":
         return orbit_path(train, frames, width, height)
     if path == "spiral":
@@ -36,13 +47,6 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
         from fieldkit.export.interp import interpolated_path
 
         return interpolated_path(train, frames, width=width, height=height)
-    if path == "test":
-        test = cameras[splits.get("test", splits["train"])]
-        if width or height:
-            w = torch.full((len(test),), width or int(test.width[0]))
-            h = torch.full((len(test),), height or int(test.height[0]))
-            test = test.resized(w, h)
-        return test
     if path.endswith(".json"):
         return load_path_json(Path(path), train, width, height)
     raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, interp, test or a "

@@ -22,21 +22,26 @@ def parse_threshold(threshold: str | float | None) -> float | None:
         raise FieldkitError(f"--threshold must be auto or a number, not {threshold!r}") from None
 
 
+def _views(views: int | None) -> dict:
+    return {} if views is None else {"views": views}
+
+
 def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
-               views: int = 100, threshold: str | float | None = "auto",
+               views: int | None = None, threshold: str | float | None = "auto",
                target_faces: int | None = None, num: int = 1_000_000) -> tuple[Path, str]:
     """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
 
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
     ``threshold``) or TSDF fusion of ``views`` rendered training views (``method`` tsdf,
     ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
-    coloured points with normals. splats: a 3DGS .ply of a splat run."""
+    coloured points with normals, lifted from ``views`` rendered training views. splats: a
+    3DGS .ply of a splat run. ``views`` None: each method's default."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 
-        path, cloud = export_points(run_dir, out, PointsConfig(num=num))
+        path, cloud = export_points(run_dir, out, PointsConfig(num=num, **_views(views)))
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       "normals, world units")
     if kind == "splats":
@@ -50,7 +55,7 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
 
         path, mesh = export_mesh_tsdf(run_dir, out, TsdfConfig(
-            resolution=resolution, views=views, target_faces=target_faces))
+            resolution=resolution, target_faces=target_faces, **_views(views)))
         how = " (TSDF fusion)"
     else:
         from fieldkit.export.mesh import MeshConfig, export_mesh

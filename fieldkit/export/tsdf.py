@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import _clean, require_open3d
@@ -50,8 +51,9 @@ def camera_to_world(c2w_box: torch.Tensor, norm: Normalisation) -> np.ndarray:
 
 
 @torch.no_grad()
-def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
-    """A cleaned, coloured open3d TriangleMesh in world units, fused from rendered views."""
+def extract_mesh_tsdf(model, cameras: Cameras, config: TsdfConfig, norm: Normalisation):
+    """A cleaned, coloured open3d TriangleMesh in world units, fused from renders at (up to
+    ``config.views`` of) the training ``cameras``."""
     o3d = require_open3d()
     if config.resolution < 16 or config.views < 1:
         raise FieldkitError("--resolution must be at least 16 and --views at least 1")
@@ -64,12 +66,11 @@ def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
         attr_names=("tsdf", "weight", "color"),
         attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
         voxel_size=voxel, block_resolution=8, block_count=20000)
-    train = scene.split("train").tolist()
-    views = train[::max(1, len(train) // config.views)][:config.views]
+    views = list(range(0, len(cameras), max(1, len(cameras) // config.views)))[:config.views]
     bg = torch.ones(3)
     fused = 0
     for i in progress_iter(views, total=len(views), desc="fusing views"):
-        cam = scene.cameras[i]
+        cam = cameras[i]
         out = model.render(cam, bg)
         _, dirs = cam.image_rays(0)                                   # [H, W, 3] unit, box
         z = out["depth"][..., 0] * (dirs @ cam.c2w[0, :3, 2])          # camera z, box units
@@ -102,9 +103,9 @@ def extract_mesh_tsdf(model, scene, config: TsdfConfig, norm: Normalisation):
 def export_mesh_tsdf(run_dir, out, config: TsdfConfig):
     """TSDF mesh of a run in world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
-    from fieldkit.train.run import load_model, load_run_scene, read_config
+    from fieldkit.train.run import load_model, read_config, run_train_cameras
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) fusion
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    mesh = extract_mesh_tsdf(load_model(run_dir), load_run_scene(run_dir), config, norm)
+    mesh = extract_mesh_tsdf(load_model(run_dir), run_train_cameras(run_dir), config, norm)
     return write_mesh(mesh, out), mesh

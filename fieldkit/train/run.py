@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from fieldkit import __version__
+from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import Scene, load_scene
 from fieldkit.errors import FieldkitError
 from fieldkit.fields.registry import (build_model, load_model_file, model_from_config,
@@ -46,6 +47,21 @@ def load_run_scene(run_dir: Path) -> Scene:
     cfg = read_config(run_dir)
     return scene_for_model(load_scene(cfg["scene"], downscale=cfg["downscale"]),
                            cfg["model"]["kind"])
+
+
+def run_train_cameras(run_dir: Path) -> Cameras:
+    """The training cameras of a run (box coordinates; splat runs: pinholes), without its
+    photos: those it saved (``cameras.safetensors``), else its scene's, else a sphere of views
+    around its box (a run whose scene is gone, e.g. a student distilled from a .ply)."""
+    from fieldkit.distill.views import CAMERAS_FILE, train_cameras
+
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if not (run_dir / CAMERAS_FILE).is_file() and cfg.get("scene") and \
+            Path(cfg["scene"]).is_dir():
+        scene = load_run_scene(run_dir)  # splats: the undistorted cameras
+        return scene.cameras[scene.split("train")]
+    return train_cameras(run_dir, cfg)[0]
 
 
 def scene_for_model(scene: Scene, kind: str) -> Scene:

@@ -72,7 +72,13 @@ class Source:
             cams, splits, _ = load_cameras(cfg["scene"], downscale=cfg.get("downscale", 1))
             cameras, scene_path = cams[splits["train"]], Path(cfg["scene"])
         except FieldkitError as e:
-            warn(f"the scene of {run_dir} could not be read ({e}); no training cameras shown")
+            from fieldkit.distill.views import CAMERAS_FILE, train_cameras
+
+            if (run_dir / CAMERAS_FILE).is_file():  # the cameras the run saved
+                cameras = train_cameras(run_dir, cfg)[0]
+            else:
+                warn(f"the scene of {run_dir} could not be read ({e}); no training cameras "
+                     "shown")
         return cls(label=run_dir.name, model=model, run_dir=run_dir,
                    normalisation=Normalisation.from_dict(cfg["normalisation"]),
                    cameras=cameras, scene_path=scene_path, downscale=cfg.get("downscale", 1),

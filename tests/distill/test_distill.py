@@ -349,7 +349,8 @@ def test_the_default_budget_covers_the_teacher_renders(tmp_path):
     """No --max-time: a quarter of the teacher's training time for a field student, all of it
     for a splat student, for the whole distillation: the teacher's render time comes out of the
     student's (any time budget)."""
-    from fieldkit.distill.run import default_budget, teacher_train_seconds, without_teacher_time
+    from fieldkit.distill.run import default_budget, without_teacher_time
+    from fieldkit.distill.source import teacher_train_seconds
 
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 10, "elapsed": 300.0}) + "\n")
     budget = default_budget(TrainConfig(), teacher_train_seconds(tmp_path), "triplane")

@@ -1,0 +1,110 @@
+"""Benchmark: distilling a 3DGS .ply file, with and without the scene it was trained on, against
+distilling the splat run it came from.
+
+    python apps/bench_ply_teacher.py RUN [--to hashgrid] [--max-time 75] --out DIR
+
+RUN is a splat run. Its Gaussians are exported as a 3DGS .ply (world units, as any trainer
+writes them), then three students are distilled for the same budget, one after the other:
+- ``run``: ``fieldkit distill RUN`` (the run's cameras and box);
+- ``ply+scene``: ``fieldkit distill FILE.ply --scene SCENE --downscale D`` (the run's scene);
+- ``ply``: ``fieldkit distill FILE.ply`` (a box around the Gaussians, a sphere of views).
+Each is compared with the photos on the same evenly spaced test views of the scene: the
+``ply`` student, which has its own box, with the scene's cameras moved into that box.
+Writes DIR/bench.json and DIR/bench.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fieldkit.cli import main as cli
+from fieldkit.data.normalize import Normalisation
+from fieldkit.data.scene import Scene, load_scene
+from fieldkit.distill.config import DistillConfig
+from fieldkit.distill.report import versus_photos
+from fieldkit.distill.run import distill
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.run import load_model, read_config
+
+
+def moved_scene(scene: Scene, to: Normalisation) -> Scene:
+    """``scene`` with its cameras moved from its box into the box of ``to`` (same world)."""
+    m = to.matrix() @ scene.normalisation.inverse_matrix()          # scene box -> other box
+    scale = float(np.cbrt(np.linalg.det(m[:3, :3])))
+    m = torch.as_tensor(m, dtype=torch.float64)
+    c2w = scene.cameras.c2w.double()
+    out = c2w.clone()
+    out[:, :3, :3] = m[:3, :3] @ c2w[:, :3, :3] / scale
+    out[:, :3, 3] = c2w[:, :3, 3] @ m[:3, :3].T + m[:3, 3]
+    cams = dataclasses.replace(scene.cameras, c2w=out.float())
+    return dataclasses.replace(scene, cameras=cams, normalisation=to)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--to", default="hashgrid")
+    ap.add_argument("--max-time", type=float, default=75.0)
+    ap.add_argument("--gt-views", type=int, default=20)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = read_config(args.run)
+    scene_path, downscale = Path(cfg["scene"]), int(cfg.get("downscale", 1))
+    ply = args.out / f"{args.run.name}.ply"
+    assert cli(["export", "splats", str(args.run), "--out", str(ply)]) == 0
+    dc = DistillConfig(gt_views=args.gt_views)
+    rows = {}
+    for name, teacher, extra in [("run", args.run, {}),
+                                 ("ply+scene", ply, {"scene": scene_path,
+                                                     "downscale": downscale}),
+                                 ("ply", ply, {})]:
+        out = args.out / name.replace("+", "_")
+        t0 = time.perf_counter()
+        report = distill(teacher, args.to, out, TrainConfig(max_time=args.max_time), dc,
+                         quiet=True, **extra)
+        seconds = time.perf_counter() - t0
+        if "vs_photos" not in report:   # the .ply alone: its own box, the scene's photos
+            scene = load_scene(scene_path, downscale=downscale)
+            norm = Normalisation.from_dict(read_config(out)["normalisation"])
+            report["vs_photos"] = versus_photos({"student": load_model(out).eval()},
+                                                {"student": moved_scene(scene, norm)},
+                                                args.gt_views)
+        rows[name] = {"cameras": report["cameras"], "steps": report["student"]["steps"],
+                      "vs_teacher": report["vs_teacher"]["psnr"],
+                      "vs_photos": report["vs_photos"]["student"]["psnr"],
+                      "teacher_vs_photos": report["vs_photos"].get("teacher", {}).get("psnr"),
+                      "distill_seconds": report["time"]["distill_seconds"],
+                      "wall_seconds": seconds}
+        print(name, json.dumps(rows[name]))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "command": " ".join(["python", "apps/bench_ply_teacher.py", str(args.run), "--to",
+                                   args.to, "--max-time", str(args.max_time), "--out",
+                                   str(args.out)]),
+              "rows": rows}
+    (args.out / "bench.json").write_text(json.dumps(result, indent=1))
+    teacher = rows["run"]["teacher_vs_photos"]
+    lines = [f"# {args.run.name}: splats -> {args.to} from the run, from its .ply with the "
+             f"scene, from the .ply alone", "",
+             f"- date: {result['date']}; machine: {result['machine']}, {result['threads']} "
+             f"threads, torch {result['torch']}", f"- command: `{result['command']}`",
+             f"- teacher vs photos: {teacher:.2f} dB ({args.gt_views} test views)", "",
+             "| teacher | views from | steps | vs teacher (held-out) | vs photos | distill s |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['cameras']} | {r['steps']} | {r['vs_teacher']:.2f} | "
+                     f"{r['vs_photos']:.2f} | {r['distill_seconds']:.0f} |")
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
