@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--to", default="hashgrid")
     ap.add_argument("--max-time", type=float, default=75.0)
     ap.add_argument("--gt-views", type=int, default=20)
+    ap.add_argument("--only", nargs="+", choices=["run", "ply+scene", "ply"],
+                    help="distil these teachers only (default: all three)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,8 @@ def main() -> None:
                                  ("ply+scene", ply, {"scene": scene_path,
                                                      "downscale": downscale}),
                                  ("ply", ply, {})]:
+        if args.only and name not in args.only:
+            continue
         out = args.out / name.replace("+", "_")
         t0 = time.perf_counter()
         report = distill(teacher, args.to, out, TrainConfig(max_time=args.max_time), dc,
@@ -88,10 +92,12 @@ def main() -> None:
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "command": " ".join(["python", "apps/bench_ply_teacher.py", str(args.run), "--to",
                                    args.to, "--max-time", str(args.max_time), "--out",
-                                   str(args.out)]),
+                                   str(args.out)] + (["--only", *args.only] if args.only
+                                                     else [])),
               "rows": rows}
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
-    teacher = rows["run"]["teacher_vs_photos"]
+    teacher = next((r["teacher_vs_photos"] for r in rows.values() if r["teacher_vs_photos"]),
+                   float("nan"))
     lines = [f"# {args.run.name}: splats -> {args.to} from the run, from its .ply with the "
              f"scene, from the .ply alone", "",
              f"- date: {result['date']}; machine: {result['machine']}, {result['threads']} "

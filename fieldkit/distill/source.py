@@ -10,6 +10,7 @@ box that holds most of them (``splat_normalisation``) and a sphere of views arou
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ OPAQUE = 0.1
 """Gaussians at least this opaque place the box (faint ones are often stray fog)."""
 SPHERE_VIEWS = 64
 """Views around the box of a .ply teacher without a scene (``sphere_cameras``)."""
+FRAME_SHARE = 0.8
+"""Those views frame the sphere that holds this share of the opaque Gaussians' centres
+(``framing_radius``)."""
 
 
 @dataclass
@@ -97,6 +101,17 @@ def splat_normalisation(means: torch.Tensor, opacities: torch.Tensor) -> Normali
                          center.numpy(), 1.0)
 
 
+def framing_radius(box: dict[str, torch.Tensor]) -> float:
+    """Distance (box units) from the box centre at which a sphere holding FRAME_SHARE of the
+    opaque Gaussians' centres fills a sphere view's field of view; at most the default."""
+    from fieldkit.distill.views import DEFAULT_FOV_DEG, DEFAULT_RADIUS
+
+    opaque = torch.sigmoid(box["opacities"].float()) >= OPAQUE
+    pts = box["means"][opaque] if int(opaque.sum()) >= 8 else box["means"]
+    core = float(pts.double().norm(dim=-1).quantile(FRAME_SHARE))
+    return min(DEFAULT_RADIUS, core / math.sin(math.radians(DEFAULT_FOV_DEG / 2)))
+
+
 def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.model import SplatConfig, SplatModel
@@ -116,8 +131,10 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> Te
         scene_path = str(Path(scene).resolve())
     else:
         norm = splat_normalisation(params["means"], params["opacities"])
-        cameras, source, scene_path = sphere_cameras(SPHERE_VIEWS, norm.bound), "sphere", ""
     box = splats_to_box(params, norm)
+    if scene is None:
+        cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box))
+        source, scene_path = "sphere", ""
     inside = (box["means"].abs() <= norm.bound).all(-1)
     weight = torch.sigmoid(box["opacities"])
     share = float((weight * inside).sum() / weight.sum().clamp_min(1e-12))

@@ -31,13 +31,16 @@ def save_train_cameras(run_dir: Path, cameras: Cameras) -> None:
                  {k: v.detach().cpu() for k, v in cameras.state_dict().items()})
 
 
-def sphere_cameras(n: int, bound: float, size: int = DEFAULT_SIZE) -> Cameras:
-    """``n`` views on a sphere (Fibonacci lattice, upper 3/4) looking at the box centre."""
+def sphere_cameras(n: int, bound: float, size: int = DEFAULT_SIZE,
+                   radius: float | None = None) -> Cameras:
+    """``n`` views on a sphere of ``radius`` (default DEFAULT_RADIUS x ``bound``; Fibonacci
+    lattice, upper 3/4) looking at the box centre."""
+    radius = DEFAULT_RADIUS * bound if radius is None else radius
     c2w = []
     for k in range(n):
         z = 1 - 1.5 * (k + 0.5) / n  # from the top down to -0.5
         r, phi = math.sqrt(max(0.0, 1 - z * z)), k * math.pi * (3 - math.sqrt(5))
-        pos = DEFAULT_RADIUS * bound * np.array([r * math.cos(phi), r * math.sin(phi), z])
+        pos = radius * np.array([r * math.cos(phi), r * math.sin(phi), z])
         c2w.append(look_at(pos, np.zeros(3)))
     f = 0.5 * size / math.tan(math.radians(DEFAULT_FOV_DEG) / 2)
     K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], dtype=torch.float32)

@@ -3,6 +3,7 @@ outputs (rgb, depth, both) and the field-of-view override, for a splat and a has
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from fieldkit.cli import main
 
@@ -52,3 +53,32 @@ def test_bad_render_options(demo_splat_run, tmp_path, capsys):
     assert main(["render", str(demo_splat_run), "--out", str(tmp_path / "v.mp4"),
                  "--path", "zigzag"]) == 1
     assert "use orbit, spiral, interp, test" in capsys.readouterr().err
+
+
+def test_a_run_whose_scene_is_gone_renders_from_its_saved_cameras(demo_splat_run, tmp_path,
+                                                                  capsys):
+    """A run keeps its training cameras (cameras.safetensors): orbit videos, points and the
+    viewer's cameras work without the scene; only the test path needs its test cameras."""
+    import json
+    import shutil
+
+    from fieldkit.export.render import camera_path
+
+    run = tmp_path / "moved"
+    shutil.copytree(demo_splat_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["scene"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert torch.allclose(camera_path(run, "orbit", 6, 64, None).c2w,
+                          camera_path(demo_splat_run, "orbit", 6, 64, None).c2w)
+    out = tmp_path / "orbit.mp4"
+    assert main(["render", str(run), "--out", str(out), "--frames", "3", "--width", "32"]) == 0
+    assert frames(out).shape == (3, 32, 32, 3)
+    capsys.readouterr()
+    assert main(["render", str(run), "--out", str(out), "--path", "test"]) == 1
+    err = capsys.readouterr().err
+    assert "--path test needs the test cameras" in err and err.count("\n") == 1
+    from fieldkit.viewer.sources import Source
+
+    assert torch.equal(Source.from_run(run).cameras.c2w,
+                       Source.from_run(demo_splat_run).cameras.c2w)
