@@ -78,7 +78,10 @@ class FieldDistillTrainer(Trainer):
     def update_grid(self) -> None:
         """No warm-up of full refreshes: the grid starts from the teacher's, so the sampled
         refresh holds from the first step (the warm-up cost a hash-grid student ~5 s, 7%, of
-        a 75 s distillation on lego: 16 refreshes of 0.3 s)."""
+        a 75 s distillation on lego: 16 refreshes of 0.3 s). None in stage 1, which marches
+        no rays: the grid stays the teacher's until stage 2."""
+        if self.stage() == 1:
+            return
         self.model.update_grid(self.step_count, warmup_steps=0)
 
     def stage(self) -> int:

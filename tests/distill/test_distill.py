@@ -174,7 +174,7 @@ def test_student_grid_starts_from_the_teachers(demo_run):
 
 def test_the_students_grid_refresh_skips_the_warm_up():
     """Its grid starts from the teacher's: no full refreshes (tests/fields/test_nerf.py checks
-    what warmup_steps=0 evaluates)."""
+    what warmup_steps=0 evaluates), and none at all in stage 1."""
     from fieldkit.distill.field import FieldDistillTrainer
 
     calls = []
@@ -185,6 +185,10 @@ def test_the_students_grid_refresh_skips_the_warm_up():
 
     trainer = object.__new__(FieldDistillTrainer)
     trainer.model, trainer.step_count = Model(), 32
+    trainer.stage = lambda: 2
+    trainer.update_grid()
+    assert calls == [(32, 0)]
+    trainer.stage = lambda: 1   # stage 1 marches no rays: the grid is not refreshed
     trainer.update_grid()
     assert calls == [(32, 0)]
 
