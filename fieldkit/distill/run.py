@@ -85,9 +85,9 @@ def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
     from fieldkit.errors import SceneError
     from fieldkit.train.run import scene_for_model
 
-    path = Path(tcfg.get("scene") or "")
-    if not tcfg.get("scene") or not path.is_dir():
+    if not tcfg.get("scene") or not Path(tcfg["scene"]).is_dir():
         return None
+    path = Path(tcfg["scene"])
     try:
         scene = load_scene(path, downscale=int(tcfg.get("downscale", 1)))
     except (SceneError, FieldkitError):
@@ -127,8 +127,9 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
         kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
         train = resumed_config(saved["train"], train)
         config = DistillConfig.from_saved(saved["distill"]["config"])
-        if saved["distill"].get("cameras") == "scene" and saved["distill"].get("from_file"):
-            scene, downscale = Path(saved["scene"]), int(saved.get("downscale", 1))
+        if saved["distill"].get("from_file"):  # a .ply teacher: with the scene it had
+            scene = Path(saved["scene"]) if saved["distill"]["cameras"] == "scene" else None
+            downscale = int(saved.get("downscale", 1))
     elif (out / "checkpoint").exists():
         raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                             "to start a new one")

@@ -86,19 +86,21 @@ def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
                          path / "model.safetensors")
 
 
+def _opaque(means: torch.Tensor, opacities: torch.Tensor) -> torch.Tensor:
+    """[M, 3] float64 centres of the Gaussians at least OPAQUE opaque (all of them when fewer
+    than 8 are), from means [N, 3] and opacity logits [N]."""
+    opaque = torch.sigmoid(opacities.float()) >= OPAQUE
+    return (means[opaque] if int(opaque.sum()) >= 8 else means).double()
+
+
 def splat_normalisation(means: torch.Tensor, opacities: torch.Tensor) -> Normalisation:
     """World -> box for Gaussians alone (means [N, 3], opacity logits [N]): centred on the
-    median of the opaque Gaussians (all of them when none is), axes kept, scaled so that the
-    box [-1, 1]^3 holds BOX_SHARE of their centres along every axis."""
-    opaque = torch.sigmoid(opacities.float()) >= OPAQUE
-    pts = means[opaque] if int(opaque.sum()) >= 8 else means
-    pts = pts.double()
+    median of the opaque Gaussians, axes kept, scaled so that the box [-1, 1]^3 holds
+    BOX_SHARE of their centres along every axis."""
+    pts = _opaque(means, opacities)
     center = pts.median(0).values
     half = float((pts - center).abs().max(1).values.quantile(BOX_SHARE))
-    if not half > 0:
-        half = 1.0
-    return Normalisation(1.0 / half, np.eye(3),
-                         center.numpy(), 1.0)
+    return Normalisation(1.0 / half if half > 0 else 1.0, np.eye(3), center.numpy(), 1.0)
 
 
 def framing_radius(box: dict[str, torch.Tensor]) -> float:
@@ -106,9 +108,7 @@ def framing_radius(box: dict[str, torch.Tensor]) -> float:
     opaque Gaussians' centres fills a sphere view's field of view; at most the default."""
     from fieldkit.distill.views import DEFAULT_FOV_DEG, DEFAULT_RADIUS
 
-    opaque = torch.sigmoid(box["opacities"].float()) >= OPAQUE
-    pts = box["means"][opaque] if int(opaque.sum()) >= 8 else box["means"]
-    core = float(pts.double().norm(dim=-1).quantile(FRAME_SHARE))
+    core = float(_opaque(box["means"], box["opacities"]).norm(dim=-1).quantile(FRAME_SHARE))
     return min(DEFAULT_RADIUS, core / math.sin(math.radians(DEFAULT_FOV_DEG / 2)))
 
 
@@ -123,24 +123,23 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> Te
     params = read_splat_ply(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    if scene is not None:
+    if scene is None:
+        norm = splat_normalisation(params["means"], params["opacities"])
+        box = splats_to_box(params, norm)
+        cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box))
+        source, scene_path = "sphere", ""
+    else:
         from fieldkit.data.scene import load_cameras
 
         cams, splits, norm = load_cameras(scene, downscale=downscale)
-        cameras, source = cams[splits["train"]], "scene"
-        scene_path = str(Path(scene).resolve())
-    else:
-        norm = splat_normalisation(params["means"], params["opacities"])
-    box = splats_to_box(params, norm)
-    if scene is None:
-        cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box))
-        source, scene_path = "sphere", ""
-    inside = (box["means"].abs() <= norm.bound).all(-1)
-    weight = torch.sigmoid(box["opacities"])
-    share = float((weight * inside).sum() / weight.sum().clamp_min(1e-12))
-    if scene is not None and share < 0.5:
-        warn(f"only {100 * share:.0f}% of the opacity of {path.name} lies in the box of "
-             f"{scene}; is the .ply in that scene's world units?")
+        cameras, source, scene_path = cams[splits["train"]], "scene", str(Path(scene).resolve())
+        box = splats_to_box(params, norm)
+        weight = torch.sigmoid(box["opacities"])
+        inside = (box["means"].abs() <= norm.bound).all(-1)
+        share = float((weight * inside).sum() / weight.sum().clamp_min(1e-12))
+        if share < 0.5:
+            warn(f"only {100 * share:.0f}% of the opacity of {path.name} lies in the box of "
+                 f"{scene}; is the .ply in that scene's world units?")
     model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
     model.config.render.bound = float(norm.bound)
     model.set_gaussians(box)
