@@ -212,8 +212,9 @@ def _student_default(kind: str):
 
 @dataclass
 class Distill(ModelOptions):
-    """Convert a trained run into another representation (hashgrid, triplane, mlp, splat) from
-    the teacher alone; writes a student run and its fidelity report (RUN/distill.json)."""
+    """Convert a trained run, or any 3DGS .ply, into another representation (hashgrid,
+    triplane, mlp, splat) from the teacher alone; writes a student run and its fidelity report
+    (RUN/distill.json)."""
 
     teacher: Positional[Path]
     """Teacher run directory, or a 3D Gaussian Splatting .ply file from any trainer."""
