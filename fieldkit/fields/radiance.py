@@ -11,7 +11,6 @@ density) and ``sigmoid``. Parameters and their gradients stay float32 either way
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -24,6 +23,16 @@ from fieldkit.fields.activations import trunc_exp
 
 PRECISIONS = ("auto", "fp32", "bf16")
 """Values of ``DecoderConfig.precision``."""
+
+CPU_BF16_ROWS = 1024
+"""Under bfloat16 on the CPU the MLPs' batches are padded with zero rows up to a multiple of
+this. oneDNN builds bfloat16 kernels for every new batch shape, and marched batches change size
+every step: padded, a handful of shapes recur and their kernels are reused
+(apps/results/precision_cpu/padded.md)."""
+
+CPU_BF16_MIN_WIDTH = 128
+"""``auto`` runs MLPs at least this wide in bfloat16 on a CPU that has bfloat16 dot products:
+their products dominate the field (see ``autocast_dtype``)."""
 
 
 @dataclass
@@ -45,9 +54,10 @@ class DecoderConfig:
     bias: bool = False
     """Give the linear layers biases (tiny-cuda-nn's fused MLPs have none)."""
     precision: str = "auto"
-    """auto: bfloat16 autocast for the MLPs on CUDA (Ampere or newer), float32 on the CPU; fp32;
-    bf16 (also on the CPU, where training is slower: see ``autocast_dtype``). fp16 is refused:
-    it would need loss scaling."""
+    """auto: bfloat16 autocast for the MLPs on CUDA (Ampere or newer), and on a CPU with
+    bfloat16 dot products for a density MLP at least 128 wide (the MLP model), float32
+    otherwise; fp32; bf16 (also where auto picks float32, often slower there: see
+    ``autocast_dtype``). fp16 is refused: it would need loss scaling."""
 
 
 def check_precision(precision: str) -> None:
@@ -60,19 +70,35 @@ def check_precision(precision: str) -> None:
                             f"not {precision!r}")
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the MLPs for ``precision`` on ``device`` (None: plain float32).
+def autocast_dtype(precision: str, device: torch.device, width: int = 0
+                   ) -> torch.dtype | None:
+    """The autocast dtype of MLPs ``width`` wide for ``precision`` on ``device`` (None: plain
+    float32).
 
-    ``auto`` is bfloat16 on a CUDA device that supports it and float32 elsewhere. On this
-    project's CPU (avx512_bf16), a bfloat16 MLP forward + backward is 2.2x faster at a fixed
-    batch size but 0.6x when the size changes every call, as marched batches do (oneDNN builds
-    kernels per shape): training steps were 7-43% slower at equal PSNR
-    (apps/results/precision_cpu/bench.md)."""
+    ``auto`` is bfloat16 on a CUDA device that supports it, and on a CPU with bfloat16 dot
+    products (avx512_bf16 or AMX) for MLPs at least CPU_BF16_MIN_WIDTH wide; float32
+    elsewhere. On this project's CPU (avx512_bf16), with batches padded to CPU_BF16_ROWS, the
+    MLP model (4 x 128) trained 1.61x faster from the photos and distilled 1.36x faster at
+    equal PSNR; the 64-wide decoders of the hash grid and the tri-plane went 0.83x and 1.09x
+    (apps/results/precision_cpu/padded.md)."""
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and _cuda_bf16(device.index):
+    if precision != "auto":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if _cuda_bf16(device.index) else None
+    if device.type == "cpu" and width >= CPU_BF16_MIN_WIDTH and _cpu_bf16():
         return torch.bfloat16
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bf16() -> bool:
+    """Whether this CPU has bfloat16 dot products (avx512_bf16 or AMX) for oneDNN."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return torch.backends.mkldnn.is_available() and any(
+        bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,17 +134,22 @@ class RadianceField(nn.Module):
     def _unit(self, points: Tensor) -> Tensor:
         return ((points / self.bound + 1.0) * 0.5).clamp(0.0, 1.0)
 
-    def _mlp_context(self, device: torch.device):
-        """``torch.autocast`` for the MLPs at the configured precision, or nothing (fp32)."""
-        dtype = autocast_dtype(self.config.precision, device)
+    def _run_mlp(self, net: nn.Sequential, x: Tensor) -> Tensor:
+        """net(x) [N, out] at the configured precision (x [N, in] float32); under bfloat16 on
+        the CPU, x is padded to a multiple of CPU_BF16_ROWS rows and the pad cut off again."""
+        dtype = autocast_dtype(self.config.precision, x.device, self.config.hidden_dim)
         if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
+            return net(x)
+        n = x.shape[0]
+        pad = -n % CPU_BF16_ROWS if x.device.type == "cpu" else 0
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            if pad:
+                return net(torch.nn.functional.pad(x, (0, 0, 0, pad)))[:n]
+            return net(x)
 
     def _geometry(self, points: Tensor) -> tuple[Tensor, Tensor]:
         feats = self.encoder(self._unit(points))
-        with self._mlp_context(points.device):
-            h = self.density_net(feats)
+        h = self._run_mlp(self.density_net, feats)
         h = h.float()  # no-op in fp32; the density exponent is taken in float32
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
@@ -133,8 +164,7 @@ class RadianceField(nn.Module):
         sigma, geo = self._geometry(points)
         inside = (points.abs() <= self.bound).all(dim=-1)
         h = torch.cat([sh_encode(dirs, self.config.sh_degree), geo], dim=-1)
-        with self._mlp_context(points.device):
-            logits = self.color_net(h)
+        logits = self._run_mlp(self.color_net, h)
         return torch.sigmoid(logits.float()), sigma * inside
 
     def param_groups(self, lr: float, weight_decay: float = 1e-6) -> list[dict]:

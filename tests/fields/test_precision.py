@@ -120,7 +120,10 @@ def test_bf16_gradients_reach_every_parameter_in_float32(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
-def test_fp32_and_auto_on_cpu_are_bit_identical_to_the_plain_float32_field(kind, precision):
+def test_fp32_and_auto_on_cpu_are_bit_identical_to_the_plain_float32_field(kind, precision,
+                                                                           monkeypatch):
+    if kind == "mlp":  # auto would pick bf16 for the 128-wide MLP on a bf16 CPU
+        monkeypatch.setattr(radiance, "_cpu_bf16", lambda: False)
     model = _model(kind, precision)
     points, dirs = _inputs(1 << 11)
     rgb, sigma = model.field(points, dirs)
@@ -134,15 +137,50 @@ def test_fp32_and_auto_on_cpu_are_bit_identical_to_the_plain_float32_field(kind,
     assert torch.equal(model.density(points), sigma0.detach())
 
 
-def test_auto_resolves_to_bf16_on_cuda_only(monkeypatch):
+def test_auto_resolves_to_bf16_on_cuda_and_for_wide_mlps_on_bf16_cpus(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert autocast_dtype("auto", cpu) is None
+    wide, narrow = radiance.CPU_BF16_MIN_WIDTH, radiance.CPU_BF16_MIN_WIDTH // 2
+    monkeypatch.setattr(radiance, "_cpu_bf16", lambda: True)          # avx512_bf16 or AMX
+    assert autocast_dtype("auto", cpu, wide) is torch.bfloat16
+    assert autocast_dtype("auto", cpu, narrow) is None
+    assert autocast_dtype("fp32", cpu, wide) is None
+    monkeypatch.setattr(radiance, "_cpu_bf16", lambda: False)         # no bf16 products
+    assert autocast_dtype("auto", cpu, wide) is None
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("fp32", cuda) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert _model("mlp").field.config.hidden_dim >= wide  # the MLP model is the wide one
+    assert build_model("hashgrid", 1.0).field.config.hidden_dim < wide
     monkeypatch.setattr(radiance, "_cuda_bf16", lambda index: True)    # Ampere or newer
     assert autocast_dtype("auto", cuda) is torch.bfloat16
     monkeypatch.setattr(radiance, "_cuda_bf16", lambda index: False)   # older GPUs
     assert autocast_dtype("auto", cuda) is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_on_cpu_pads_batches_without_changing_rows_or_gradients(kind):
+    """Under bf16 on the CPU the MLPs see batches padded to CPU_BF16_ROWS rows (so oneDNN
+    reuses its kernels); a row's output and the gradients do not depend on the padding."""
+    rows = radiance.CPU_BF16_ROWS
+    model = _model(kind, "bf16")
+    n, m = rows + rows // 2 - 3, 2 * rows           # n is padded to m
+    points, dirs = _inputs(m)
+    shapes = set()
+    hooks = [lin.register_forward_hook(lambda mod, i, o: shapes.add(i[0].shape[0]))
+             for lin in model.field.modules() if isinstance(lin, torch.nn.Linear)]
+    rgb, sigma = model.field(points[:n], dirs[:n])
+    for h in hooks:
+        h.remove()
+    assert shapes == {m} and rgb.shape == (n, 3) and sigma.shape == (n,)
+    (rgb.sum() + 1e-2 * sigma.sum()).backward()
+    grads = [p.grad.clone() for p in model.field.parameters()]
+    model.field.zero_grad(set_to_none=True)
+    rgb_m, sigma_m = model.field(points, dirs)      # the same shape, real rows in the pad
+    # equal up to float32 rounding of the activations (a few 1e-8; bf16's own error is 4e-3)
+    torch.testing.assert_close(rgb, rgb_m[:n], rtol=0, atol=1e-6)
+    torch.testing.assert_close(sigma, sigma_m[:n], rtol=1e-6, atol=0)
+    (rgb_m[:n].sum() + 1e-2 * sigma_m[:n].sum()).backward()
+    for g, (name, p) in zip(grads, model.field.named_parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("kind", KINDS)
