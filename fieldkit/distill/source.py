@@ -5,7 +5,7 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
 3DGS code) brings Gaussians in world units and nothing else. Its views and its box come from
 the scene the splats were trained on, when one is given (``--scene``: that scene's training
 cameras, normalisation and test photos). Otherwise they come from the Gaussians themselves: a
-box that holds most of them (``splat_normalisation``) and a sphere of views around it.
+box that holds most of them (``fieldkit/splats/frame.py``) and a sphere of views around it.
 """
 from __future__ import annotations
 
@@ -14,18 +14,12 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fieldkit.data.cameras import Cameras
-from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
+from fieldkit.splats.frame import opaque_centres, splat_normalisation
 
-BOX_SHARE = 0.975
-"""Without a scene, the box of a .ply teacher holds this share of its opaque Gaussians' centres
-along every axis (the rest, often far background, lies outside the student's box)."""
-OPAQUE = 0.1
-"""Gaussians at least this opaque place the box (faint ones are often stray fog)."""
 SPHERE_VIEWS = 64
 """Views around the box of a .ply teacher without a scene (``sphere_cameras``)."""
 FRAME_SHARE = 0.8
@@ -86,29 +80,12 @@ def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
                          path / "model.safetensors")
 
 
-def _opaque(means: torch.Tensor, opacities: torch.Tensor) -> torch.Tensor:
-    """[M, 3] float64 centres of the Gaussians at least OPAQUE opaque (all of them when fewer
-    than 8 are), from means [N, 3] and opacity logits [N]."""
-    opaque = torch.sigmoid(opacities.float()) >= OPAQUE
-    return (means[opaque] if int(opaque.sum()) >= 8 else means).double()
-
-
-def splat_normalisation(means: torch.Tensor, opacities: torch.Tensor) -> Normalisation:
-    """World -> box for Gaussians alone (means [N, 3], opacity logits [N]): centred on the
-    median of the opaque Gaussians, axes kept, scaled so that the box [-1, 1]^3 holds
-    BOX_SHARE of their centres along every axis."""
-    pts = _opaque(means, opacities)
-    center = pts.median(0).values
-    half = float((pts - center).abs().max(1).values.quantile(BOX_SHARE))
-    return Normalisation(1.0 / half if half > 0 else 1.0, np.eye(3), center.numpy(), 1.0)
-
-
 def framing_radius(box: dict[str, torch.Tensor]) -> float:
     """Distance (box units) from the box centre at which a sphere holding FRAME_SHARE of the
     opaque Gaussians' centres fills a sphere view's field of view; at most the default."""
     from fieldkit.distill.views import DEFAULT_FOV_DEG, DEFAULT_RADIUS
 
-    core = float(_opaque(box["means"], box["opacities"]).norm(dim=-1).quantile(FRAME_SHARE))
+    core = float(opaque_centres(box["means"], box["opacities"]).norm(dim=-1).quantile(FRAME_SHARE))
     return min(DEFAULT_RADIUS, core / math.sin(math.radians(DEFAULT_FOV_DEG / 2)))
 
 

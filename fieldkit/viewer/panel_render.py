@@ -41,12 +41,12 @@ def build_render_panel(session) -> None:
             h["legend"] = gui.add_markdown(f"left: **{sources[0].label}**, right: "
                                            f"**{sources[1].label}**")
         h["home"] = gui.add_button("reset view", hint="back to the first training camera")
-    b = sources[0].bound()
+    b, c = sources[0].bound(), sources[0].box_center()
     with gui.add_folder("Crop box", expand_by_default=False):
         h["crop"] = gui.add_checkbox("crop", False,
                                      hint="show only what lies inside the box (box units)")
-        h["crop_min"] = gui.add_vector3("min", (-b, -b, -b), step=0.01)
-        h["crop_max"] = gui.add_vector3("max", (b, b, b), step=0.01)
+        h["crop_min"] = gui.add_vector3("min", tuple(float(x) for x in c - b), step=0.01)
+        h["crop_max"] = gui.add_vector3("max", tuple(float(x) for x in c + b), step=0.01)
 
     def on_output(_):
         view.update_settings(output=h["output"].value)

@@ -49,6 +49,8 @@ class Source:
     """Default background colour (the run's evaluation background)."""
     ply_path: Path | None = None
     """The .ply file of a ``from_ply`` source."""
+    origin: np.ndarray | None = None
+    """[3] centre of a .ply's opaque Gaussians, in its own coordinates (None: the box origin)."""
     trainer: object | None = None
     """The live Trainer of a ``from_trainer`` source."""
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -87,6 +89,7 @@ class Source:
     @classmethod
     def from_ply(cls, path: Path) -> Source:
         from fieldkit.splats.model import SplatConfig, SplatModel
+        from fieldkit.splats.frame import splat_normalisation
         from fieldkit.splats.ply import read_splat_ply, sh_degree_of
 
         params = read_splat_ply(path)
@@ -94,11 +97,11 @@ class Source:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.set_gaussians(params)
-        extent = float((params["means"] - params["means"].median(0).values).norm(dim=-1)
-                       .quantile(0.9))
-        model.config.render.bound = max(extent, 1e-3)
+        frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
+        model.config.render.bound = max(1.0 / frame.scale, 1e-3)
         model.eval()
-        return cls(label=Path(path).name, model=model, ply_path=Path(path))
+        return cls(label=Path(path).name, model=model, ply_path=Path(path),
+                   origin=np.asarray(frame.center, dtype=np.float64))
 
     @classmethod
     def from_trainer(cls, trainer) -> Source:
@@ -130,19 +133,22 @@ class Source:
         return int(getattr(self.trainer, "step_count", 0))
 
     def bound(self) -> float:
-        """Half-size of the model's box."""
+        """Half-size of the model's box (a .ply: of the box around most of its opaque
+        Gaussians, ``fieldkit/splats/frame.py``)."""
         return float(self.model.config.render.bound)
 
+    def box_center(self) -> np.ndarray:
+        """[3] centre of the model's box: the origin, or a .ply's ``origin``."""
+        return np.zeros(3) if self.origin is None else self.origin.copy()
+
     def look_at(self) -> np.ndarray:
-        """[3] a sensible orbit centre: where the training cameras look, else the box origin
-        (a .ply: the median Gaussian)."""
+        """[3] a sensible orbit centre: where the training cameras look, else the box centre
+        (a .ply: the median opaque Gaussian)."""
         if self.cameras is not None:
             from fieldkit.export.paths import orbit_center
 
             return orbit_center(self.cameras)
-        if self.is_splat and self.ply_path is not None:
-            return self.model.params["means"].detach().median(0).values.double().numpy()
-        return np.zeros(3)
+        return self.box_center()
 
     def home_pose(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(position [3], look-at [3], vertical fov radians) of the initial view: the first
@@ -218,4 +224,4 @@ class Source:
         return Source(label=self.label, model=model, run_dir=self.run_dir,
                       normalisation=self.normalisation, cameras=self.cameras,
                       scene_path=self.scene_path, downscale=self.downscale,
-                      background=self.background, ply_path=self.ply_path)
+                      background=self.background, ply_path=self.ply_path, origin=self.origin)

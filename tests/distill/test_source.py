@@ -14,7 +14,8 @@ from fieldkit.data.demo import scene_sdf
 from fieldkit.data.normalize import Normalisation
 from fieldkit.data.scene import load_cameras
 from fieldkit.distill.run import distill
-from fieldkit.distill.source import BOX_SHARE, open_teacher, splat_normalisation
+from fieldkit.distill.source import open_teacher
+from fieldkit.splats.frame import BOX_SHARE, splat_normalisation
 from fieldkit.splats.ply import read_splat_ply, write_splat_ply
 from fieldkit.splats.transform import transform_splats
 from fieldkit.train.run import read_config
