@@ -60,4 +60,10 @@ def report() -> str:
 
     ok, reason = cpu_compile_status()
     lines.append(f"{'cpu render':<11}{'compiled' if ok else 'eager':<22}{reason}")
+    from fieldkit.fields.radiance import CPU_BF16_MIN_WIDTH, cpu_bf16_status
+
+    ok, reason = cpu_bf16_status()
+    lines.append(f"{'cpu mlp':<11}{'bfloat16' if ok else 'float32':<22}"
+                 + (f"MLPs {CPU_BF16_MIN_WIDTH}+ wide (the mlp model) run in bf16: {reason}"
+                    if ok else f"{reason}; MLPs stay float32 on the CPU"))
     return "\n".join(lines)

@@ -70,6 +70,10 @@ def test_doctor_reports_torch_and_backends(capsys):
     assert "torch" in out and "nerfacc" in out and "gsplat" in out and "tinycudann" in out
     # the suite runs with FIELDKIT_CPU_COMPILE=off (tests/conftest.py)
     assert "cpu render eager" in " ".join(out.split()) and "FIELDKIT_CPU_COMPILE is off" in out
+    from fieldkit.fields.radiance import cpu_bf16_status
+
+    mlp = "cpu mlp bfloat16" if cpu_bf16_status()[0] else "cpu mlp float32"
+    assert mlp in " ".join(out.split())
 
 
 def test_scene_demo_generates_a_loadable_scene(tmp_path, capsys):

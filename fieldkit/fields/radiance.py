@@ -92,13 +92,21 @@ def autocast_dtype(precision: str, device: torch.device, width: int = 0
     return None
 
 
-@functools.lru_cache(maxsize=None)
 def _cpu_bf16() -> bool:
     """Whether this CPU has bfloat16 dot products (avx512_bf16 or AMX) for oneDNN."""
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return torch.backends.mkldnn.is_available() and any(
-        bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return cpu_bf16_status()[0]
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_status() -> tuple[bool, str]:
+    """(whether this CPU has bfloat16 dot products for oneDNN, which ones or why not)."""
+    if not torch.backends.mkldnn.is_available():
+        return False, "this torch build has no oneDNN"
+    checks = {"avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported"}
+    found = [name for name, fn in checks.items() if bool(getattr(torch.cpu, fn, lambda: False)())]
+    if not found:
+        return False, "this CPU has no bf16 dot products (avx512_bf16 or AMX)"
+    return True, " and ".join(found)
 
 
 @functools.lru_cache(maxsize=None)
