@@ -16,11 +16,13 @@ def _ply(tmp_path, fog: int = 3000):
     """2000 opaque Gaussians in a cube of half-size 2 around CENTER, and ``fog`` faint ones
     spread 100 units around it (stray fog, as photo-trained splats have)."""
     g = torch.Generator().manual_seed(0)
-    core = torch.as_tensor(CENTER, dtype=torch.float32) + (torch.rand(2000, 3, generator=g) * 2 - 1) * 2
-    far = torch.as_tensor(CENTER, dtype=torch.float32) + torch.randn(fog, 3, generator=g) * 100
+    center = torch.as_tensor(CENTER, dtype=torch.float32)
+    core = center + (torch.rand(2000, 3, generator=g) * 2 - 1) * 2
+    far = center + torch.randn(fog, 3, generator=g) * 100
     n = 2000 + fog
     params = {"means": torch.cat([core, far]),
-              "scales": torch.full((n, 3), -3.0), "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+              "scales": torch.full((n, 3), -3.0),
+              "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
               "opacities": torch.cat([torch.full((2000,), 3.0), torch.full((fog,), -5.0)]),
               "sh0": torch.rand(n, 1, 3, generator=g), "shN": torch.zeros(n, 0, 3)}
     return write_splat_ply(tmp_path / "scene.ply", params)
