@@ -99,12 +99,15 @@ def load_model_file(path: Path, device: str | torch.device = "cpu"):
 
     from fieldkit.train.checkpoint import load_tensors
 
+    from fieldkit.fields.compact import expand_state
+
     tensors = load_tensors(path, device=str(device))
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "kind" not in meta or "config" not in meta:
         raise FieldkitError(f"{path} has no fieldkit model metadata; pass a file written by "
                             "`fieldkit train`")
+    tensors = expand_state(tensors, meta, path)
     config = _runtime_backends(json.loads(meta["config"]))
     model = model_from_config(meta["kind"], config).to(device)
     model.load_state_dict(tensors)
@@ -129,13 +132,16 @@ MODEL_FILE = "model.safetensors"
 
 
 def save_model(model, directory: Path) -> Path:
-    """Write ``directory/model.safetensors``: the state dict, with the kind and the config as
-    metadata, so that the file alone rebuilds the model."""
+    """Write ``directory/model.safetensors``: the state dict (occupancy grids compacted:
+    ``fieldkit/fields/compact.py``), with the kind and the config as metadata, so that the
+    file alone rebuilds the model."""
+    from fieldkit.fields.compact import compact_state
     from fieldkit.train.checkpoint import save_tensors
 
     path = Path(directory) / MODEL_FILE
-    save_tensors(path, model.state_dict(), metadata={
-        "kind": model.kind, "config": json.dumps(dataclasses.asdict(model.config))})
+    tensors, layout = compact_state(model)
+    save_tensors(path, tensors, metadata={
+        "kind": model.kind, "config": json.dumps(dataclasses.asdict(model.config)), **layout})
     return path
 
 
