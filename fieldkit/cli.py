@@ -113,16 +113,21 @@ class Train(ModelOptions):
                                frames=60, fps=30)
             print(f"video      {out}")
         if live is not None:
-            import time
+            _serve_until_ctrl_c(live)
 
-            print(f"viewer     still serving {live.viewer.url}; Ctrl-C to quit", flush=True)
-            try:
-                while True:
-                    time.sleep(1.0)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                live.viewer.stop()
+
+def _serve_until_ctrl_c(live) -> None:
+    """Keep a finished run's viewer up until Ctrl-C."""
+    import time
+
+    print(f"viewer     still serving {live.viewer.url}; Ctrl-C to quit", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.viewer.stop()
 
 
 @dataclass
@@ -240,6 +245,10 @@ class Distill(ModelOptions):
     """Seed of the student's initialisation and batches."""
     resume: bool = False
     """Continue an interrupted distillation in --out."""
+    viewer: bool = False
+    """Serve the live viewer while distilling: the student beside its teacher."""
+    port: int = 7007
+    """Viewer port."""
     lr: float | None = None
     """Peak Adam learning rate of the student (default: its model's own); for splat, a
     multiplier of its per-parameter rates."""
@@ -272,11 +281,28 @@ class Distill(ModelOptions):
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time, seed=self.seed,
                              lr=self.lr)
         self.check_only_kind(self.to)
-        report = distill(self.teacher, self.to, self.out, config,
-                         dataclasses.replace(self.distill), preset=self.preset,
-                         device=self.device, resume=self.resume,
-                         model_config=None if self.resume else self.model_config(self.to),
-                         scene=self.scene, downscale=self.downscale)
+        kwargs = dict(teacher_run=self.teacher, kind=self.to, out=self.out, train=config,
+                      config=dataclasses.replace(self.distill), preset=self.preset,
+                      device=self.device, resume=self.resume,
+                      model_config=None if self.resume else self.model_config(self.to),
+                      scene=self.scene, downscale=self.downscale)
+        live = None
+        if self.viewer:  # the viewer renders between steps and stays up afterwards
+            from fieldkit.viewer import require_viser
+            from fieldkit.viewer.config import ViewerConfig
+            from fieldkit.viewer.live import distill_with_viewer
+
+            require_viser()
+            report, live = distill_with_viewer(ViewerConfig(port=self.port), **kwargs)
+        else:
+            report = distill(**kwargs)
+        if live is not None and report.get("interrupted"):
+            live.viewer.stop()
+        self._finish(report)
+        if live is not None:
+            _serve_until_ctrl_c(live)
+
+    def _finish(self, report: dict) -> None:
         if report.get("interrupted"):
             print(f"interrupted: checkpoint saved; continue with `fieldkit distill "
                   f"{self.teacher} --to {self.to} --out {report['student_run']} --resume`",

@@ -103,135 +103,168 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
             quiet: bool = False, model_config=None, scene: Path | None = None,
             downscale: int = 1) -> dict:
     """Distil the model of ``teacher_run`` (a run directory or a 3DGS .ply file) into a
-    ``kind`` student in ``out``; returns the report (also in ``out/distill.json``).
-    ``model_config`` (the student's config, e.g. ``student_config(kind, preset)`` with the
-    command line's settings) replaces ``student_config(kind, preset)``; a resumed run keeps its
-    saved one. ``scene`` and ``downscale``: a .ply teacher's scene (``open_teacher``); a resumed
-    run keeps its saved one."""
-    t_start = time.perf_counter()
-    teacher_run = Path(teacher_run)
-    name = teacher_run.stem if teacher_run.suffix.lower() == ".ply" else teacher_run.name
-    out = Path(out or teacher_run.parent / f"{name}-to-{kind}")
-    if out.resolve() == teacher_run.resolve():
-        raise FieldkitError("--out must differ from the teacher run")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FieldkitError("--device cuda was asked for but no CUDA device is available")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    train = train or TrainConfig()
-    config = config or DistillConfig()
-    user_time = train.max_time
-    if resume:
-        saved = read_config(out)
-        if "distill" not in saved or not (out / "checkpoint").exists():
-            raise FieldkitError(f"{out} holds no distillation to resume; drop --resume")
-        kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
-        train = resumed_config(saved["train"], train)
-        config = DistillConfig.from_saved(saved["distill"]["config"])
-        if saved["distill"].get("from_file"):  # a .ply teacher: with the scene it had
-            scene = Path(saved["scene"]) if saved["distill"]["cameras"] == "scene" else None
-            downscale = int(saved.get("downscale", 1))
-    elif (out / "checkpoint").exists():
-        raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
-                            "to start a new one")
-    source = open_teacher(teacher_run, device, scene, downscale)
-    tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
-                                         source.train_seconds)
-    initial = None   # Gaussians a splat student starts from
-    # a time budget given now (or the default) covers the teacher's renders; a resumed run's
-    # saved one already had them taken out
-    fit_time = not resume or user_time is not None
-    train = default_budget(train, t_seconds, kind)
+    ``kind`` student in ``out``; returns the report (also in ``out/distill.json``), or
+    ``{"interrupted": True, ...}`` after Ctrl-C (a checkpoint is saved). The arguments are
+    ``Distillation``'s."""
+    job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
+                       resume=resume, model_config=model_config, scene=scene,
+                       downscale=downscale)
+    return job.report(job.trainer.train(), quiet=quiet)
 
-    teacher = Teacher(source.model)
-    norm = Normalisation.from_dict(tcfg["normalisation"])
-    budget = render_budget(train, fit_time, saved["distill"].get("rendered", {})
-                           if resume else {})
-    held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
-                         scale=config.view_scale)
-    student_views = target_cameras(cams, config.views, seed=config.seed,
-                                   scale=config.view_scale, train_share=config.train_view_share
-                                   ) if kind == "splat" else _empty_cameras()
-    views = render_scene(teacher, student_views, held, norm, teacher_run, budget)
-    # the held-out views only serve evaluation (like the photos): their renders are reported
-    # apart and stay out of the time budget, as evaluation stays out of training time
-    held_frames = views.frame_seconds[views.num_train:]
-    held_seconds = sum(held_frames)
-    teacher_seconds = views.seconds - held_seconds
-    teacher_frame = float(torch.tensor(held_frames).median()) if held_frames else float("nan")
 
-    bound = float(tcfg["model"]["config"]["render"]["bound"])
-    torch.manual_seed(train.seed)
-    student = (model_from_config(kind, saved["model"]["config"]) if resume
-               else build_model(kind, bound, preset, config=model_config if model_config
-                                is not None else student_config(kind, preset)))
-    train = replace(train, background=resolve_background(train.background, views.scene))
-    if kind == "splat":
-        if not resume:
-            initial = init_splats_from_views(student, views, cams,
-                                             points_per_pixel=config.splat_points_per_pixel)
-        student = student.to(device)
-        trainer_cls, extra = student.trainer_class(), {}
-    else:
-        t0 = time.perf_counter()
-        bank_cams = novel_cameras(cams, config.bank_views, seed=config.seed + 1,
-                                  scale=config.view_scale)
-        bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
-                              torch.Generator().manual_seed(config.seed + 2), budget)
-        student = student.to(device)
-        init_grid_from_teacher(student, teacher)
-        teacher_seconds += time.perf_counter() - t0
-        trainer_cls = FieldDistillTrainer
-        extra = {"teacher": teacher, "bank": bank, "distill": config}
+class Distillation:
+    """One distillation, set up: the teacher opened, its targets rendered, the student and its
+    trainer built. ``trainer.train()`` runs it (the live viewer hooks ``trainer.step`` first:
+    ``fieldkit/viewer/live.py``), then ``report`` measures the student and writes
+    distill.json."""
 
-    if fit_time:
-        train = without_teacher_time(train, teacher_seconds)
-    if budget.summary():
-        warn(budget.summary())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {
-        "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "scene": tcfg["scene"], "scene_format": tcfg.get("scene_format"),
-        "downscale": tcfg.get("downscale", 1), "normalisation": tcfg["normalisation"],
-        "model": {"kind": kind, "preset": preset, "config": asdict(student.config),
-                  "num_params": student.num_params},
-        "train": train.to_dict(),
-        "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
-                    "cameras": cam_source, "from_file": source.is_ply,
-                    "config": config.to_dict(),
-                    "rendered": budget.made}})
-    save_train_cameras(out, cams)
-    if trainer_cls is FieldDistillTrainer:
-        trainer = FieldDistillTrainer(views, student, train, out, **extra)
-    else:
-        trainer = trainer_cls(views.scene, student, train, out)
-    if resume:
-        trainer.resume()
-    stats = trainer.train()
-    if stats.get("interrupted"):
-        return {"interrupted": True, "student_run": str(out), "steps": trainer.step_count}
+    def __init__(self, teacher_run: Path, kind: str, out: Path | None = None,
+                 train: TrainConfig | None = None, config: DistillConfig | None = None,
+                 preset: str = "default", device: str | None = None, resume: bool = False,
+                 model_config=None, scene: Path | None = None, downscale: int = 1):
+        """``model_config`` (the student's config, e.g. ``student_config(kind, preset)`` with
+        the command line's settings) replaces ``student_config(kind, preset)``; a resumed run
+        keeps its saved one. ``scene`` and ``downscale``: a .ply teacher's scene
+        (``open_teacher``); a resumed run keeps its saved one."""
+        t_start = time.perf_counter()
+        teacher_run = Path(teacher_run)
+        name = teacher_run.stem if teacher_run.suffix.lower() == ".ply" else teacher_run.name
+        out = Path(out or teacher_run.parent / f"{name}-to-{kind}")
+        if out.resolve() == teacher_run.resolve():
+            raise FieldkitError("--out must differ from the teacher run")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise FieldkitError("--device cuda was asked for but no CUDA device is available")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        train = train or TrainConfig()
+        config = config or DistillConfig()
+        user_time = train.max_time
+        if resume:
+            saved = read_config(out)
+            if "distill" not in saved or not (out / "checkpoint").exists():
+                raise FieldkitError(f"{out} holds no distillation to resume; drop --resume")
+            kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
+            train = resumed_config(saved["train"], train)
+            config = DistillConfig.from_saved(saved["distill"]["config"])
+            if saved["distill"].get("from_file"):  # a .ply teacher: with the scene it had
+                scene = Path(saved["scene"]) if saved["distill"]["cameras"] == "scene" else None
+                downscale = int(saved.get("downscale", 1))
+        elif (out / "checkpoint").exists():
+            raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
+                                "to start a new one")
+        source = open_teacher(teacher_run, device, scene, downscale)
+        tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
+                                             source.train_seconds)
+        initial = None   # Gaussians a splat student starts from
+        # a time budget given now (or the default) covers the teacher's renders; a resumed run's
+        # saved one already had them taken out
+        fit_time = not resume or user_time is not None
+        train = default_budget(train, t_seconds, kind)
 
-    student.eval()
-    report = {
-        "teacher_run": str(teacher_run), "student_run": str(out),
-        "teacher": {**model_facts(teacher.model, source.model_file),
-                    "train_seconds": t_seconds},
-        "student": {**model_facts(student, out / "model.safetensors"),
-                    "steps": trainer.step_count,
-                    **({"initial_gaussians": initial} if initial is not None else {})},
-        "cameras": cam_source, "teacher_seconds_per_frame": teacher_frame,
-        "targets": {"rendered": budget.made, "cut": budget.cuts},
-        "vs_teacher": versus_teacher(student, views),
-    }
-    scenes = _gt_scenes(tcfg, {"teacher": teacher.kind, "student": kind}) \
-        if config.gt_views > 0 else None
-    if scenes is not None:
-        report["vs_photos"] = versus_photos({"teacher": teacher.model, "student": student},
-                                            scenes, config.gt_views)
-    report["time"] = {"teacher_seconds": teacher_seconds, "student_seconds": trainer.elapsed,
-                      "distill_seconds": teacher_seconds + trainer.elapsed,
-                      "held_out_seconds": held_seconds,
-                      "total_seconds": time.perf_counter() - t_start}
-    atomic_write_json(out / "distill.json", report)
-    if not quiet:
-        print_report(report)
-    return report
+        teacher = Teacher(source.model)
+        norm = Normalisation.from_dict(tcfg["normalisation"])
+        budget = render_budget(train, fit_time, saved["distill"].get("rendered", {})
+                               if resume else {})
+        held = novel_cameras(cams, config.held_out_views, seed=config.seed + 7919,
+                             scale=config.view_scale)
+        student_views = target_cameras(cams, config.views, seed=config.seed,
+                                       scale=config.view_scale, train_share=config.train_view_share
+                                       ) if kind == "splat" else _empty_cameras()
+        views = render_scene(teacher, student_views, held, norm, teacher_run, budget)
+        # the held-out views only serve evaluation (like the photos): their renders are reported
+        # apart and stay out of the time budget, as evaluation stays out of training time
+        held_frames = views.frame_seconds[views.num_train:]
+        held_seconds = sum(held_frames)
+        teacher_seconds = views.seconds - held_seconds
+        teacher_frame = float(torch.tensor(held_frames).median()) if held_frames else float("nan")
+
+        bound = float(tcfg["model"]["config"]["render"]["bound"])
+        torch.manual_seed(train.seed)
+        student = (model_from_config(kind, saved["model"]["config"]) if resume
+                   else build_model(kind, bound, preset, config=model_config if model_config
+                                    is not None else student_config(kind, preset)))
+        train = replace(train, background=resolve_background(train.background, views.scene))
+        if kind == "splat":
+            if not resume:
+                initial = init_splats_from_views(student, views, cams,
+                                                 points_per_pixel=config.splat_points_per_pixel)
+            student = student.to(device)
+            trainer_cls, extra = student.trainer_class(), {}
+        else:
+            t0 = time.perf_counter()
+            bank_cams = novel_cameras(cams, config.bank_views, seed=config.seed + 1,
+                                      scale=config.view_scale)
+            bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
+                                  torch.Generator().manual_seed(config.seed + 2), budget)
+            student = student.to(device)
+            init_grid_from_teacher(student, teacher)
+            teacher_seconds += time.perf_counter() - t0
+            trainer_cls = FieldDistillTrainer
+            extra = {"teacher": teacher, "bank": bank, "distill": config}
+
+        if fit_time:
+            train = without_teacher_time(train, teacher_seconds)
+        if budget.summary():
+            warn(budget.summary())
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", {
+            "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "scene": tcfg["scene"], "scene_format": tcfg.get("scene_format"),
+            "downscale": tcfg.get("downscale", 1), "normalisation": tcfg["normalisation"],
+            "model": {"kind": kind, "preset": preset, "config": asdict(student.config),
+                      "num_params": student.num_params},
+            "train": train.to_dict(),
+            "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
+                        "cameras": cam_source, "from_file": source.is_ply,
+                        "config": config.to_dict(),
+                        "rendered": budget.made}})
+        save_train_cameras(out, cams)
+        if trainer_cls is FieldDistillTrainer:
+            trainer = FieldDistillTrainer(views, student, train, out, **extra)
+        else:
+            trainer = trainer_cls(views.scene, student, train, out)
+        if resume:
+            trainer.resume()
+        self.t_start, self.teacher_run, self.out, self.kind = t_start, teacher_run, out, kind
+        self.source, self.teacher, self.student, self.trainer = source, teacher, student, trainer
+        self.views, self.budget, self.config, self.cameras = views, budget, config, cams
+        self.normalisation, self.initial = norm, initial
+        self.teacher_seconds, self.held_seconds = teacher_seconds, held_seconds
+        self.teacher_frame = teacher_frame
+
+    def report(self, stats: dict, quiet: bool = False) -> dict:
+        """After ``trainer.train()`` (its ``stats``): the fidelity report, also written to
+        distill.json and printed unless ``quiet``; ``{"interrupted": True, ...}`` when
+        training was interrupted."""
+        out, trainer, student, teacher = self.out, self.trainer, self.student, self.teacher
+        source, views, budget, config = self.source, self.views, self.budget, self.config
+        teacher_seconds, held_seconds = self.teacher_seconds, self.held_seconds
+        tcfg, t_seconds, initial = source.config, source.train_seconds, self.initial
+        if stats.get("interrupted"):
+            return {"interrupted": True, "student_run": str(out), "steps": trainer.step_count}
+
+        student.eval()
+        report = {
+            "teacher_run": str(self.teacher_run), "student_run": str(out),
+            "teacher": {**model_facts(teacher.model, source.model_file),
+                        "train_seconds": t_seconds},
+            "student": {**model_facts(student, out / "model.safetensors"),
+                        "steps": trainer.step_count,
+                        **({"initial_gaussians": initial} if initial is not None else {})},
+            "cameras": source.camera_source,
+            "teacher_seconds_per_frame": self.teacher_frame,
+            "targets": {"rendered": budget.made, "cut": budget.cuts},
+            "vs_teacher": versus_teacher(student, views),
+        }
+        scenes = _gt_scenes(tcfg, {"teacher": teacher.kind, "student": self.kind}) \
+            if config.gt_views > 0 else None
+        if scenes is not None:
+            report["vs_photos"] = versus_photos({"teacher": teacher.model, "student": student},
+                                                scenes, config.gt_views)
+        report["time"] = {"teacher_seconds": teacher_seconds, "student_seconds": trainer.elapsed,
+                          "distill_seconds": teacher_seconds + trainer.elapsed,
+                          "held_out_seconds": held_seconds,
+                          "total_seconds": time.perf_counter() - self.t_start}
+        atomic_write_json(out / "distill.json", report)
+        if not quiet:
+            print_report(report)
+        return report

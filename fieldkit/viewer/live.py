@@ -1,4 +1,5 @@
-"""Training with the viewer attached (``fieldkit train SCENE --viewer``).
+"""Training with the viewer attached (``fieldkit train SCENE --viewer``, ``fieldkit distill
+TEACHER --to KIND --viewer``).
 
 The viewer and the trainer meet at ``trainer.step()`` and the model's ``render``: the
 trainer's own loop (``Trainer.train``: budgets, progress bar, log, eval, checkpoints, Ctrl-C)
@@ -29,7 +30,9 @@ from fieldkit.viewer.scheduler import RenderBudget
 class LiveTraining:
     """Hooks a Trainer's ``step`` to a Viewer (see module docstring)."""
 
-    def __init__(self, trainer, config: ViewerConfig):
+    def __init__(self, trainer, config: ViewerConfig, sources: list | None = None):
+        """``sources``: what the viewer shows, the trainer's model first (default: that model
+        alone, ``Source.from_trainer``)."""
         from fieldkit.viewer.server import Viewer
         from fieldkit.viewer.sources import Source
 
@@ -48,7 +51,7 @@ class LiveTraining:
         self.elapsed0 = trainer.elapsed
         self._last_stats = 0.0
         self._last_splats = time.perf_counter()
-        self.viewer = Viewer([Source.from_trainer(trainer)], config, live=self)
+        self.viewer = Viewer(sources or [Source.from_trainer(trainer)], config, live=self)
         self.viewer.renderer.training = True
         self._step = trainer.step
         trainer.step = self._hooked_step
@@ -185,3 +188,23 @@ def train_with_viewer(scene_path: Path, kind: str, run_dir: Path | None, train_c
     result = TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
                          bool(stats["interrupted"]))
     return result, live
+
+
+def distill_with_viewer(viewer_config: ViewerConfig, keep_open: bool = True, quiet: bool = False,
+                        **distill_kwargs):
+    """``fieldkit.distill.run.distill`` with the viewer, the student beside its teacher
+    (``Source.from_distillation``): returns (report, LiveTraining). With ``keep_open`` the
+    caller keeps the viewer (``live.viewer.stop()`` ends it)."""
+    from fieldkit.distill.run import Distillation
+    from fieldkit.viewer.sources import Source
+
+    job = Distillation(**distill_kwargs)
+    live = LiveTraining(job.trainer, viewer_config, Source.from_distillation(job))
+    live.viewer.print_url()
+    try:
+        stats = job.trainer.train()
+    finally:
+        live.finish()
+        if not keep_open:
+            live.viewer.stop()
+    return job.report(stats, quiet=quiet), live

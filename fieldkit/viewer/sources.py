@@ -1,7 +1,8 @@
 """Source: one model the viewer shows, with what it needs around it (box, cameras, run folder).
 
-A source is built from a run directory (``from_run``), a 3DGS .ply file (``from_ply``) or a
-live trainer (``from_trainer``). Every source renders through the representation protocol
+A source is built from a run directory (``from_run``), a 3DGS .ply file (``from_ply``), a
+live trainer (``from_trainer``) or a live distillation's student and teacher
+(``from_distillation``). Every source renders through the representation protocol
 (``model.render(cameras, background) -> {"rgb", "depth", "alpha"}`` [H, W, C]); the viewer
 never imports a model class to draw it.
 """
@@ -113,6 +114,25 @@ class Source:
                    downscale=scene.downscale,
                    background=BACKGROUND_COLORS.get(trainer.eval_background, (1.0, 1.0, 1.0)),
                    trainer=trainer)
+
+    @classmethod
+    def from_distillation(cls, job) -> list[Source]:
+        """[student, teacher] of a live ``fieldkit/distill/run.py`` ``Distillation``: both in the
+        student's box (a .ply teacher as it was normalised to be distilled), with the teacher's
+        training cameras, so that the viewer's comparison lines them up."""
+        tcfg, teacher = job.source.config, job.source
+        scene = tcfg.get("scene")
+        common = dict(normalisation=job.normalisation, cameras=job.cameras,
+                      scene_path=Path(scene) if scene and Path(scene).is_dir() else None,
+                      downscale=int(tcfg.get("downscale", 1)),
+                      background=BACKGROUND_COLORS.get(job.trainer.eval_background,
+                                                       (1.0, 1.0, 1.0)))
+        name = teacher.path.name
+        return [cls(label=f"{job.out.name} (student)", model=job.student, run_dir=job.out,
+                    trainer=job.trainer, **common),
+                cls(label=f"{name} (teacher)", model=teacher.model,
+                    run_dir=None if teacher.is_ply else teacher.path,
+                    ply_path=teacher.path if teacher.is_ply else None, **common)]
 
     # ------------------------------------------------------------------ facts
     @property

@@ -119,14 +119,20 @@ def test_splat_to_hash(demo_splat_run, tmp_path):
     assert report["vs_teacher"]["psnr"] > 25.0
 
 
-OTHER_PAIRS = {("triplane", "mlp"): 20.0, ("triplane", "splat"): 24.0, ("mlp", "hashgrid"): 27.0,
-               ("mlp", "triplane"): 30.0, ("mlp", "splat"): 24.0, ("splat", "triplane"): 22.0,
-               ("splat", "mlp"): 17.0}
+OTHER_PAIRS = {("triplane", "mlp"): 19.0, ("triplane", "splat"): 24.0, ("mlp", "hashgrid"): 30.0,
+               ("mlp", "triplane"): 36.0, ("mlp", "splat"): 24.5, ("splat", "triplane"): 22.0,
+               ("splat", "mlp"): 16.5}
 """The pairs the tests above leave out, and their floors (student vs teacher, dB) after
-OTHER_STEPS steps, ~2.5 dB under what they measured here (22.37, 26.76, 30.52, 33.60, 27.00,
-24.88 and 19.42; an MLP learns least in 150 steps). A constant colour a view scores 11.3 dB
-against the demo's test photos over white."""
+OTHER_STEPS steps (OTHER_STEPS_FOR for some), about 2 dB under the lowest of three training
+seeds measured here on 2026-12-05 (22.51/21.71/20.88, 26.99/26.72/26.85, 33.36/32.83/32.59,
+39.44/39.15/40.02, 26.97/27.17/27.56, 24.84/24.57/24.87 and 18.68/20.00/20.38; an MLP learns
+least in 150 steps). A constant colour a view scores 11.3 dB against the demo's test photos
+over white."""
 OTHER_STEPS = 150
+OTHER_STEPS_FOR = {("mlp", "triplane"): 300}
+"""A tri-plane student from the MLP teacher is still in its first rise at 150 steps, where the
+seed moved it from 25.9 to 29.0 dB (its floor of 30, set from one earlier run at 33.6, then
+failed); at 300 steps three seeds agree within 0.9 dB."""
 
 
 @pytest.mark.parametrize("pair", list(OTHER_PAIRS), ids="{0[0]}-to-{0[1]}".format)
@@ -138,10 +144,11 @@ def test_every_other_pair_converts(pair, hash_to_triplane, hash_to_mlp, demo_spl
     teacher = {"triplane": hash_to_triplane[0], "mlp": hash_to_mlp[0],
                "splat": demo_splat_run}[teacher_kind]
     out = tmp_path / f"{teacher_kind}-to-{kind}"
-    report = distill(teacher, kind, out, _train(OTHER_STEPS), FAST, quiet=True)
+    steps = OTHER_STEPS_FOR.get(pair, OTHER_STEPS)
+    report = distill(teacher, kind, out, _train(steps), FAST, quiet=True)
     _check_report(report, out, teacher_kind, kind)
     print(f"{teacher_kind} -> {kind}: {report['vs_teacher']['psnr']:.2f} dB vs the teacher")
-    assert report["student"]["steps"] == OTHER_STEPS
+    assert report["student"]["steps"] == steps
     assert report["vs_teacher"]["psnr"] > OTHER_PAIRS[pair]
 
 

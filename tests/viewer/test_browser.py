@@ -225,3 +225,61 @@ def test_live_training_view_advances(browser, tmp_path):
         worker.join(30)
         live.finish()
         live.viewer.stop()
+
+
+def test_live_distillation_shows_the_student_beside_its_teacher(browser, tiny_hash_run,
+                                                                 tmp_path):
+    """``fieldkit distill --viewer``: the student trains live on the left, its teacher is on the
+    right in the same box (the split's two halves agree where the student has learned)."""
+    import threading
+
+    from fieldkit.distill.config import DistillConfig
+    from fieldkit.distill.run import Distillation
+    from fieldkit.train.config import TrainConfig
+    from fieldkit.viewer.config import ViewerConfig
+    from fieldkit.viewer.live import LiveTraining
+    from fieldkit.viewer.sources import Source
+
+    job = Distillation(tiny_hash_run, "triplane", tmp_path / "student", TrainConfig(
+        max_steps=10_000, eval_every=0, checkpoint_every=1e9), DistillConfig(
+        bank_views=20, bank_rays=1 << 13, held_out_views=2, gt_views=0), preset="fast")
+    sources = Source.from_distillation(job)
+    assert [s.label for s in sources] == ["student (student)", "run (teacher)"]
+    assert sources[0].model is job.student and sources[1].model is job.teacher.model
+    assert sources[0].normalisation is sources[1].normalisation is job.normalisation
+    live = LiveTraining(job.trainer, ViewerConfig(port=0, verbose=False, max_resolution=96,
+                                                  train_resolution=96, preview_resolution=48,
+                                                  live_refresh_seconds=0.5, stats_seconds=0.3,
+                                                  max_frustums=0, render_fraction=0.3),
+                        sources)
+    stop = threading.Event()
+
+    def train():
+        while not stop.is_set():
+            job.trainer.step()    # the hooked step, as Trainer.train calls it
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    try:
+        page = open_page(browser, live.viewer.url, live.viewer)
+        s = session_of(live.viewer)
+        wait_for(lambda: s.view.shown_image is not None, 30, "a first frame")
+        first_model = s.view.shown_model
+        wait_for(lambda: s.view.shown_model > first_model, 60, "a frame of a later step")
+        text = page.locator("body").inner_text()
+        assert "student (student)" in text and "run (teacher)" in text
+        wait_for(lambda: "step" in page.locator("body").inner_text(), what="the stats")
+        img = s.view.shown_image
+        x = img.shape[1] // 2
+        assert (img[:, x - 1] == (255, 64, 0)).all()   # the split's divider
+        assert canvas_pixels(page).std() > 5
+    finally:
+        stop.set()
+        worker.join(30)
+        live.finish()
+        live.viewer.stop()
+    steps = job.trainer.step_count
+    assert steps > 2
+    report = job.report({"interrupted": False}, quiet=True)
+    assert report["student"]["steps"] == steps and report["vs_teacher"]["psnr"] > 10
+    assert (tmp_path / "student" / "distill.json").is_file()
