@@ -41,6 +41,9 @@ def build_render_panel(session) -> None:
             h["legend"] = gui.add_markdown(f"left: **{sources[0].label}**, right: "
                                            f"**{sources[1].label}**")
         h["home"] = gui.add_button("reset view", hint="back to the first training camera")
+        h["cameras"] = gui.add_checkbox("training cameras", True,
+                                        hint="frustums with their photos (click one to go "
+                                             "there; its photo then hides the render)")
     b, c = sources[0].bound(), sources[0].box_center()
     with gui.add_folder("Crop box", expand_by_default=False):
         h["crop"] = gui.add_checkbox("crop", False,
@@ -101,3 +104,9 @@ def build_render_panel(session) -> None:
     for k in ("crop", "crop_min", "crop_max"):
         h[k].on_update(on_crop)
     h["home"].on_click(on_home)
+
+    def on_cameras(_):   # the frustums are shared by every browser
+        for frustum in viewer.frustums:
+            frustum.visible = bool(h["cameras"].value)
+
+    h["cameras"].on_update(on_cameras)

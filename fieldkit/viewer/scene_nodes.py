@@ -3,6 +3,7 @@ by the browser, the crop box outline, a solid background."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ def thumbnails(source, indices: list[int], size: int) -> dict[int, np.ndarray]:
     from fieldkit.data.scene import composite
 
     scene = getattr(source.trainer, "scene", None)
+    if scene is not None and Path(scene.root) != source.scene_path:
+        scene = None   # a distillation trains on its teacher's renders: show the photos
     try:
         if scene is None:
             from fieldkit.data.scene import load_scene
@@ -43,15 +46,18 @@ def frustum_scale(source) -> float:
     return 0.1 * float(np.median(np.linalg.norm(pos - source.look_at(), axis=1))) or 0.1
 
 
-def add_frustums(scene_api, source, max_count: int, thumb_size: int, on_click=None) -> list:
+def add_frustums(scene_api, source, max_count: int, thumb_size: int, on_click=None,
+                 plain: tuple[int, ...] = ()) -> list:
     """Training cameras as frustums named /cameras/NNN (every k-th when more than
-    ``max_count``), each with its downscaled image; ``on_click(view)`` moves the camera."""
+    ``max_count``), each with its downscaled image except those in ``plain`` (a camera the view
+    starts at: its image would fill the view in front of the render); ``on_click(view)`` moves
+    the camera."""
     if source.cameras is None or max_count <= 0:
         return []
     n = len(source.cameras)
     step = max(1, math.ceil(n / max_count))
     indices = list(range(0, n, step))
-    thumbs = thumbnails(source, indices, thumb_size)
+    thumbs = thumbnails(source, [i for i in indices if i not in plain], thumb_size)
     scale = frustum_scale(source)
     handles = []
     for i in indices:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import quote
 
@@ -99,6 +100,8 @@ class Viewer:
         if not sources or len(sources) > 2:
             raise FieldkitError("the viewer shows one model, or two to compare")
         viser = require_viser()
+        # a frame finished for a browser that has just closed is dropped: not worth a warning
+        warnings.filterwarnings("ignore", message="Queued a .* on a closed connection")
         self.sources, self.config = sources, config or ViewerConfig()
         self.live = live
         """The LiveTraining attached to this viewer, or None."""
@@ -106,6 +109,8 @@ class Viewer:
         self.sessions: dict[int, Session] = {}
         self._stop = threading.Event()
         self._render_thread: threading.Thread | None = None
+        self.frustums: list = []
+        """Handles of the training cameras' frustums (added in the background)."""
         self.job_lock = threading.Lock()
         """Held by the background job running (exports, videos): one at a time."""
         server = None
@@ -178,8 +183,10 @@ class Viewer:
                 session.set_camera(view)
 
         try:
-            add_frustums(self.server.scene, self.sources[0], self.config.max_frustums,
-                         self.config.thumbnail_size, on_click=jump)
+            # the first view is training camera 0 (Source.home_pose): its frustum goes bare
+            self.frustums = add_frustums(self.server.scene, self.sources[0],
+                                         self.config.max_frustums, self.config.thumbnail_size,
+                                         on_click=jump, plain=(0,))
         except Exception as e:  # frustums are a nicety, never fatal
             from fieldkit.errors import warn
 

@@ -144,6 +144,32 @@ def test_two_clients_and_compare(browser, tiny_hash_run, tiny_splat_run):
         b.close()
 
 
+def test_first_view_is_the_render_not_its_cameras_photo(browser, tiny_hash_run):
+    """The view opens at training camera 0: that frustum has no photo (it would fill the view
+    in front of the render); the others do, and the "training cameras" box hides them all."""
+    sources = _sources(tiny_hash_run)
+    with running_viewer(sources, max_frustums=8) as viewer:
+        page = open_page(browser, viewer.url, viewer)
+        s = session_of(viewer)
+        wait_for(lambda: len(viewer.frustums) > 1, what="the frustums")
+        assert viewer.frustums[0].name == "/cameras/0000" and viewer.frustums[0].image is None
+        assert all(f.image is not None for f in viewer.frustums[1:])
+        # over black, the render is dark where camera 0's photo (over white) would be bright:
+        # the middle of the page shows the render
+        s.handles["background"].value = (0, 0, 0)
+        wait_for(lambda: s.view.settings.background == (0.0, 0.0, 0.0), what="black")
+        wait_refined(viewer, s)
+        time.sleep(1.0)   # the browser draws the last frame
+        shot = canvas_pixels(page)
+        h, w = shot.shape[:2]
+        middle = shot[h // 4:3 * h // 4, w // 4:3 * w // 4].astype(float)
+        assert abs(middle.mean() - s.view.shown_image.mean()) < 25, (middle.mean(),
+                                                                     s.view.shown_image.mean())
+        s.handles["cameras"].value = False
+        wait_for(lambda: not any(f.visible for f in viewer.frustums), what="hidden frustums")
+        page.close()
+
+
 def test_token_gate(browser, tiny_splat_run):
     sources = _sources(tiny_splat_run)
     with running_viewer(sources, max_frustums=0, token="s3cret-t0ken") as viewer:
