@@ -41,6 +41,11 @@ class FrameSettings:
     """Volumetric models march with steps this many times longer (previews)."""
 
 
+FAR_DEPTH = 100.0
+"""View depth (box units) sent where the frame is (nearly) empty: the 3D scene's objects show
+there (viser encodes depths up to ~167)."""
+
+
 def layout(camera: Cameras, n_sources: int, settings: FrameSettings) -> list[tuple[int, Cameras,
                                                                                     int]]:
     """[(source index, camera, x offset)] covering the frame of ``camera`` (W x H)."""
@@ -73,6 +78,7 @@ class FrameJob:
         """``sources``: list of ``Source``; ``key``: identifies what this frame shows;
         ``strip_pixels``: about how many pixels per strip (None: whole pieces)."""
         self.sources, self.settings, self.key = sources, settings, key
+        self.camera = camera
         self.strip_pixels = strip_pixels
         self.width, self.height = int(camera.width[0]), int(camera.height[0])
         self.rgb = np.zeros((self.height, self.width, 3), np.float32)
@@ -135,6 +141,23 @@ class FrameJob:
         """[H, W, 3] uint8 of what has been rendered (the requested output), with a thin line
         between compared models."""
         return to_image(self.rgb, self.depth, self.alpha, self.settings.output, self.borders)
+
+    def view_depth(self, base: np.ndarray | None = None) -> np.ndarray:
+        """[H, W, 1] float32 depth along the view axis (box units) of what was rendered, for
+        the browser to hide the 3D scene's objects (frustums, crop box) behind the models
+        (viser's depth compositing): FAR_DEPTH where the frame is (nearly) empty; where no strip
+        is done yet, ``base`` (the previous frame's, when the same size) or FAR_DEPTH."""
+        K = self.camera.K[0].double().numpy()
+        xy = self.camera.pixel_centers(0).double().numpy()
+        ray_per_z = np.sqrt(1 + ((xy[..., 0] - K[0, 2]) / K[0, 0]) ** 2
+                            + ((xy[..., 1] - K[1, 2]) / K[1, 1]) ** 2)   # ray length / view z
+        z = self.depth[..., 0] / ray_per_z
+        solid = (self.alpha[..., 0] > 0.5) & np.isfinite(z)
+        depth = np.where(solid, z, FAR_DEPTH).astype(np.float32)[..., None]
+        if not self.done_mask.all():
+            rest = base if base is not None and base.shape == depth.shape else FAR_DEPTH
+            depth = np.where(self.done_mask[..., None], depth, rest).astype(np.float32)
+        return depth
 
     def partial_image(self, base: np.ndarray | None) -> np.ndarray:
         """[H, W, 3] uint8: the strips done so far over ``base`` (the previous frame, any

@@ -69,8 +69,9 @@ class ClientView:
     """Render state of one browser."""
 
     client_id: int
-    send: Callable[[np.ndarray], None]
-    """Shows a [H, W, 3] uint8 frame in this browser."""
+    send: Callable[[np.ndarray, np.ndarray | None], None]
+    """Shows a [H, W, 3] uint8 frame in this browser, with its view depth [H, W, 1] (or
+    None): ``FrameJob.view_depth``."""
     settings: FrameSettings = field(default_factory=FrameSettings)
     view: ViewCamera | None = None
     moved_at: float = 0.0
@@ -85,6 +86,7 @@ class ClientView:
     shown_at: float = 0.0
     shown_model: int = -1
     shown_image: np.ndarray | None = None
+    shown_depth: np.ndarray | None = None
     last_partial: float = 0.0
     pixels_per_second: dict = field(default_factory=dict)
     """Measured render throughput per step scale (sizes the strips; see ``rate``)."""
@@ -232,7 +234,7 @@ class Renderer:
             self._show(v, job.image(), job, now)
         elif not live and now - v.last_partial >= PARTIAL_SECONDS and v.shown_image is not None:
             v.last_partial = now
-            self._send(v, job.partial_image(v.shown_image))
+            self._send(v, job.partial_image(v.shown_image), job.view_depth(v.shown_depth))
         return time.perf_counter() - t0
 
     def _show(self, v: ClientView, img: np.ndarray, job: FrameJob, now: float) -> None:
@@ -241,12 +243,13 @@ class Renderer:
                 v.job = None
             v.shown_key, v.shown_at, v.shown_model = job.key, now, job.model
             v.shown_image = img
+            v.shown_depth = depth = job.view_depth()
             v.last_partial = now
-        self._send(v, img)
+        self._send(v, img, depth)
 
-    def _send(self, v: ClientView, img: np.ndarray) -> None:
+    def _send(self, v: ClientView, img: np.ndarray, depth: np.ndarray | None) -> None:
         try:
-            v.send(img)
+            v.send(img, depth)
             v.frames_sent += 1
         except Exception:  # the browser went away mid-send
             self.remove(v.client_id)

@@ -46,10 +46,12 @@ class Session:
     def single_splat(self) -> bool:
         return len(self.viewer.sources) == 1 and self.viewer.sources[0].is_splat
 
-    def send_frame(self, img: np.ndarray) -> None:
+    def send_frame(self, img: np.ndarray, depth: np.ndarray | None = None) -> None:
+        """Show ``img`` [H, W, 3] uint8 behind the 3D scene; with ``depth`` [H, W, 1] (view
+        depth, box units) the scene's objects behind the rendered models are hidden."""
         cfg = self.viewer.config
         self.client.scene.set_background_image(img, format=cfg.image_format,
-                                               jpeg_quality=cfg.jpeg_quality)
+                                               jpeg_quality=cfg.jpeg_quality, depth=depth)
 
     def camera_changed(self, camera) -> None:
         self.view.set_camera(ViewCamera(tuple(camera.wxyz), tuple(camera.position),

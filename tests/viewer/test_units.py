@@ -80,6 +80,37 @@ def test_frame_strips_and_split_equal_whole_renders():
     assert (img[:, round(0.3 * 48) - 1] == (255, 64, 0)).all()
 
 
+def test_view_depth_is_along_the_view_axis_and_far_where_empty():
+    """The depth sent with a frame (viser hides the scene's objects behind it) is the view z
+    of the rendered surface: a plane at view z = 2 drawn by rays of length 2 / cos."""
+    from fieldkit.viewer.frame import FAR_DEPTH, FrameJob, FrameSettings
+
+    class Plane:  # a wall at view z = 2 on the left half of the picture, nothing on the right
+        def render(self, camera, background, crop=None, step_scale=1.0):
+            o, d = camera.image_rays(0)
+            fwd = torch.as_tensor(camera.c2w[0, :3, 2])
+            t = 2.0 / (d @ fwd)[..., None]
+            x = camera.pixel_centers(0)[..., :1] + camera.K[0, 0, 2] - 24   # frame column
+            return {"rgb": torch.zeros_like(d), "depth": t, "alpha": (x < 24).float()}
+
+    cam = view_to_cameras(_view(), 48)
+    job = FrameJob([Plane()], cam, FrameSettings(), key=1, strip_pixels=48 * 8)
+    job.run_piece()   # the first strip: the rest comes from the previous frame's depth
+    base = np.full((job.height, 48, 1), 7.0, np.float32)
+    part = job.view_depth(base)
+    rows = int(job.done_mask[:, 0].sum())
+    assert 0 < rows < job.height and np.allclose(part[rows:], 7.0)
+    assert np.allclose(part[:rows, :24], 2.0, atol=1e-4) and np.allclose(part[:rows, 24:],
+                                                                          FAR_DEPTH)
+    while not job.done:
+        job.run_piece()
+    depth = job.view_depth()
+    assert depth.shape == (job.height, 48, 1) and depth.dtype == np.float32
+    assert np.allclose(depth[:, :24], 2.0, atol=1e-4)   # ray lengths reach 2.1 at the edges
+    assert float(job.depth[:, :24].max()) > 2.05
+    assert np.allclose(depth[:, 24:], FAR_DEPTH)
+
+
 def test_camera_path_json_round_trip(tmp_path):
     keys = [Keyframe(look_at(np.array(p), np.zeros(3)), f) for p, f in
             (((3, 0, 1), 0.8), ((0, 3, 1.2), 0.7), ((-3, 0, 1), 0.9))]
