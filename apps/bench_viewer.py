@@ -7,7 +7,8 @@ connected browser.
 1. Latency: for each model (hashgrid, triplane, mlp, splat rendered on the server) a demo run
    (trained here for --train-seconds unless DIR/demo-KIND exists) renders the first training
    view at 128 px (the preview while the camera moves), 256 and 512 px (long side): render,
-   colour conversion and JPEG encoding, as the viewer does per frame. Median of --repeats.
+   colour conversion, JPEG encoding and the depth PNG sent with it, as the viewer does per
+   frame. Median of --repeats.
 2. Slowdown: a hash-grid training of --steps steps on the demo scene, timed on the wall clock
    (a) without the viewer, (b) with the viewer and a headless Chromium client whose camera
    orbits continuously (previews all the time: the worst case), (c) with the client's camera
@@ -80,7 +81,24 @@ def frame_seconds(source, view: ViewCamera, res: int, step_scale: float = 1.0) -
     while not job.done:
         job.run_piece()
     encode(job.image(), "jpeg", jpeg_quality=90)
+    depth_png(job.view_depth())
     return time.perf_counter() - t0
+
+
+def depth_png(depth) -> bytes:
+    """The depth a frame is sent with (``Session.send_frame``: every k-th pixel), as viser
+    encodes it (24-bit fixed point in a PNG)."""
+    from fieldkit.viewer.server import DEPTH_SIDE
+
+    step = -(-max(depth.shape[:2]) // DEPTH_SIDE)
+    depth = np.ascontiguousarray(depth[::step, ::step])
+    try:
+        from viser._scene_api import cv2_imencode_with_fallback
+    except ImportError:
+        return b""
+    fixed = np.clip(depth * 100_000, 0, 2**24 - 1).astype(np.uint32)   # viser's encoding
+    return cv2_imencode_with_fallback("png", fixed.reshape(*depth.shape[:2], 1).view(np.uint8),
+                                      jpeg_quality=None, channel_ordering="bgr")
 
 
 def latency(runs: Path, seconds: float, repeats: int) -> list[tuple]:
@@ -306,7 +324,7 @@ def main() -> None:
         "- scene: built-in demo (96x96 training images); runs trained "
         f"{args.train_seconds:.0f} s each (`--max-time`)",
         "",
-        "## Frame latency (render + colour + JPEG, median of "
+        "## Frame latency (render + colour + JPEG + depth PNG, median of "
         f"{args.repeats}, 4:3 view of the first training camera)",
         "",
         "| model | 128 px moving preview (steps x{:g}) | 128 px | 256 px | 512 px (refined) | "

@@ -145,3 +145,39 @@ def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the GUI dropdown labelled ``label`` (a Mantine combobox)."""
     page.get_by_role("combobox", name=label, exact=True).click()
     page.get_by_role("option", name=option, exact=True).click()
+
+
+@contextmanager
+def stepping(live):
+    """Training steps in a background thread (the hooked step, as ``Trainer.train`` calls it)
+    while the block runs; then ``live`` finishes and its viewer stops."""
+    import threading
+
+    stop = threading.Event()
+
+    def train():
+        while not stop.is_set():
+            live.trainer.step()
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        live.paused = False
+        worker.join(30)
+        live.finish()
+        live.viewer.stop()
+
+
+def wait_live_frames(live, browser, timeout: float = 30.0):
+    """A page on ``live``'s viewer once it shows a first frame and then one of a later step;
+    returns (page, session)."""
+    page = open_page(browser, live.viewer.url, live.viewer)
+    s = session_of(live.viewer)
+    wait_for(lambda: s.view.shown_image is not None, 30, "a first frame")
+    first_model = s.view.shown_model
+    wait_for(lambda: s.view.shown_model > first_model, timeout, "a frame of a later step")
+    wait_for(lambda: "step" in page.locator("body").inner_text(), what="the stats")
+    return page, s

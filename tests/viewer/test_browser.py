@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.viewer.conftest import (canvas_pixels, choose, open_page, running_viewer, session_of,
-                                   similarity, wait_for, wait_refined)
+                                   similarity, stepping, wait_for, wait_live_frames,
+                                   wait_refined)
 
 pytest.importorskip("viser", reason="viser is not installed (pip install 'fieldkit[viewer]')")
 
@@ -205,8 +206,6 @@ def test_ply_file_rendered_by_server_and_browser(browser, tiny_splat_run, tmp_pa
 
 
 def test_live_training_view_advances(browser, tmp_path):
-    import threading
-
     from fieldkit.train.config import TrainConfig
     from fieldkit.train.run import prepare
     from fieldkit.viewer.config import ViewerConfig
@@ -220,21 +219,8 @@ def test_live_training_view_advances(browser, tmp_path):
                                               train_resolution=96, preview_resolution=48,
                                               live_refresh_seconds=0.5, stats_seconds=0.3,
                                               max_frustums=8, render_fraction=0.3))
-    stop = threading.Event()
-
-    def train():
-        while not stop.is_set():
-            trainer.step()    # the hooked step, as Trainer.train calls it
-
-    worker = threading.Thread(target=train, daemon=True)
-    worker.start()
-    try:
-        page = open_page(browser, live.viewer.url, live.viewer)
-        s = session_of(live.viewer)
-        wait_for(lambda: s.view.shown_image is not None, 30, "a first frame")
-        first_model = s.view.shown_model
-        wait_for(lambda: s.view.shown_model > first_model, 30, "a frame of a later step")
-        wait_for(lambda: "step" in page.locator("body").inner_text(), what="the stats")
+    with stepping(live):
+        page, s = wait_live_frames(live, browser)
         assert "rays/s" in page.locator("body").inner_text()
         page.get_by_role("button", name="pause training").click()
         wait_for(lambda: live.paused, what="pause")
@@ -245,20 +231,12 @@ def test_live_training_view_advances(browser, tmp_path):
         page.get_by_role("button", name="resume training").click()
         wait_for(lambda: trainer.step_count > paused_at + 2, 30, "training to resume")
         page.close()
-    finally:
-        stop.set()
-        live.paused = False
-        worker.join(30)
-        live.finish()
-        live.viewer.stop()
 
 
 def test_live_distillation_shows_the_student_beside_its_teacher(browser, tiny_hash_run,
                                                                  tmp_path):
     """``fieldkit distill --viewer``: the student trains live on the left, its teacher is on the
-    right in the same box (the split's two halves agree where the student has learned)."""
-    import threading
-
+    right, both in the student's box; the report follows."""
     from fieldkit.distill.config import DistillConfig
     from fieldkit.distill.run import Distillation
     from fieldkit.train.config import TrainConfig
@@ -278,32 +256,14 @@ def test_live_distillation_shows_the_student_beside_its_teacher(browser, tiny_ha
                                                   live_refresh_seconds=0.5, stats_seconds=0.3,
                                                   max_frustums=0, render_fraction=0.3),
                         sources)
-    stop = threading.Event()
-
-    def train():
-        while not stop.is_set():
-            job.trainer.step()    # the hooked step, as Trainer.train calls it
-
-    worker = threading.Thread(target=train, daemon=True)
-    worker.start()
-    try:
-        page = open_page(browser, live.viewer.url, live.viewer)
-        s = session_of(live.viewer)
-        wait_for(lambda: s.view.shown_image is not None, 30, "a first frame")
-        first_model = s.view.shown_model
-        wait_for(lambda: s.view.shown_model > first_model, 60, "a frame of a later step")
+    with stepping(live):
+        page, s = wait_live_frames(live, browser, 60)
         text = page.locator("body").inner_text()
         assert "student (student)" in text and "run (teacher)" in text
-        wait_for(lambda: "step" in page.locator("body").inner_text(), what="the stats")
         img = s.view.shown_image
         x = img.shape[1] // 2
         assert (img[:, x - 1] == (255, 64, 0)).all()   # the split's divider
         assert canvas_pixels(page).std() > 5
-    finally:
-        stop.set()
-        worker.join(30)
-        live.finish()
-        live.viewer.stop()
     steps = job.trainer.step_count
     assert steps > 2
     report = job.report({"interrupted": False}, quiet=True)
