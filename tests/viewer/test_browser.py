@@ -269,3 +269,28 @@ def test_live_distillation_shows_the_student_beside_its_teacher(browser, tiny_ha
     report = job.report({"interrupted": False}, quiet=True)
     assert report["student"]["steps"] == steps and report["vs_teacher"]["psnr"] > 10
     assert (tmp_path / "student" / "distill.json").is_file()
+
+
+def test_distill_with_viewer_runs_the_whole_distillation(tiny_hash_run, tmp_path):
+    """What `fieldkit distill --viewer` calls: the budget runs out, the report is written, and
+    the viewer keeps serving the finished student beside its teacher until stopped."""
+    from fieldkit.distill.config import DistillConfig
+    from fieldkit.train.config import TrainConfig
+    from fieldkit.viewer.config import ViewerConfig
+    from fieldkit.viewer.live import distill_with_viewer
+
+    report, live = distill_with_viewer(
+        ViewerConfig(port=0, verbose=False, max_frustums=0), quiet=True,
+        teacher_run=tiny_hash_run, kind="mlp", out=tmp_path / "student",
+        train=TrainConfig(max_steps=20, eval_every=0, checkpoint_every=1e9),
+        config=DistillConfig(bank_views=20, bank_rays=1 << 12, held_out_views=2, gt_views=0),
+        preset="fast")
+    try:
+        assert report["student"]["steps"] == 20 and live.finished
+        assert (tmp_path / "student" / "distill.json").is_file()
+        assert [s.kind for s in live.viewer.sources] == ["mlp", "hashgrid"]
+        from urllib.request import urlopen
+        with urlopen(live.viewer.url, timeout=10) as page:   # serving after training
+            assert page.status == 200
+    finally:
+        live.viewer.stop()
