@@ -72,6 +72,9 @@ class Train(ModelOptions):
     init: Path | None = None
     """--model splat: start from this 3DGS .ply (in the scene's world units) instead of the
     scene's sparse points or random points."""
+    weights: Literal["float32", "float16"] = "float32"
+    """Precision of the weights in RUN/model.safetensors (float16: about half the file, renders
+    within 0.003 dB of float32 on the demo; checkpoints stay float32)."""
 
     def run(self) -> None:
         from fieldkit.train.config import TrainConfig
@@ -79,7 +82,7 @@ class Train(ModelOptions):
 
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, lr=self.lr,
-                             distortion_weight=self.distortion_weight)
+                             distortion_weight=self.distortion_weight, weights=self.weights)
         self.check_only_kind(self.model)
         model_config = None if self.resume else self.model_config(self.model)
         live = None
@@ -247,6 +250,9 @@ class Distill(ModelOptions):
     """Continue an interrupted distillation in --out."""
     viewer: bool = False
     """Serve the live viewer while distilling: the student beside its teacher."""
+    weights: Literal["float32", "float16"] = "float32"
+    """Precision of the student's weights in its model.safetensors (float16: about half the
+    file, renders within 0.003 dB of float32 on the demo; checkpoints stay float32)."""
     port: int = 7007
     """Viewer port."""
     lr: float | None = None
@@ -279,7 +285,7 @@ class Distill(ModelOptions):
         if self.max_steps is not None and self.max_steps < 1:
             raise FieldkitError("--max-steps must be a positive number")
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time, seed=self.seed,
-                             lr=self.lr)
+                             lr=self.lr, weights=self.weights)
         self.check_only_kind(self.to)
         kwargs = dict(teacher_run=self.teacher, kind=self.to, out=self.out, train=config,
                       config=dataclasses.replace(self.distill), preset=self.preset,

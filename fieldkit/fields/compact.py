@@ -56,13 +56,18 @@ def _grid_densities(model: torch.nn.Module) -> list[str]:
             if isinstance(module, OccupancyGrid)]
 
 
-def compact_state(model: torch.nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
+def compact_state(model: torch.nn.Module, weights: str = "float32"
+                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """``model``'s state dict as a model file stores it, and the metadata that undoes it
-    (``expand_state``)."""
+    (``expand_state``). ``weights="float16"`` stores its float32 parameters as float16 too
+    (``TrainConfig.weights``)."""
+    if weights not in ("float32", "float16"):
+        raise ValueError(f"weights must be float32 or float16, got {weights!r}")
     state = model.state_dict()
     packed = {k: list(v.shape) for k, v in state.items() if v.dtype == torch.bool}
-    half = [k for k in _grid_densities(model) if state.get(k) is not None
-            and state[k].dtype == torch.float32]
+    names = _grid_densities(model) + ([k for k, _ in model.named_parameters()]
+                                      if weights == "float16" else [])
+    half = [k for k in names if state.get(k) is not None and state[k].dtype == torch.float32]
     out = dict(state)
     for k in packed:
         out[k] = pack_bits(state[k])

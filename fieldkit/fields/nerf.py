@@ -288,9 +288,10 @@ class VolumeModel(nn.Module):
         ])
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: Path) -> Path:
-        """Write ``directory/model.safetensors`` (weights, occupancy grid, config metadata)."""
-        return save_model(self, directory)
+    def save(self, directory: Path, weights: str = "float32") -> Path:
+        """Write ``directory/model.safetensors`` (weights as ``weights``: float32 or float16,
+        occupancy grid, config metadata)."""
+        return save_model(self, directory, weights)
 
     @classmethod
     def load(cls, directory: Path, device: str | torch.device = "cpu") -> VolumeModel:

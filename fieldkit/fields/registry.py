@@ -131,15 +131,15 @@ def _runtime_backends(config: dict) -> dict:
 MODEL_FILE = "model.safetensors"
 
 
-def save_model(model, directory: Path) -> Path:
+def save_model(model, directory: Path, weights: str = "float32") -> Path:
     """Write ``directory/model.safetensors``: the state dict (occupancy grids compacted:
     ``fieldkit/fields/compact.py``), with the kind and the config as metadata, so that the
-    file alone rebuilds the model."""
+    file alone rebuilds the model. ``weights``: float32, or float16 (``TrainConfig.weights``)."""
     from fieldkit.fields.compact import compact_state
     from fieldkit.train.checkpoint import save_tensors
 
     path = Path(directory) / MODEL_FILE
-    tensors, layout = compact_state(model)
+    tensors, layout = compact_state(model, weights)
     save_tensors(path, tensors, metadata={
         "kind": model.kind, "config": json.dumps(dataclasses.asdict(model.config)), **layout})
     return path

@@ -278,9 +278,10 @@ class SplatModel(nn.Module):
             self.set_gaussians({k: state[prefix + k] for k in KEYS})
         return super().load_state_dict(state, strict=strict, assign=assign)
 
-    def save(self, directory: Path) -> Path:
-        """Write ``directory/model.safetensors`` (parameters and config metadata)."""
-        return save_model(self, directory)
+    def save(self, directory: Path, weights: str = "float32") -> Path:
+        """Write ``directory/model.safetensors`` (parameters as ``weights``: float32 or
+        float16, and config metadata)."""
+        return save_model(self, directory, weights)
 
     @classmethod
     def load(cls, directory: Path, device: str | torch.device = "cpu") -> SplatModel:

@@ -148,7 +148,7 @@ class Trainer:
         tensors, extra = self.checkpoint_state()
         save_checkpoint(self.run_dir, self.step_count, self.model.state_dict(),
                         self.optimizer.state_dict(), tensors, extra)
-        self.model.save(self.run_dir)
+        self.model.save(self.run_dir, weights=self.config.weights)
         self._flush_log()
         plot_psnr(self.run_dir / "log.jsonl", self.run_dir / "psnr.png")
 

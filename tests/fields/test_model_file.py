@@ -93,3 +93,51 @@ def test_a_damaged_layout_is_a_one_line_error(tmp_path):
     with pytest.raises(FieldkitError, match="damaged model file") as err:
         load_model_file(tmp_path / MODEL_FILE)
     assert "\n" not in str(err.value) and MODEL_FILE in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["hashgrid", "splat"])
+def test_float16_weights_halve_the_file_and_load_as_rounded_float32(tmp_path, kind):
+    torch.manual_seed(0)
+    model = build_model(kind, 1.0, "default")
+    if kind == "splat":   # a fresh splat model has no Gaussians yet
+        model.set_gaussians({n: torch.zeros(100, *p.shape[1:])
+                             for n, p in model.params.items()})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)   # values float16 must round
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = save_model(model, tmp_path / "a")
+    half = save_model(model, tmp_path / "b", weights="float16")
+    if kind == "hashgrid":   # the hash table is nearly all of the file
+        assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = load_model_file(half)
+    changed = 0
+    for (name, p), q in zip(model.named_parameters(), loaded.parameters()):
+        assert q.dtype == torch.float32, name
+        assert torch.equal(q, p.detach().half().float()), name
+        changed += int(not torch.equal(q, p))
+    assert changed > 0   # the file did hold float16
+    for name, b in model.named_buffers():   # boxes and grids are not weights: as before
+        assert torch.equal(dict(loaded.named_buffers())[name], b), name
+
+
+def test_unknown_weights_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="float32 or float16"):
+        save_model(build_model("mlp", 1.0, "default"), tmp_path, weights="int8")
+
+
+def test_a_run_saved_with_float16_weights_keeps_a_float32_checkpoint(tmp_path):
+    from fieldkit.train.checkpoint import load_tensors
+    from fieldkit.train.config import TrainConfig
+    from fieldkit.train.run import train
+    from tests.conftest import DEMO_SCENE
+
+    run = train(DEMO_SCENE, "triplane", tmp_path / "run", TrainConfig(
+        max_steps=5, eval_every=0, checkpoint_every=1e9, weights="float16"), downscale=4,
+        preset="fast").run_dir
+    with safe_open(str(run / MODEL_FILE), framework="pt") as f:
+        assert f.get_tensor("field.encoder.planes.0").dtype == torch.float16
+    ckpt = load_tensors(run / "checkpoint" / MODEL_FILE)
+    assert ckpt["field.encoder.planes.0"].dtype == torch.float32
+    assert json.loads((run / "config.json").read_text())["train"]["weights"] == "float16"
