@@ -101,6 +101,13 @@ class Cameras:
         )
         return torch.stack([xs, ys], dim=-1)
 
+    def ray_length_per_depth(self, cam: int) -> Tensor:
+        """[H, W] length of each pixel's ray per unit of view depth (z along the optical axis)
+        of pinhole camera ``cam``: ray distance = view depth x this."""
+        K, xy = self.K[cam], self.pixel_centers(cam)
+        return torch.sqrt(1 + ((xy[..., 0] - K[0, 2]) / K[0, 0]) ** 2
+                          + ((xy[..., 1] - K[1, 2]) / K[1, 1]) ** 2)
+
     def pixels_to_camera(self, cam_idx: Tensor, xy: Tensor) -> Tensor:
         """Undistorted camera-space directions with z = 1.
 

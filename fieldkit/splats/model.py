@@ -227,10 +227,7 @@ class SplatModel(nn.Module):
         """Render the first camera: rgb [H, W, 3], depth [H, W, 1] (distance along the ray, as
         the volumetric models), alpha [H, W, 1]."""
         out, _ = self.rasterize(cameras[0], background)
-        K = cameras.K[0]
-        xy = cameras.pixel_centers(0)
-        norm = torch.sqrt(1 + ((xy[..., 0] - K[0, 2]) / K[0, 0]) ** 2
-                          + ((xy[..., 1] - K[1, 2]) / K[1, 1]) ** 2)
+        norm = cameras.ray_length_per_depth(0)
         return {"rgb": out["rgb"].clamp(0, 1), "depth": out["depth"] * norm[..., None],
                 "alpha": out["alpha"]}
 

@@ -147,11 +147,7 @@ class FrameJob:
         the browser to hide the 3D scene's objects (frustums, crop box) behind the models
         (viser's depth compositing): FAR_DEPTH where the frame is (nearly) empty; where no strip
         is done yet, ``base`` (the previous frame's, when the same size) or FAR_DEPTH."""
-        K = self.camera.K[0].double().numpy()
-        xy = self.camera.pixel_centers(0).double().numpy()
-        ray_per_z = np.sqrt(1 + ((xy[..., 0] - K[0, 2]) / K[0, 0]) ** 2
-                            + ((xy[..., 1] - K[1, 2]) / K[1, 1]) ** 2)   # ray length / view z
-        z = self.depth[..., 0] / ray_per_z
+        z = self.depth[..., 0] / self.camera.ray_length_per_depth(0).numpy()
         solid = (self.alpha[..., 0] > 0.5) & np.isfinite(z)
         depth = np.where(solid, z, FAR_DEPTH).astype(np.float32)[..., None]
         if not self.done_mask.all():
