@@ -7,9 +7,12 @@ RUN is a splat run. Its Gaussians are exported as a 3DGS .ply (world units, as a
 writes them), then three students are distilled for the same budget, one after the other:
 - ``run``: ``fieldkit distill RUN`` (the run's cameras and box);
 - ``ply+scene``: ``fieldkit distill FILE.ply --scene SCENE --downscale D`` (the run's scene);
-- ``ply``: ``fieldkit distill FILE.ply`` (a box around the Gaussians, a sphere of views).
+- ``ply``: ``fieldkit distill FILE.ply`` (a box around the Gaussians, a sphere of views);
+- ``folder``: ``fieldkit distill FOLDER``, the run exported as the original 3DGS trainer's
+  output folder (``fieldkit export splats RUN --out FOLDER``: the .ply and a cameras.json of
+  the training cameras; their box, from those cameras).
 Each is compared with the photos on the same evenly spaced test views of the scene: the
-``ply`` student, which has its own box, with the scene's cameras moved into that box.
+``ply`` and ``folder`` students, which have their own boxes, with the scene's cameras moved into that box.
 Writes DIR/bench.json and DIR/bench.md.
 """
 from __future__ import annotations
@@ -53,21 +56,23 @@ def main() -> None:
     ap.add_argument("--to", default="hashgrid")
     ap.add_argument("--max-time", type=float, default=75.0)
     ap.add_argument("--gt-views", type=int, default=20)
-    ap.add_argument("--only", nargs="+", choices=["run", "ply+scene", "ply"],
-                    help="distil these teachers only (default: all three)")
+    ap.add_argument("--only", nargs="+", choices=["run", "ply+scene", "ply", "folder"],
+                    help="distil these teachers only (default: all four)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = read_config(args.run)
     scene_path, downscale = Path(cfg["scene"]), int(cfg.get("downscale", 1))
     ply = args.out / f"{args.run.name}.ply"
+    folder = args.out / f"{args.run.name}_3dgs"
     assert cli(["export", "splats", str(args.run), "--out", str(ply)]) == 0
+    assert cli(["export", "splats", str(args.run), "--out", str(folder)]) == 0
     dc = DistillConfig(gt_views=args.gt_views)
     rows = {}
     for name, teacher, extra in [("run", args.run, {}),
                                  ("ply+scene", ply, {"scene": scene_path,
                                                      "downscale": downscale}),
-                                 ("ply", ply, {})]:
+                                 ("ply", ply, {}), ("folder", folder, {})]:
         if args.only and name not in args.only:
             continue
         out = args.out / name.replace("+", "_")
@@ -75,7 +80,7 @@ def main() -> None:
         report = distill(teacher, args.to, out, TrainConfig(max_time=args.max_time), dc,
                          quiet=True, **extra)
         seconds = time.perf_counter() - t0
-        if "vs_photos" not in report:   # the .ply alone: its own box, the scene's photos
+        if "vs_photos" not in report:   # a box of its own: the scene's photos moved into it
             scene = load_scene(scene_path, downscale=downscale)
             norm = Normalisation.from_dict(read_config(out)["normalisation"])
             report["vs_photos"] = versus_photos({"student": load_model(out).eval()},
@@ -99,7 +104,7 @@ def main() -> None:
     teacher = next((r["teacher_vs_photos"] for r in rows.values() if r["teacher_vs_photos"]),
                    float("nan"))
     lines = [f"# {args.run.name}: splats -> {args.to} from the run, from its .ply with the "
-             f"scene, from the .ply alone", "",
+             f"scene, from the .ply alone, from a 3DGS output folder", "",
              f"- date: {result['date']}; machine: {result['machine']}, {result['threads']} "
              f"threads, torch {result['torch']}", f"- command: `{result['command']}`",
              f"- teacher vs photos: {teacher:.2f} dB ({args.gt_views} test views)", "",

@@ -187,7 +187,9 @@ class Export:
     run_dir: Positional[Path]
     """Run directory."""
     out: Path
-    """Output file (.ply, .obj or .glb for meshes)."""
+    """Output file (.ply, .obj or .glb for meshes). splats: a .ply, or a folder (no suffix) in
+    the original 3DGS trainer's output layout: point_cloud/iteration_N/point_cloud.ply and the
+    training cameras in cameras.json."""
     method: Literal["mc", "tsdf"] = "mc"
     """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
     resolution: int = 256
@@ -225,15 +227,18 @@ class Distill(ModelOptions):
     (RUN/distill.json)."""
 
     teacher: Positional[Path]
-    """Teacher run directory, or a 3D Gaussian Splatting .ply file from any trainer."""
+    """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer, or the
+    original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json)."""
     to: Literal["hashgrid", "triplane", "mlp", "splat"]
     """Student representation."""
     scene: Path | None = None
     """.ply teacher only: the scene its splats were trained on (in that scene's world units).
-    Its training cameras give the views and its test photos the report; without it the views
-    circle a box that holds the Gaussians."""
+    Its training cameras give the views and its test photos the report. Without it, the
+    cameras.json of the 3DGS output folder the .ply lies in gives the views; without either,
+    they circle a box that holds the Gaussians."""
     downscale: int = 1
-    """.ply teacher with --scene: the scene's image downscale factor."""
+    """.ply teacher: the image downscale factor of its views (--scene's images, or its
+    cameras.json's full-size cameras)."""
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
@@ -322,7 +327,8 @@ class View:
     """Open the browser viewer on a run or a splat .ply (optionally beside a second run)."""
 
     target: Positional[Path]
-    """Run directory or .ply file."""
+    """Run directory, 3DGS .ply file, or 3DGS output folder (its latest .ply, and its
+    cameras.json for the first view and the frustums)."""
     other: Positional[Path | None] = None
     """Optional second run to compare side by side."""
     host: str = "127.0.0.1"

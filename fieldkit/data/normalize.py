@@ -98,7 +98,7 @@ def look_at_point(c2w: np.ndarray) -> tuple[np.ndarray, bool]:
     return point, bool(in_front.mean() > 0.75)
 
 
-def _power_of_two_at_least(x: float, cap: float = 64.0) -> float:
+def power_of_two_at_least(x: float, cap: float = 64.0) -> float:
     return float(min(cap, 2 ** max(0, math.ceil(math.log2(max(x, 1.0) - 1e-9)))))
 
 
@@ -139,7 +139,7 @@ def auto_normalisation(
         extent = [np.abs(to_box(c2w[:, :3, 3])).max()]
         if points is not None and len(points):
             extent.append(np.percentile(np.abs(to_box(points)).max(1), 95))
-        bound = _power_of_two_at_least(float(max(extent)))
+        bound = power_of_two_at_least(float(max(extent)))
     return Normalisation(scale, rotation, np.asarray(center, dtype=np.float64), float(bound))
 
 

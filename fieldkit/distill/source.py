@@ -2,10 +2,14 @@
 
 A run brings its model, its config (scene, downscale, normalisation) and its training cameras.
 A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, the original
-3DGS code) brings Gaussians in world units and nothing else. Its views and its box come from
-the scene the splats were trained on, when one is given (``--scene``: that scene's training
-cameras, normalisation and test photos). Otherwise they come from the Gaussians themselves: a
-box that holds most of them (``fieldkit/splats/frame.py``) and a sphere of views around it.
+3DGS code) brings Gaussians in world units. Its views and its box come from, in this order:
+- the scene the splats were trained on, when one is given (``--scene``: that scene's training
+  cameras, normalisation and test photos);
+- the cameras.json of the 3DGS output folder the .ply lies in (the original trainer's layout,
+  ``fieldkit/splats/gs_folder.py``; a folder can be given for its latest .ply): its cameras
+  give the views and, with the Gaussians, the box;
+- the Gaussians alone: a box that holds most of them (``fieldkit/splats/frame.py``) and a
+  sphere of views around it.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from pathlib import Path
 import torch
 
 from fieldkit.data.cameras import Cameras
+from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
-from fieldkit.splats.frame import opaque_centres, splat_normalisation
+from fieldkit.splats.frame import camera_normalisation, opaque_centres, splat_normalisation
 
 SPHERE_VIEWS = 64
 """Views around the box of a .ply teacher without a scene (``sphere_cameras``)."""
@@ -41,7 +46,7 @@ class TeacherSource:
     cameras: Cameras
     """Its training cameras (box coordinates), or views standing in for them."""
     camera_source: str
-    """Where ``cameras`` came from: run, scene or sphere."""
+    """Where ``cameras`` came from: run, scene, 3dgs (a cameras.json) or sphere."""
     train_seconds: float | None
     """Seconds the teacher trained for, when known (the default budget is a share of it)."""
     model_file: Path
@@ -49,7 +54,8 @@ class TeacherSource:
 
     @property
     def is_ply(self) -> bool:
-        return self.path.suffix.lower() == ".ply"
+        """A .ply teacher (given as a file or as the 3DGS folder it lies in)."""
+        return self.model_file.suffix.lower() == ".ply"
 
 
 def teacher_train_seconds(run_dir: Path) -> float | None:
@@ -63,14 +69,18 @@ def teacher_train_seconds(run_dir: Path) -> float | None:
 
 def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
                  downscale: int = 1) -> TeacherSource:
-    """The teacher at ``path``: a run directory, or a 3DGS .ply file (in the world units of
-    ``scene`` when given, whose training cameras at ``downscale`` then give the views)."""
+    """The teacher at ``path``: a run directory, a 3DGS .ply file or a 3DGS output folder (in
+    the world units of ``scene`` when given, whose training cameras at ``downscale`` then give
+    the views; else its folder's cameras.json at ``downscale``)."""
     from fieldkit.distill.views import train_cameras
+    from fieldkit.splats.gs_folder import latest_ply
     from fieldkit.train.run import load_model, read_config
 
     path = Path(path)
     if path.suffix.lower() == ".ply":
         return _open_ply(path, device, scene, downscale)
+    if path.is_dir() and not (path / "config.json").exists() and latest_ply(path) is not None:
+        return _open_ply(latest_ply(path), device, scene, downscale, given=path)
     if scene is not None:
         raise FieldkitError("--scene is for a .ply teacher; a run brings its own scene")
     config = read_config(path)
@@ -89,8 +99,10 @@ def framing_radius(box: dict[str, torch.Tensor]) -> float:
     return min(DEFAULT_RADIUS, core / math.sin(math.radians(DEFAULT_FOV_DEG / 2)))
 
 
-def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> TeacherSource:
+def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
+              given: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
+    from fieldkit.splats.gs_folder import cameras_json_for
     from fieldkit.splats.model import SplatConfig, SplatModel
     from fieldkit.splats.ply import read_splat_ply, sh_degree_of
     from fieldkit.splats.transform import splats_to_box
@@ -100,7 +112,12 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> Te
     params = read_splat_ply(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    if scene is None:
+    cameras_json = cameras_json_for(path) if scene is None else None
+    if cameras_json is not None:
+        cameras, norm = _gs_cameras(cameras_json, params, downscale)
+        box = splats_to_box(params, norm)
+        source, scene_path = "3dgs", ""
+    elif scene is None:
         norm = splat_normalisation(params["means"], params["opacities"])
         box = splats_to_box(params, norm)
         cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box))
@@ -124,4 +141,31 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int) -> Te
     config = {"scene": scene_path, "scene_format": None, "downscale": downscale,
               "normalisation": norm.as_dict(),
               "model": {"kind": "splat", "config": asdict(model.config)}}
-    return TeacherSource(path, model, config, cameras, source, None, path)
+    return TeacherSource(given or path, model, config, cameras, source, None, path)
+
+
+LARGE_VIEW = 1600
+"""A cameras.json view wider than this (at the chosen downscale) prints a hint to downscale."""
+
+
+def _gs_cameras(path: Path, params: dict[str, torch.Tensor],
+                downscale: int) -> tuple[Cameras, Normalisation]:
+    """The cameras of a 3DGS cameras.json in the box they and the Gaussians make, at
+    ``downscale``."""
+    from fieldkit.data.images import downscaled_size
+    from fieldkit.splats.gs_folder import read_cameras_json
+
+    cams = read_cameras_json(path)
+    norm = camera_normalisation(cams["c2w"], params["means"], params["opacities"])
+    world = Cameras(torch.from_numpy(cams["c2w"]), torch.from_numpy(cams["K"]),
+                    torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"]))
+    box = world.transformed(torch.from_numpy(norm.matrix()), norm.scale)
+    if downscale > 1:
+        sizes = [downscaled_size(int(w), int(h), downscale)
+                 for w, h in zip(cams["width"], cams["height"])]
+        box = box.resized(torch.tensor([s[0] for s in sizes]), torch.tensor([s[1] for s in sizes]))
+    if int(box.width.max()) > LARGE_VIEW:
+        warn(f"the cameras in {path} make {int(box.width.max())} px wide views; pass "
+             f"--downscale {math.ceil(int(box.width.max()) / LARGE_VIEW)} or more to distil "
+             "faster")
+    return Cameras(box.c2w.float(), box.K.float(), box.width, box.height), norm

@@ -48,7 +48,8 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         from fieldkit.export.splats import export_splats
 
         path, n = export_splats(run_dir, out)
-        return path, f"splats     {path}: {n:,} Gaussians, 3DGS layout, world units"
+        cams = " (+ cameras.json: 3DGS output folder)" if Path(out).suffix == "" else ""
+        return path, f"splats     {path}: {n:,} Gaussians, 3DGS layout, world units{cams}"
     if method not in METHODS:
         raise FieldkitError(f"mesh method must be mc or tsdf, not {method!r}")
     if method == "tsdf":

@@ -1,21 +1,30 @@
-"""`fieldkit export splats`: a splat run as a standard 3DGS .ply in the scene's world units."""
+"""`fieldkit export splats`: a splat run as a standard 3DGS .ply in the scene's world units, or
+as the output folder of the original 3DGS trainer (the .ply and its cameras.json)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix
+from fieldkit.splats.gs_folder import CAMERAS_JSON, PLY_NAME, write_cameras_json
 from fieldkit.splats.ply import write_splat_ply
 from fieldkit.splats.transform import splats_to_world
 
 
 def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
-    """Write the Gaussians of a splat run to ``out`` (.ply, INRIA 3DGS layout, world units).
-    Returns (path, number of Gaussians)."""
+    """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
+    or, when ``out`` has no suffix, a 3DGS model folder: ``out/point_cloud/iteration_N/
+    point_cloud.ply`` (N: the run's steps) and ``out/cameras.json`` (its training cameras).
+    Returns (the .ply's path, number of Gaussians)."""
     from fieldkit.train.run import load_model, read_config
 
-    out = check_suffix(out, (".ply",))
+    out = Path(out)
+    folder = out.suffix == ""
+    if not folder:
+        out = check_suffix(out, (".ply",))
     model = load_model(run_dir)
     if getattr(model, "kind", None) != "splat":
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
@@ -23,4 +32,39 @@ def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
                             f"`fieldkit distill {run_dir} --to splat`)")
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     params = splats_to_world(model.export_params(), norm)
-    return write_splat_ply(out, params), model.num_gaussians
+    if not folder:
+        return write_splat_ply(out, params), model.num_gaussians
+    if out.exists() and not out.is_dir():
+        raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
+                            "output layout")
+    ply = out / "point_cloud" / f"iteration_{_steps(run_dir)}" / PLY_NAME
+    ply.parent.mkdir(parents=True, exist_ok=True)
+    write_splat_ply(ply, params)
+    _write_world_cameras(run_dir, norm, out / CAMERAS_JSON)
+    return ply, model.num_gaussians
+
+
+def _steps(run_dir: Path) -> int:
+    """The run's last logged step (0 when it has no log)."""
+    import json
+
+    log = Path(run_dir) / "log.jsonl"
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+    return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
+
+
+def _write_world_cameras(run_dir: Path, norm: Normalisation, path: Path) -> None:
+    """The run's training cameras in world units as a 3DGS cameras.json (pinholes: lens
+    distortion is left out, as the splats were trained on undistorted photos)."""
+    from fieldkit.distill.views import CAMERAS_FILE
+    from fieldkit.data.cameras import Cameras
+    from fieldkit.train.checkpoint import load_tensors
+
+    file = Path(run_dir) / CAMERAS_FILE
+    if not file.is_file():
+        raise FieldkitError(f"{run_dir} has no {CAMERAS_FILE} (a run trained before fieldkit "
+                            "kept its cameras); export a .ply file instead")
+    cams = Cameras.from_state_dict(load_tensors(file))
+    world = cams.transformed(torch.from_numpy(norm.inverse_matrix()).double(), 1.0 / norm.scale)
+    write_cameras_json(path, world.c2w.double().numpy(), world.K.double().numpy(),
+                       world.width.numpy(), world.height.numpy())

@@ -234,7 +234,9 @@ class Viewer:
 
 
 def open_sources(target: Path, other: Path | None = None) -> list:
-    """Sources for ``fieldkit view TARGET [OTHER]``: a run folder or a 3DGS .ply each."""
+    """Sources for ``fieldkit view TARGET [OTHER]``: a run folder, a 3DGS .ply or a 3DGS
+    output folder each."""
+    from fieldkit.splats.gs_folder import latest_ply
     from fieldkit.viewer.sources import Source
 
     def one(p: Path):
@@ -246,6 +248,8 @@ def open_sources(target: Path, other: Path | None = None) -> list:
         if not p.is_dir():
             raise FieldkitError(f"{p} is not a run folder or a .ply file; pass the --out "
                                 "folder of `fieldkit train` or a 3DGS .ply")
+        if not (p / "config.json").exists() and latest_ply(p) is not None:  # a 3DGS output
+            return Source.from_ply(latest_ply(p), label=p.name)
         return Source.from_run(p)
 
     sources = [one(target)]

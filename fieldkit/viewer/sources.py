@@ -88,7 +88,10 @@ class Source:
                    background=BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0)))
 
     @classmethod
-    def from_ply(cls, path: Path) -> Source:
+    def from_ply(cls, path: Path, label: str | None = None) -> Source:
+        """A 3DGS .ply in its own coordinates, with the cameras of the 3DGS output folder it
+        lies in when there is a cameras.json (``fieldkit/splats/gs_folder.py``): they give the
+        first view, the orbit centre and the frustums."""
         from fieldkit.splats.model import SplatConfig, SplatModel
         from fieldkit.splats.frame import splat_normalisation
         from fieldkit.splats.ply import read_splat_ply, sh_degree_of
@@ -101,8 +104,9 @@ class Source:
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
         model.config.render.bound = max(1.0 / frame.scale, 1e-3)
         model.eval()
-        return cls(label=Path(path).name, model=model, ply_path=Path(path),
-                   origin=np.asarray(frame.center, dtype=np.float64))
+        return cls(label=label or Path(path).name, model=model, ply_path=Path(path),
+                   origin=np.asarray(frame.center, dtype=np.float64),
+                   cameras=_gs_cameras_for(Path(path)))
 
     @classmethod
     def from_trainer(cls, trainer) -> Source:
@@ -132,7 +136,7 @@ class Source:
                     trainer=job.trainer, **common),
                 cls(label=f"{name} (teacher)", model=teacher.model,
                     run_dir=None if teacher.is_ply else teacher.path,
-                    ply_path=teacher.path if teacher.is_ply else None, **common)]
+                    ply_path=teacher.model_file if teacher.is_ply else None, **common)]
 
     # ------------------------------------------------------------------ facts
     @property
@@ -245,3 +249,15 @@ class Source:
                       normalisation=self.normalisation, cameras=self.cameras,
                       scene_path=self.scene_path, downscale=self.downscale,
                       background=self.background, ply_path=self.ply_path, origin=self.origin)
+
+
+def _gs_cameras_for(ply: Path) -> Cameras | None:
+    """The cameras of ``ply``'s cameras.json (world units), or None when it has none."""
+    from fieldkit.splats.gs_folder import cameras_json_for, read_cameras_json
+
+    path = cameras_json_for(ply)
+    if path is None:
+        return None
+    cams = read_cameras_json(path)
+    return Cameras(torch.from_numpy(cams["c2w"]).float(), torch.from_numpy(cams["K"]).float(),
+                   torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"]))

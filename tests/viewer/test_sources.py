@@ -55,3 +55,32 @@ def test_a_ply_renders_its_scene_from_the_first_view(tmp_path):
     out = source.render(camera, torch.zeros(3))
     covered = float((out["alpha"] > 0.5).float().mean())
     assert 0.05 < covered < 0.9    # the cube is in the picture and does not overflow it
+
+
+def test_a_3dgs_output_folder_opens_at_its_first_camera(tmp_path):
+    """``fieldkit view FOLDER``: the latest .ply, and the first camera of its cameras.json (by
+    image name) gives the first view, the orbit centre and the frustums."""
+    from fieldkit.export.paths import look_at
+    from fieldkit.splats.gs_folder import write_cameras_json
+    from fieldkit.viewer.server import open_sources
+
+    folder = tmp_path / "garden"
+    (folder / "point_cloud" / "iteration_30000").mkdir(parents=True)
+    _ply(tmp_path).rename(folder / "point_cloud" / "iteration_30000" / "point_cloud.ply")
+    angles = np.radians([90.0, 0.0, 45.0])           # file order; by name 0.0 comes first
+    pos = CENTER + 12 * np.stack([np.cos(angles), np.sin(angles), 0.3 * np.ones(3)], -1)
+    c2w = np.stack([look_at(p, CENTER) for p in pos])
+    K = np.tile(np.array([[60.0, 0, 40], [0, 60, 30], [0, 0, 1]]), (3, 1, 1))
+    write_cameras_json(folder / "cameras.json", c2w, K, np.full(3, 80), np.full(3, 60),
+                       ["b.png", "a.png", "c.png"])
+    (source,) = open_sources(folder)
+    assert source.label == "garden" and source.normalisation is None
+    assert source.ply_path.parent.name == "iteration_30000" and len(source.cameras) == 3
+    position, target, fov = source.home_pose()
+    np.testing.assert_allclose(position, pos[1], atol=1e-4)             # a.png
+    np.testing.assert_allclose(target, CENTER, atol=1e-3)               # where they look
+    assert abs(fov - 2 * np.arctan(30 / 60)) < 1e-6
+    # a bare .ply of the same Gaussians has no cameras and starts outside its box
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert Source.from_ply(_ply(bare)).cameras is None
