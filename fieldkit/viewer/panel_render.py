@@ -89,7 +89,7 @@ def build_render_panel(session) -> None:
 
         from fieldkit.export.paths import look_at
 
-        c2w = look_at(np.asarray(pos), np.asarray(target))
+        c2w = look_at(np.asarray(pos), np.asarray(target), up=sources[0].up())
         session.set_camera(ViewCamera.from_c2w(c2w, fov, view.view.aspect if view.view else 1))
 
     h["output"].on_update(on_output)
@@ -106,7 +106,6 @@ def build_render_panel(session) -> None:
     h["home"].on_click(on_home)
 
     def on_cameras(_):   # the frustums are shared by every browser
-        for frustum in viewer.frustums:
-            frustum.visible = bool(h["cameras"].value)
+        viewer.frustums.update(shown=h["cameras"].value)
 
     h["cameras"].on_update(on_cameras)

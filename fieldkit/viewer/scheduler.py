@@ -232,7 +232,8 @@ class Renderer:
         now = time.monotonic()
         if job.done:
             self._show(v, job.image(), job, now)
-        elif not live and now - v.last_partial >= PARTIAL_SECONDS and v.shown_image is not None:
+        elif (not live and now - v.last_partial >= PARTIAL_SECONDS and v.shown_image is not None
+              and v.server_render):
             v.last_partial = now
             self._send(v, job.partial_image(v.shown_image), job.view_depth(v.shown_depth))
         return time.perf_counter() - t0
@@ -241,6 +242,10 @@ class Renderer:
         with v.lock:
             if v.job is job:
                 v.job = None
+            if not v.server_render:
+                # begun before the browser took over drawing: sent now, this frame and its
+                # depth would cover the browser's splats
+                return
             v.shown_key, v.shown_at, v.shown_model = job.key, now, job.model
             v.shown_image = img
             v.shown_depth = depth = job.view_depth()

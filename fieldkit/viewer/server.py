@@ -22,7 +22,7 @@ from fieldkit.viewer.camera import ViewCamera
 from fieldkit.viewer.config import ViewerConfig
 from fieldkit.viewer.frame import FrameSettings
 from fieldkit.viewer.keyframes import CameraPath
-from fieldkit.viewer.scene_nodes import add_frustums, solid_background
+from fieldkit.viewer.scene_nodes import Frustums, add_frustums, solid_background
 from fieldkit.viewer.scheduler import ClientView, Renderer
 
 
@@ -66,6 +66,7 @@ class Session:
         self.view.set_camera(ViewCamera(tuple(camera.wxyz), tuple(camera.position),
                                         float(camera.fov), float(camera.aspect)))
         self.viewer.renderer.wake.set()
+        self.viewer.eye_moved(np.asarray(camera.position, dtype=np.float64))
 
     def set_camera(self, view: ViewCamera) -> None:
         """Move this browser's camera (keyframes, path preview, frustum clicks)."""
@@ -90,6 +91,10 @@ class Session:
 
         s = self.view.settings
         browser = self.splats_in_browser and s.output == "rgb"
+        with self.view.lock:   # before the background: no server frame may follow it
+            self.view.server_render = not browser
+            if browser:
+                self.view.job = None
         if browser:
             src = self.viewer.sources[0]
             with src.lock:
@@ -99,7 +104,6 @@ class Session:
         elif self.splat_node is not None:
             self.client.scene.remove_by_name("/splats")
             self.splat_node = None
-        self.view.server_render = not browser
         self.view.touch()
         self.viewer.renderer.wake.set()
 
@@ -120,8 +124,10 @@ class Viewer:
         self.sessions: dict[int, Session] = {}
         self._stop = threading.Event()
         self._render_thread: threading.Thread | None = None
-        self.frustums: list = []
-        """Handles of the training cameras' frustums (added in the background)."""
+        self.frustums = Frustums([], np.zeros((0, 3)), 1.0)
+        """The training cameras' frustums (added in the background)."""
+        self._eye: np.ndarray | None = None
+        """Where the browser camera that moved last is (frustums near it hide)."""
         self.job_lock = threading.Lock()
         """Held by the background job running (exports, videos): one at a time."""
         server = None
@@ -140,7 +146,8 @@ class Viewer:
         self.server.gui.configure_theme(control_width="medium", dark_mode=False)
         pos, target, fov = sources[0].home_pose()
         ic = self.server.initial_camera
-        ic.position, ic.look_at, ic.up, ic.fov = tuple(pos), tuple(target), (0.0, 0.0, 1.0), fov
+        ic.position, ic.look_at, ic.fov = tuple(pos), tuple(target), fov
+        ic.up = tuple(float(x) for x in sources[0].up())
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
         threading.Thread(target=self._add_frustums, daemon=True).start()
@@ -187,6 +194,11 @@ class Viewer:
         self.sessions.pop(client.client_id, None)
         self.renderer.remove(client.client_id)
 
+    def eye_moved(self, eye: np.ndarray) -> None:
+        """A browser camera moved to ``eye`` [3]: the frustums near it hide, the others show."""
+        self._eye = eye
+        self.frustums.update(eye=eye)
+
     def _add_frustums(self) -> None:
         def jump(event, view):
             session = self.sessions.get(event.client_id)
@@ -195,9 +207,11 @@ class Viewer:
 
         try:
             # the first view is training camera 0 (Source.home_pose): its frustum goes bare
-            self.frustums = add_frustums(self.server.scene, self.sources[0],
-                                         self.config.max_frustums, self.config.thumbnail_size,
-                                         on_click=jump, plain=(0,))
+            frustums = add_frustums(self.server.scene, self.sources[0],
+                                    self.config.max_frustums, self.config.thumbnail_size,
+                                    on_click=jump, plain=(0,))
+            frustums.update(eye=self._eye)
+            self.frustums = frustums
         except Exception as e:  # frustums are a nicety, never fatal
             from fieldkit.errors import warn
 

@@ -174,6 +174,15 @@ class Source:
             return orbit_center(self.cameras)
         return self.box_center()
 
+    def up(self) -> np.ndarray:
+        """[3] the view's up direction: +z in a run's box (its normalisation turns the capture
+        upright); for a .ply with cameras, their mean up (a COLMAP world's up is anything)."""
+        if self.normalisation is None and self.cameras is not None and len(self.cameras):
+            up = -self.cameras.c2w[:, :3, 1].double().mean(0).numpy()   # OpenCV y is down
+            if np.linalg.norm(up) > 0.3:
+                return up / np.linalg.norm(up)
+        return np.array([0.0, 0.0, 1.0])
+
     def home_pose(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(position [3], look-at [3], vertical fov radians) of the initial view: the first
         training camera, else a view from outside the box."""

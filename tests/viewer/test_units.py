@@ -212,3 +212,66 @@ def test_view_bad_target_is_one_line(capsys, tmp_path):
     bad.write_bytes(b"not a ply")
     assert main(["view", str(bad)]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_frame_begun_before_the_browser_takes_over_is_not_sent(tmp_path, monkeypatch):
+    """A server frame under way when the browser starts drawing the splats itself must not
+    arrive after that: its image and depth would cover the browser's splats (seen on fox: the
+    view opened on a stale frame of the wall)."""
+    from fieldkit.viewer.config import ViewerConfig
+    from fieldkit.viewer.frame import FrameJob
+    from fieldkit.viewer.scheduler import ClientView, Renderer
+    from fieldkit.viewer.sources import Source
+    from tests.viewer.test_sources import _ply
+
+    source = Source.from_ply(_ply(tmp_path, fog=100))
+    sent = []
+    view = ClientView(1, lambda img, depth: sent.append(img), preview_resolution=32)
+    view.set_camera(_view(pos=source.home_pose()[0], target=source.home_pose()[1]))
+    renderer = Renderer([source], ViewerConfig(port=0))
+    renderer.add(view)
+    assert renderer.work() > 0 and len(sent) == 1        # a server frame, as usual
+
+    run_piece = FrameJob.run_piece
+
+    def browser_takes_over(job):                          # during the next frame's render
+        view.server_render = False
+        return run_piece(job)
+
+    view.touch()
+    monkeypatch.setattr(FrameJob, "run_piece", browser_takes_over)
+    renderer.work()
+    assert len(sent) == 1 and view.job is None
+    assert renderer.work() == 0.0                         # and nothing more is planned
+
+
+def test_frustums_near_the_eye_hide_and_dense_captures_get_small_ones():
+    """A dense capture's frustums are sized by the cameras' spacing, and those within NEAR_EYE
+    sizes of the eye hide while it is there (they would cover the view); the "training
+    cameras" box still hides or shows them all."""
+    from types import SimpleNamespace
+
+    from fieldkit.data.cameras import Cameras
+    from fieldkit.viewer.scene_nodes import NEAR_EYE, Frustums, frustum_scale
+
+    angles = np.radians(np.arange(0, 90, 3.0))            # 30 cameras on a 90 degree arc
+    pos = 3 * np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], -1)
+    c2w = torch.as_tensor(np.stack([look_at(p, np.zeros(3)) for p in pos]), dtype=torch.float32)
+    K = torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]).expand(30, 3, 3)
+    cams = Cameras(c2w, K, torch.full((30,), 64), torch.full((30,), 48))
+    source = SimpleNamespace(cameras=cams, look_at=lambda: np.zeros(3))
+    spacing = 3 * np.radians(3.0)                         # ~0.157 between neighbours
+    scale = frustum_scale(source)
+    assert scale == pytest.approx(0.5 * spacing, rel=0.01)   # not 0.1 x 3 = 0.3
+    handles = [SimpleNamespace(visible=True) for _ in range(30)]
+    frustums = Frustums(handles, pos, scale)
+    frustums.update(eye=pos[10])
+    hidden = [i for i, h in enumerate(handles) if not h.visible]
+    assert hidden == list(range(10 - 2, 10 + 3))          # itself and two neighbours a side
+    assert all(np.linalg.norm(pos[i] - pos[10]) < NEAR_EYE * scale for i in hidden)
+    frustums.update(eye=np.array([0.0, 0.0, 30.0]))       # far above: all of them
+    assert all(h.visible for h in handles)
+    frustums.update(shown=False)
+    assert not any(h.visible for h in handles)
+    frustums.update(shown=True, eye=pos[0])
+    assert [i for i, h in enumerate(handles) if not h.visible] == [0, 1, 2]
