@@ -10,7 +10,9 @@ writes them), then three students are distilled for the same budget, one after t
 - ``ply``: ``fieldkit distill FILE.ply`` (a box around the Gaussians, a sphere of views);
 - ``folder``: ``fieldkit distill FOLDER``, the run exported as the original 3DGS trainer's
   output folder (``fieldkit export splats RUN --out FOLDER``: the .ply and a cameras.json of
-  the training cameras; their box, from those cameras).
+  the training cameras; their box, from those cameras). Its cfg_args, which names the scene
+  and would make it the ``ply+scene`` row again, is removed: the folder as it arrives from
+  another machine.
 Each is compared with the photos on the same evenly spaced test views of the scene: the
 ``ply`` and ``folder`` students, which have their own boxes, with the scene's cameras moved into that box.
 Writes DIR/bench.json and DIR/bench.md.
@@ -67,6 +69,7 @@ def main() -> None:
     folder = args.out / f"{args.run.name}_3dgs"
     assert cli(["export", "splats", str(args.run), "--out", str(ply)]) == 0
     assert cli(["export", "splats", str(args.run), "--out", str(folder)]) == 0
+    (folder / "cfg_args").unlink()   # its cameras.json alone, as from another machine
     dc = DistillConfig(gt_views=args.gt_views)
     rows = {}
     for name, teacher, extra in [("run", args.run, {}),

@@ -5,9 +5,10 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
 3DGS code) brings Gaussians in world units. Its views and its box come from, in this order:
 - the scene the splats were trained on, when one is given (``--scene``: that scene's training
   cameras, normalisation and test photos);
-- the cameras.json of the 3DGS output folder the .ply lies in (the original trainer's layout,
-  ``fieldkit/splats/gs_folder.py``; a folder can be given for its latest .ply): its cameras
-  give the views and, with the Gaussians, the box;
+- the dataset named by the cfg_args of the 3DGS output folder the .ply lies in (the original
+  trainer's layout, ``fieldkit/splats/gs_folder.py``; a folder can be given for its latest
+  .ply), when that scene folder is on this machine: as with ``--scene``;
+- that folder's cameras.json: its cameras give the views and, with the Gaussians, the box;
 - the Gaussians alone: a box that holds most of them (``fieldkit/splats/frame.py``) and a
   sphere of views around it.
 """
@@ -102,7 +103,7 @@ def framing_radius(box: dict[str, torch.Tensor]) -> float:
 def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
-    from fieldkit.splats.gs_folder import cameras_json_for
+    from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
     from fieldkit.splats.model import SplatConfig, SplatModel
     from fieldkit.splats.ply import read_splat_ply, sh_degree_of
     from fieldkit.splats.transform import splats_to_box
@@ -113,6 +114,10 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
     cameras_json = cameras_json_for(path) if scene is None else None
+    if cameras_json is not None and dataset_of(cameras_json.parent) is not None:
+        # the folder names its dataset and it is here: the photos give the report too
+        scene, factor = dataset_of(cameras_json.parent)
+        downscale, cameras_json = factor if downscale == 1 else downscale, None
     if cameras_json is not None:
         cameras, norm = _gs_cameras(cameras_json, params, downscale)
         box = splats_to_box(params, norm)

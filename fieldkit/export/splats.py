@@ -9,7 +9,8 @@ import torch
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix
-from fieldkit.splats.gs_folder import CAMERAS_JSON, PLY_NAME, write_cameras_json
+from fieldkit.splats.gs_folder import (CAMERAS_JSON, CFG_ARGS, PLY_NAME, write_cameras_json,
+                                       write_cfg_args)
 from fieldkit.splats.ply import write_splat_ply
 from fieldkit.splats.transform import splats_to_world
 
@@ -17,7 +18,8 @@ from fieldkit.splats.transform import splats_to_world
 def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
     """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
     or, when ``out`` has no suffix, a 3DGS model folder: ``out/point_cloud/iteration_N/
-    point_cloud.ply`` (N: the run's steps) and ``out/cameras.json`` (its training cameras).
+    point_cloud.ply`` (N: the run's steps), ``out/cameras.json`` (its training cameras) and
+    ``out/cfg_args`` (its scene folder and downscale).
     Returns (the .ply's path, number of Gaussians)."""
     from fieldkit.train.run import load_model, read_config
 
@@ -41,6 +43,9 @@ def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
     ply.parent.mkdir(parents=True, exist_ok=True)
     write_splat_ply(ply, params)
     _write_world_cameras(run_dir, norm, out / CAMERAS_JSON)
+    cfg = read_config(run_dir)
+    write_cfg_args(out / CFG_ARGS, cfg.get("scene", ""), str(out), model.config.sh_degree,
+                   int(cfg.get("downscale", 1)), cfg.get("train", {}).get("background") == "white")
     return ply, model.num_gaussians
 
 

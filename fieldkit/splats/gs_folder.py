@@ -3,6 +3,7 @@
 That trainer writes a model folder::
 
     MODEL/cameras.json                                  every camera it trained (and tested) on
+    MODEL/cfg_args                                      its arguments, the dataset's path among them
     MODEL/point_cloud/iteration_N/point_cloud.ply       the Gaussians after N iterations
 
 ``cameras.json`` is a list of ``{"id", "img_name", "width", "height", "position": [3],
@@ -10,6 +11,10 @@ That trainer writes a model folder::
 ``rotation`` the camera-to-world rotation in OpenCV axes (x right, y down, z forward), ``fx``
 and ``fy`` in pixels of the ``width`` x ``height`` image, the principal point at its centre.
 Lens distortion has no place there (that trainer learns from undistorted photos).
+``cfg_args`` is the repr of a Python ``argparse.Namespace``: ``Namespace(sh_degree=3,
+source_path='/data/garden', model_path='output/garden', images='images', resolution=4,
+white_background=False, data_device='cuda', eval=True)``. That trainer keeps the dataset's world
+units, so when ``source_path`` is a scene folder on this machine the .ply lies in its world.
 
 fieldkit reads the folder so that a .ply inside one is distilled from the views it was trained
 on rather than from a sphere of guesses (``fieldkit/distill/source.py``), and writes it
@@ -18,6 +23,7 @@ cameras.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -27,8 +33,10 @@ import numpy as np
 from fieldkit.errors import FieldkitError
 
 CAMERAS_JSON = "cameras.json"
+CFG_ARGS = "cfg_args"
 PLY_NAME = "point_cloud.ply"
 _ITERATION = re.compile(r"^iteration_(\d+)$")
+_ARG = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,()]*)")
 
 
 def latest_ply(folder: Path) -> Path | None:
@@ -127,3 +135,52 @@ def write_cameras_json(path: Path, c2w: np.ndarray, K: np.ndarray, width: np.nda
     tmp.write_text(json.dumps(entries))
     tmp.replace(path)
     return path
+
+
+def read_cfg_args(path: Path) -> dict:
+    """The arguments in a 3DGS ``cfg_args`` file (each value read as a Python literal, never
+    run; values that are not literals are left out). {} when the file is missing or holds
+    no Namespace."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.strip().startswith("Namespace("):
+        return {}
+    out = {}
+    for key, value in _ARG.findall(text):
+        try:
+            out[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            continue
+    return out
+
+
+def write_cfg_args(path: Path, source_path: str, model_path: str, sh_degree: int,
+                   resolution: int = 1, white_background: bool = False) -> Path:
+    """A 3DGS ``cfg_args`` naming the dataset (``source_path``) the model was trained on."""
+    args = {"sh_degree": int(sh_degree), "source_path": str(source_path),
+            "model_path": str(model_path), "images": "images", "resolution": int(resolution),
+            "white_background": bool(white_background), "data_device": "cuda", "eval": True}
+    path = Path(path)
+    path.write_text("Namespace(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")")
+    return path
+
+
+def dataset_of(folder: Path) -> tuple[Path, int] | None:
+    """(scene folder, image downscale) a 3DGS model folder was trained on, from its cfg_args,
+    when that folder is on this machine and fieldkit reads it; else None. The downscale is
+    the trainer's ``resolution`` when it was a factor (2, 4 or 8), else 1."""
+    from fieldkit.data.scene import detect_format
+    from fieldkit.errors import SceneError
+
+    args = read_cfg_args(Path(folder) / CFG_ARGS)
+    source = args.get("source_path")
+    if not isinstance(source, str) or not source or not Path(source).is_dir():
+        return None
+    try:
+        detect_format(Path(source))
+    except SceneError:
+        return None
+    resolution = args.get("resolution")
+    return Path(source), (resolution if resolution in (2, 4, 8) else 1)

@@ -3,6 +3,7 @@ cameras rather than from a sphere of views."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,27 @@ def test_export_splats_folder_errors_are_one_line(capsys, demo_run, demo_splat_r
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
+
+
+def test_a_folder_whose_dataset_is_here_is_distilled_with_its_photos(demo_folder, tmp_path):
+    """The folder's cfg_args names the scene it was trained on (written by the export, as by
+    the 3DGS trainer): when that folder is here, its cameras and test photos are used, at the
+    trainer's resolution; named elsewhere, the cameras.json alone."""
+    from fieldkit.splats.gs_folder import read_cfg_args
+
+    args = read_cfg_args(demo_folder / "cfg_args")
+    assert args["source_path"] == str(DEMO_SCENE.resolve()) and args["resolution"] == 2
+    source = open_teacher(demo_folder)
+    assert source.camera_source == "scene" and source.config["downscale"] == 2
+    cams, splits, norm = load_cameras(DEMO_SCENE, downscale=2)
+    assert torch.allclose(source.cameras.c2w, cams[splits["train"]].c2w)
+    report = distill(demo_folder, "triplane", tmp_path / "s", _train(10), FAST, quiet=True)
+    assert report["cameras"] == "scene" and report["vs_photos"]["views"] == 6
+    # the same folder from another machine: its dataset is not here
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(demo_folder, elsewhere)
+    (elsewhere / "cfg_args").write_text((demo_folder / "cfg_args").read_text().replace(
+        str(DEMO_SCENE.resolve()), "/nowhere/demo"))
+    assert open_teacher(elsewhere).camera_source == "3dgs"
+    (elsewhere / "cfg_args").write_text("garbage")
+    assert open_teacher(elsewhere).camera_source == "3dgs"

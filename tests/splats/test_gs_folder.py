@@ -115,3 +115,21 @@ def test_a_malformed_cameras_json_is_a_one_line_error(tmp_path, content, needle)
     with pytest.raises(FieldkitError) as e:
         read_cameras_json(path)
     assert needle in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_cfg_args_are_read_as_literals_never_run(tmp_path):
+    from fieldkit.splats.gs_folder import read_cfg_args, write_cfg_args
+
+    path = tmp_path / "cfg_args"
+    path.write_text("Namespace(data_device='cuda', eval=True, images='images', model_path="
+                    "'./output/a,b', resolution=-1, sh_degree=3, source_path='/data/gar(den)', "
+                    "white_background=False, hook=__import__('os').remove('x'))")
+    args = read_cfg_args(path)
+    assert args["source_path"] == "/data/gar(den)" and args["model_path"] == "./output/a,b"
+    assert args["resolution"] == -1 and args["eval"] is True and "hook" not in args
+    write_cfg_args(path, "/data/lego", "out/lego", 3, resolution=4, white_background=True)
+    back = read_cfg_args(path)
+    assert back["source_path"] == "/data/lego" and back["resolution"] == 4
+    assert back["white_background"] is True and back["sh_degree"] == 3
+    path.write_text("not a namespace")
+    assert read_cfg_args(path) == {} and read_cfg_args(tmp_path / "missing") == {}
