@@ -4,7 +4,6 @@ import math
 import warnings
 
 import numpy as np
-import pytest
 import torch
 
 from fieldkit.data import demo
