@@ -104,9 +104,10 @@ class Source:
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
         model.config.render.bound = max(1.0 / frame.scale, 1e-3)
         model.eval()
+        cameras, scene_path, downscale = _gs_cameras_for(Path(path))
         return cls(label=label or Path(path).name, model=model, ply_path=Path(path),
-                   origin=np.asarray(frame.center, dtype=np.float64),
-                   cameras=_gs_cameras_for(Path(path)))
+                   origin=np.asarray(frame.center, dtype=np.float64), cameras=cameras,
+                   scene_path=scene_path, downscale=downscale)
 
     @classmethod
     def from_trainer(cls, trainer) -> Source:
@@ -260,13 +261,28 @@ class Source:
                       background=self.background, ply_path=self.ply_path, origin=self.origin)
 
 
-def _gs_cameras_for(ply: Path) -> Cameras | None:
-    """The cameras of ``ply``'s cameras.json (world units), or None when it has none."""
-    from fieldkit.splats.gs_folder import cameras_json_for, read_cameras_json
+def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
+    """(cameras in world units, scene folder, downscale) of the 3DGS output folder ``ply`` lies
+    in: its dataset's training cameras when its cfg_args names a scene folder that is here
+    (their photos then go on the frustums), else its cameras.json's; (None, None, 1) when it
+    has neither."""
+    from fieldkit.data.scene import load_cameras
+    from fieldkit.splats.gs_folder import cameras_json_for, dataset_of, read_cameras_json
 
     path = cameras_json_for(ply)
     if path is None:
-        return None
+        return None, None, 1
+    dataset = dataset_of(path.parent)
+    if dataset is not None:
+        try:
+            cams, splits, norm = load_cameras(dataset[0], downscale=dataset[1])
+        except FieldkitError as e:
+            warn(f"the scene {dataset[0]} named by {path.parent / 'cfg_args'} could not be read "
+                 f"({e}); its cameras.json is used")
+        else:
+            world = cams[splits["train"]].transformed(
+                torch.from_numpy(norm.inverse_matrix()), 1.0 / norm.scale)
+            return world, dataset[0], dataset[1]
     cams = read_cameras_json(path)
     return Cameras(torch.from_numpy(cams["c2w"]).float(), torch.from_numpy(cams["K"]).float(),
-                   torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"]))
+                   torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"])), None, 1

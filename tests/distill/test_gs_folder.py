@@ -156,3 +156,19 @@ def test_a_folder_whose_dataset_is_here_is_distilled_with_its_photos(demo_folder
     assert open_teacher(elsewhere).camera_source == "3dgs"
     (elsewhere / "cfg_args").write_text("garbage")
     assert open_teacher(elsewhere).camera_source == "3dgs"
+
+
+def test_the_viewer_shows_a_folders_dataset_photos_on_its_frustums(demo_folder):
+    """``fieldkit view FOLDER`` with its dataset here: the dataset's training cameras (in the
+    .ply's world units, where the cameras.json has them) carry their photos as thumbnails."""
+    from fieldkit.viewer.scene_nodes import thumbnails
+    from fieldkit.viewer.sources import Source
+
+    source = Source.from_ply(latest_ply(demo_folder))
+    assert source.scene_path == DEMO_SCENE.resolve() and source.downscale == 2
+    cams = read_cameras_json(demo_folder / "cameras.json")
+    assert np.allclose(source.cameras.positions.double().numpy(), cams["c2w"][:, :3, 3],
+                       atol=1e-4)
+    thumbs = thumbnails(source, [0, 5], 32)
+    assert sorted(thumbs) == [0, 5] and thumbs[5].shape == (32, 32, 3)
+    assert thumbs[5].std() > 5          # a photo, not a blank
