@@ -239,6 +239,10 @@ class Distill(ModelOptions):
     downscale: int = 1
     """.ply teacher: the image downscale factor of its views (--scene's images, or its
     cameras.json's full-size cameras)."""
+    ply_transform: Path | None = None
+    """.ply teacher: the dataparser_transforms.json of the nerfstudio run that exported it
+    (splatfacto's `ns-export gaussian-splat` writes the Gaussians in nerfstudio's frame, not in
+    the dataset's world units); with --scene, its dataset."""
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
@@ -296,7 +300,8 @@ class Distill(ModelOptions):
                       config=dataclasses.replace(self.distill), preset=self.preset,
                       device=self.device, resume=self.resume,
                       model_config=None if self.resume else self.model_config(self.to),
-                      scene=self.scene, downscale=self.downscale)
+                      scene=self.scene, downscale=self.downscale,
+                      ply_transform=self.ply_transform)
         live = None
         if self.viewer:  # the viewer renders between steps and stays up afterwards
             from fieldkit.viewer import require_viser

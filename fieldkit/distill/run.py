@@ -101,14 +101,14 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
             train: TrainConfig | None = None, config: DistillConfig | None = None,
             preset: str = "default", device: str | None = None, resume: bool = False,
             quiet: bool = False, model_config=None, scene: Path | None = None,
-            downscale: int = 1) -> dict:
+            downscale: int = 1, ply_transform: Path | None = None) -> dict:
     """Distil the model of ``teacher_run`` (a run directory or a 3DGS .ply file) into a
     ``kind`` student in ``out``; returns the report (also in ``out/distill.json``), or
     ``{"interrupted": True, ...}`` after Ctrl-C (a checkpoint is saved). The arguments are
     ``Distillation``'s."""
     job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
                        resume=resume, model_config=model_config, scene=scene,
-                       downscale=downscale)
+                       downscale=downscale, ply_transform=ply_transform)
     return job.report(job.trainer.train(), quiet=quiet)
 
 
@@ -121,11 +121,13 @@ class Distillation:
     def __init__(self, teacher_run: Path, kind: str, out: Path | None = None,
                  train: TrainConfig | None = None, config: DistillConfig | None = None,
                  preset: str = "default", device: str | None = None, resume: bool = False,
-                 model_config=None, scene: Path | None = None, downscale: int = 1):
+                 model_config=None, scene: Path | None = None, downscale: int = 1,
+                 ply_transform: Path | None = None):
         """``model_config`` (the student's config, e.g. ``student_config(kind, preset)`` with
         the command line's settings) replaces ``student_config(kind, preset)``; a resumed run
         keeps its saved one. ``scene`` and ``downscale``: a .ply teacher's scene
-        (``open_teacher``); a resumed run keeps its saved one."""
+        (``open_teacher``); ``ply_transform``: the nerfstudio frame it is in; a resumed run
+        keeps its saved ones."""
         t_start = time.perf_counter()
         teacher_run = Path(teacher_run)
         name = teacher_run.stem if teacher_run.suffix.lower() == ".ply" else teacher_run.name
@@ -148,10 +150,12 @@ class Distillation:
             if saved["distill"].get("from_file"):  # a .ply teacher: with the scene it had
                 scene = Path(saved["scene"]) if saved["distill"]["cameras"] == "scene" else None
                 downscale = int(saved.get("downscale", 1))
+                saved_transform = saved["distill"].get("ply_transform")
+                ply_transform = Path(saved_transform) if saved_transform else None
         elif (out / "checkpoint").exists():
             raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                                 "to start a new one")
-        source = open_teacher(teacher_run, device, scene, downscale)
+        source = open_teacher(teacher_run, device, scene, downscale, ply_transform)
         tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
                                              source.train_seconds)
         initial = None   # Gaussians a splat student starts from
@@ -215,6 +219,8 @@ class Distillation:
             "train": train.to_dict(),
             "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
                         "cameras": cam_source, "from_file": source.is_ply,
+                        "ply_transform": str(Path(ply_transform).resolve()) if ply_transform
+                        else None,
                         "config": config.to_dict(),
                         "rendered": budget.made}})
         save_train_cameras(out, cams)

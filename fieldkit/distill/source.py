@@ -69,19 +69,24 @@ def teacher_train_seconds(run_dir: Path) -> float | None:
 
 
 def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
-                 downscale: int = 1) -> TeacherSource:
+                 downscale: int = 1, ply_transform: Path | None = None) -> TeacherSource:
     """The teacher at ``path``: a run directory, a 3DGS .ply file or a 3DGS output folder (in
     the world units of ``scene`` when given, whose training cameras at ``downscale`` then give
-    the views; else its folder's cameras.json at ``downscale``)."""
+    the views; else its folder's cameras.json at ``downscale``). ``ply_transform``: the
+    nerfstudio dataparser_transforms.json whose frame a .ply is in (``fieldkit/splats/
+    dataparser.py``)."""
     from fieldkit.distill.views import train_cameras
     from fieldkit.splats.gs_folder import latest_ply
     from fieldkit.train.run import load_model, read_config
 
     path = Path(path)
     if path.suffix.lower() == ".ply":
-        return _open_ply(path, device, scene, downscale)
+        return _open_ply(path, device, scene, downscale, ply_transform=ply_transform)
     if path.is_dir() and not (path / "config.json").exists() and latest_ply(path) is not None:
-        return _open_ply(latest_ply(path), device, scene, downscale, given=path)
+        return _open_ply(latest_ply(path), device, scene, downscale, given=path,
+                         ply_transform=ply_transform)
+    if ply_transform is not None:
+        raise FieldkitError("--ply-transform is for a .ply teacher; a run is in its own box")
     if scene is not None:
         raise FieldkitError("--scene is for a .ply teacher; a run brings its own scene")
     config = read_config(path)
@@ -101,7 +106,7 @@ def framing_radius(box: dict[str, torch.Tensor]) -> float:
 
 
 def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
-              given: Path | None = None) -> TeacherSource:
+              given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
     from fieldkit.splats.model import SplatConfig, SplatModel
@@ -113,6 +118,10 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     params = read_splat_ply(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
+    if ply_transform is not None:
+        from fieldkit.splats.dataparser import to_dataset_world
+
+        params = to_dataset_world(params, ply_transform)
     cameras_json = cameras_json_for(path) if scene is None else None
     if cameras_json is not None and dataset_of(cameras_json.parent) is not None:
         # the folder names its dataset and it is here: the photos give the report too
@@ -138,7 +147,8 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
         share = float((weight * inside).sum() / weight.sum().clamp_min(1e-12))
         if share < 0.5:
             warn(f"only {100 * share:.0f}% of the opacity of {path.name} lies in the box of "
-                 f"{scene}; is the .ply in that scene's world units?")
+                 f"{scene}; is the .ply in that scene's world units? (a splatfacto export is "
+                 "not: pass --ply-transform with its run's dataparser_transforms.json)")
     model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
     model.config.render.bound = float(norm.bound)
     model.set_gaussians(box)

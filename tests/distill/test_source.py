@@ -143,3 +143,67 @@ def test_ply_errors_are_one_line(capsys, demo_run, demo_ply, tmp_path, argv, nee
     assert main([a.format(**fill) for a in argv]) != 0
     err = capsys.readouterr().err
     assert needle.format(**fill) in err and err.count("\n") == 1
+
+
+NS_SHIFT, NS_SCALE = torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64), 4.0
+"""A nerfstudio dataparser frame: ``p = NS_SCALE * (R p_world + NS_SHIFT)``, R = ``_turn()``."""
+
+
+@pytest.fixture
+def splatfacto_ply(demo_ply, tmp_path):
+    """The demo's splats as splatfacto exports them: in nerfstudio's dataparser frame, with
+    the run's dataparser_transforms.json."""
+    R, t, s = _turn(), NS_SHIFT, NS_SCALE
+    ply = write_splat_ply(tmp_path / "splat.ply",
+                          transform_splats(read_splat_ply(demo_ply), R, s, s * t))
+    transform = tmp_path / "dataparser_transforms.json"
+    transform.write_text(json.dumps({"transform": torch.cat([R, t[:, None]], 1).tolist(),
+                                     "scale": s}))
+    return ply, transform
+
+
+def test_a_splatfacto_ply_comes_back_into_its_datasets_world(splatfacto_ply, demo_splat_run):
+    ply, transform = splatfacto_ply
+    with pytest.warns(Warning, match="--ply-transform"):   # in its frame, it misses the box
+        open_teacher(ply, scene=DEMO_SCENE, downscale=2)
+    source = open_teacher(ply, scene=DEMO_SCENE, downscale=2, ply_transform=transform)
+    run = open_teacher(demo_splat_run)
+    for key in ("means", "scales", "opacities", "quats"):
+        a, b = source.model.params[key], run.model.params[key]
+        if key == "quats":      # q and -q are the same rotation
+            a, b = a * torch.sign(a[:, :1]), b * torch.sign(b[:, :1])
+        assert torch.allclose(a, b, atol=1e-4), key
+
+
+def test_a_resumed_splatfacto_distillation_keeps_its_transform(splatfacto_ply, tmp_path):
+    ply, transform = splatfacto_ply
+    out = tmp_path / "ns"
+    distill(ply, "triplane", out, _train(5), FAST, quiet=True, scene=DEMO_SCENE, downscale=2,
+            ply_transform=transform)
+    saved = read_config(out)["distill"]["ply_transform"]
+    assert saved == str(transform.resolve())
+    again = distill(ply, "triplane", out, _train(10), FAST, resume=True, quiet=True)
+    assert again["student"]["steps"] == 10 and again["cameras"] == "scene"
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{", "not readable as JSON"),
+    ('{"transform": [[1, 0, 0, 0]], "scale": 1}', "3x4"),
+    ('{"transform": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "scale": 1}', "rotation"),
+    ('{"transform": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "scale": -1}', "'scale'"),
+    ('{"scale": 1}', "'transform' and 'scale'"),
+])
+def test_a_bad_dataparser_transform_is_a_one_line_error(capsys, demo_ply, tmp_path, content,
+                                                        needle):
+    bad = tmp_path / "dataparser_transforms.json"
+    bad.write_text(content)
+    assert main(["distill", str(demo_ply), "--to", "hashgrid", "--ply-transform", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+
+
+def test_ply_transform_is_for_a_ply(capsys, demo_run, tmp_path):
+    assert main(["distill", str(demo_run), "--to", "hashgrid", "--ply-transform",
+                 str(tmp_path / "t.json")]) != 0
+    err = capsys.readouterr().err
+    assert "--ply-transform is for a .ply teacher" in err and err.count("\n") == 1
