@@ -14,7 +14,6 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,11 +60,10 @@ class TeacherSource:
 
 def teacher_train_seconds(run_dir: Path) -> float | None:
     """Seconds the teacher trained for (its log's last ``elapsed``), if known."""
-    log = Path(run_dir) / "log.jsonl"
-    if not log.is_file():
-        return None
-    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-    return float(json.loads(lines[-1]).get("elapsed", 0)) if lines else None
+    from fieldkit.train.run import last_log_entry
+
+    last = last_log_entry(run_dir)
+    return None if last is None else float(last.get("elapsed", 0))
 
 
 def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
@@ -123,10 +121,10 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
 
         params = to_dataset_world(params, ply_transform)
     cameras_json = cameras_json_for(path) if scene is None else None
-    if cameras_json is not None and dataset_of(cameras_json.parent) is not None:
-        # the folder names its dataset and it is here: the photos give the report too
-        scene, factor = dataset_of(cameras_json.parent)
-        downscale, cameras_json = factor if downscale == 1 else downscale, None
+    dataset = dataset_of(cameras_json.parent) if cameras_json is not None else None
+    if dataset is not None:   # the folder names its dataset and it is here: photos too
+        scene, cameras_json = dataset[0], None
+        downscale = dataset[1] if downscale == 1 else downscale
     if cameras_json is not None:
         cameras, norm = _gs_cameras(cameras_json, params, downscale)
         box = splats_to_box(params, norm)
@@ -168,13 +166,11 @@ def _gs_cameras(path: Path, params: dict[str, torch.Tensor],
     """The cameras of a 3DGS cameras.json in the box they and the Gaussians make, at
     ``downscale``."""
     from fieldkit.data.images import downscaled_size
-    from fieldkit.splats.gs_folder import read_cameras_json
+    from fieldkit.splats.gs_folder import read_cameras_json, world_cameras
 
     cams = read_cameras_json(path)
     norm = camera_normalisation(cams["c2w"], params["means"], params["opacities"])
-    world = Cameras(torch.from_numpy(cams["c2w"]), torch.from_numpy(cams["K"]),
-                    torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"]))
-    box = world.transformed(torch.from_numpy(norm.matrix()), norm.scale)
+    box = world_cameras(cams).transformed(torch.from_numpy(norm.matrix()), norm.scale)
     if downscale > 1:
         sizes = [downscaled_size(int(w), int(h), downscale)
                  for w, h in zip(cams["width"], cams["height"])]

@@ -21,7 +21,7 @@ def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
     point_cloud.ply`` (N: the run's steps), ``out/cameras.json`` (its training cameras) and
     ``out/cfg_args`` (its scene folder and downscale).
     Returns (the .ply's path, number of Gaussians)."""
-    from fieldkit.train.run import load_model, read_config
+    from fieldkit.train.run import last_log_entry, load_model, read_config
 
     out = Path(out)
     folder = out.suffix == ""
@@ -32,30 +32,22 @@ def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
                             f"run (train one with --model splat, or convert this one with "
                             f"`fieldkit distill {run_dir} --to splat`)")
-    norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
+    cfg = read_config(run_dir)
+    norm = Normalisation.from_dict(cfg["normalisation"])
     params = splats_to_world(model.export_params(), norm)
     if not folder:
         return write_splat_ply(out, params), model.num_gaussians
     if out.exists() and not out.is_dir():
         raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
                             "output layout")
-    ply = out / "point_cloud" / f"iteration_{_steps(run_dir)}" / PLY_NAME
+    steps = (last_log_entry(run_dir) or {}).get("step", 0)
+    ply = out / "point_cloud" / f"iteration_{steps}" / PLY_NAME
     ply.parent.mkdir(parents=True, exist_ok=True)
     write_splat_ply(ply, params)
     _write_world_cameras(run_dir, norm, out / CAMERAS_JSON)
-    cfg = read_config(run_dir)
     write_cfg_args(out / CFG_ARGS, cfg.get("scene", ""), str(out), model.config.sh_degree,
                    int(cfg.get("downscale", 1)), cfg.get("train", {}).get("background") == "white")
     return ply, model.num_gaussians
-
-
-def _steps(run_dir: Path) -> int:
-    """The run's last logged step (0 when it has no log)."""
-    import json
-
-    log = Path(run_dir) / "log.jsonl"
-    lines = [ln for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
-    return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
 
 
 def _write_world_cameras(run_dir: Path, norm: Normalisation, path: Path) -> None:

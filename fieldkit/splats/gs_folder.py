@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fieldkit.errors import FieldkitError
 
@@ -184,3 +185,11 @@ def dataset_of(folder: Path) -> tuple[Path, int] | None:
         return None
     resolution = args.get("resolution")
     return Path(source), (resolution if resolution in (2, 4, 8) else 1)
+
+
+def world_cameras(cams: dict, dtype: torch.dtype = torch.float64):
+    """``read_cameras_json``'s cameras as ``Cameras`` (world units, pinholes)."""
+    from fieldkit.data.cameras import Cameras
+
+    return Cameras(torch.from_numpy(cams["c2w"]).to(dtype), torch.from_numpy(cams["K"]).to(dtype),
+                   torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"]))

@@ -33,6 +33,13 @@ def read_config(run_dir: Path) -> dict:
         raise FieldkitError(f"{path} is corrupt ({e.msg}); retrain or restore it") from None
 
 
+def last_log_entry(run_dir: Path) -> dict | None:
+    """The last line of a run's log.jsonl (step, elapsed, loss, ...), or None without one."""
+    log = Path(run_dir) / "log.jsonl"
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+    return json.loads(lines[-1]) if lines else None
+
+
 def load_model(run_dir: Path, device: str = "cpu") -> torch.nn.Module:
     """The trained model of a run (no pickling)."""
     read_config(run_dir)

@@ -267,7 +267,8 @@ def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
     (their photos then go on the frustums), else its cameras.json's; (None, None, 1) when it
     has neither."""
     from fieldkit.data.scene import load_cameras
-    from fieldkit.splats.gs_folder import cameras_json_for, dataset_of, read_cameras_json
+    from fieldkit.splats.gs_folder import (cameras_json_for, dataset_of, read_cameras_json,
+                                           world_cameras)
 
     path = cameras_json_for(ply)
     if path is None:
@@ -283,6 +284,4 @@ def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
             world = cams[splits["train"]].transformed(
                 torch.from_numpy(norm.inverse_matrix()), 1.0 / norm.scale)
             return world, dataset[0], dataset[1]
-    cams = read_cameras_json(path)
-    return Cameras(torch.from_numpy(cams["c2w"]).float(), torch.from_numpy(cams["K"]).float(),
-                   torch.from_numpy(cams["width"]), torch.from_numpy(cams["height"])), None, 1
+    return world_cameras(read_cameras_json(path), torch.float32), None, 1
