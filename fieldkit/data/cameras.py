@@ -90,6 +90,14 @@ class Cameras:
         c2w[:, :3, 3] = self.c2w[:, :3, 3] @ T[:3, :3].T + T[:3, 3]
         return replace(self, c2w=c2w)
 
+    def to_box(self, norm) -> Cameras:
+        """World cameras -> the box of ``norm`` (a ``Normalisation``)."""
+        return self.transformed(torch.from_numpy(norm.matrix()), norm.scale)
+
+    def to_world(self, norm) -> Cameras:
+        """Cameras in the box of ``norm`` -> world units."""
+        return self.transformed(torch.from_numpy(norm.inverse_matrix()), 1.0 / norm.scale)
+
     # ------------------------------------------------------------------ pixels <-> rays
     def pixel_centers(self, cam: int) -> Tensor:
         """[H, W, 2] continuous (x, y) coordinates of the pixel centres of camera ``cam``."""

@@ -130,7 +130,7 @@ def scene_cameras(raw: RawScene, norm: Normalisation, downscale: int = 1) -> Cam
     f64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
     cams = Cameras(f64(raw.c2w), f64(raw.K), torch.from_numpy(raw.width),
                    torch.from_numpy(raw.height), f64(raw.distortion))
-    cams = cams.transformed(f64(norm.matrix()), norm.scale)
+    cams = cams.to_box(norm)
     if downscale > 1:
         new = [downscaled_size(int(w), int(h), downscale) for w, h in zip(raw.width, raw.height)]
         cams = cams.resized(torch.tensor([s[0] for s in new]), torch.tensor([s[1] for s in new]))

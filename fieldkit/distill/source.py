@@ -80,9 +80,9 @@ def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
     path = Path(path)
     if path.suffix.lower() == ".ply":
         return _open_ply(path, device, scene, downscale, ply_transform=ply_transform)
-    if path.is_dir() and not (path / "config.json").exists() and latest_ply(path) is not None:
-        return _open_ply(latest_ply(path), device, scene, downscale, given=path,
-                         ply_transform=ply_transform)
+    ply = latest_ply(path) if path.is_dir() and not (path / "config.json").exists() else None
+    if ply is not None:   # a 3DGS output folder
+        return _open_ply(ply, device, scene, downscale, given=path, ply_transform=ply_transform)
     if ply_transform is not None:
         raise FieldkitError("--ply-transform is for a .ply teacher; a run is in its own box")
     if scene is not None:
@@ -170,7 +170,7 @@ def _gs_cameras(path: Path, params: dict[str, torch.Tensor],
 
     cams = read_cameras_json(path)
     norm = camera_normalisation(cams["c2w"], params["means"], params["opacities"])
-    box = world_cameras(cams).transformed(torch.from_numpy(norm.matrix()), norm.scale)
+    box = world_cameras(cams).to_box(norm)
     if downscale > 1:
         sizes = [downscaled_size(int(w), int(h), downscale)
                  for w, h in zip(cams["width"], cams["height"])]

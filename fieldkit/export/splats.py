@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix
@@ -62,6 +60,6 @@ def _write_world_cameras(run_dir: Path, norm: Normalisation, path: Path) -> None
         raise FieldkitError(f"{run_dir} has no {CAMERAS_FILE} (a run trained before fieldkit "
                             "kept its cameras); export a .ply file instead")
     cams = Cameras.from_state_dict(load_tensors(file))
-    world = cams.transformed(torch.from_numpy(norm.inverse_matrix()).double(), 1.0 / norm.scale)
+    world = cams.to_world(norm)
     write_cameras_json(path, world.c2w.double().numpy(), world.K.double().numpy(),
                        world.width.numpy(), world.height.numpy())

@@ -126,8 +126,6 @@ class Viewer:
         self._render_thread: threading.Thread | None = None
         self.frustums = Frustums([], np.zeros((0, 3)), 1.0)
         """The training cameras' frustums (added in the background)."""
-        self._eye: np.ndarray | None = None
-        """Where the browser camera that moved last is (frustums near it hide)."""
         self.job_lock = threading.Lock()
         """Held by the background job running (exports, videos): one at a time."""
         server = None
@@ -196,7 +194,6 @@ class Viewer:
 
     def eye_moved(self, eye: np.ndarray) -> None:
         """A browser camera moved to ``eye`` [3]: the frustums near it hide, the others show."""
-        self._eye = eye
         self.frustums.update(eye=eye)
 
     def _add_frustums(self) -> None:
@@ -210,7 +207,7 @@ class Viewer:
             frustums = add_frustums(self.server.scene, self.sources[0],
                                     self.config.max_frustums, self.config.thumbnail_size,
                                     on_click=jump, plain=(0,))
-            frustums.update(eye=self._eye)
+            frustums.update(eye=self.frustums.eye)   # where the eye went meanwhile
             self.frustums = frustums
         except Exception as e:  # frustums are a nicety, never fatal
             from fieldkit.errors import warn
@@ -262,8 +259,9 @@ def open_sources(target: Path, other: Path | None = None) -> list:
         if not p.is_dir():
             raise FieldkitError(f"{p} is not a run folder or a .ply file; pass the --out "
                                 "folder of `fieldkit train` or a 3DGS .ply")
-        if not (p / "config.json").exists() and latest_ply(p) is not None:  # a 3DGS output
-            return Source.from_ply(latest_ply(p), label=p.name)
+        ply = None if (p / "config.json").exists() else latest_ply(p)
+        if ply is not None:  # a 3DGS output folder
+            return Source.from_ply(ply, label=p.name)
         return Source.from_run(p)
 
     sources = [one(target)]

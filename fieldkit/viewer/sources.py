@@ -281,7 +281,5 @@ def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
             warn(f"the scene {dataset[0]} named by {path.parent / 'cfg_args'} could not be read "
                  f"({e}); its cameras.json is used")
         else:
-            world = cams[splits["train"]].transformed(
-                torch.from_numpy(norm.inverse_matrix()), 1.0 / norm.scale)
-            return world, dataset[0], dataset[1]
+            return cams[splits["train"]].to_world(norm), dataset[0], dataset[1]
     return world_cameras(read_cameras_json(path), torch.float32), None, 1
