@@ -219,8 +219,7 @@ class Distillation:
             "train": train.to_dict(),
             "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
                         "cameras": cam_source, "from_file": source.is_ply,
-                        "ply_transform": str(Path(ply_transform).resolve()) if ply_transform
-                        else None,
+                        "ply_transform": _saved_transform(ply_transform),
                         "config": config.to_dict(),
                         "rendered": budget.made}})
         save_train_cameras(out, cams)
@@ -274,3 +273,12 @@ class Distillation:
         if not quiet:
             print_report(report)
         return report
+
+
+def _saved_transform(ply_transform: Path | None) -> str | None:
+    """``--ply-transform`` as a resume finds it again: a file's absolute path, or the word."""
+    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME
+
+    if ply_transform is None or str(ply_transform) == GSPLAT_FRAME:
+        return None if ply_transform is None else GSPLAT_FRAME
+    return str(Path(ply_transform).resolve())

@@ -11,6 +11,10 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
 - that folder's cameras.json: its cameras give the views and, with the Gaussians, the box;
 - the Gaussians alone: a box that holds most of them (``fieldkit/splats/frame.py``) and a
   sphere of views around it.
+A checkpoint of gsplat's simple_trainer (``ckpts/ckpt_*.pt``), or its results folder (its
+newest checkpoint or .ply), is read as that .ply would be. That trainer normalises the COLMAP
+world (``fieldkit/splats/gsplat_folder.py``): the Gaussians are brought back into the world of
+the dataset named by its cfg.yml, or of ``--scene``, which then gives the views as above.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.splats.frame import camera_normalisation, opaque_centres, splat_normalisation
 
+SPLAT_FILES = (".ply", ".pt")
+"""Teacher files read as Gaussians: a 3DGS .ply, a gsplat checkpoint."""
 SPHERE_VIEWS = 64
 """Views around the box of a .ply teacher without a scene (``sphere_cameras``)."""
 FRAME_SHARE = 0.8
@@ -54,8 +60,9 @@ class TeacherSource:
 
     @property
     def is_ply(self) -> bool:
-        """A .ply teacher (given as a file or as the 3DGS folder it lies in)."""
-        return self.model_file.suffix.lower() == ".ply"
+        """A teacher read from a splat file (a .ply or a gsplat checkpoint, given as a file or
+        as the folder it lies in), not from a run."""
+        return self.model_file.suffix.lower() in SPLAT_FILES
 
 
 def teacher_train_seconds(run_dir: Path) -> float | None:
@@ -75,13 +82,16 @@ def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
     dataparser.py``)."""
     from fieldkit.distill.views import train_cameras
     from fieldkit.splats.gs_folder import latest_ply
+    from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
     from fieldkit.train.run import load_model, read_config
 
     path = Path(path)
-    if path.suffix.lower() == ".ply":
+    if path.suffix.lower() in SPLAT_FILES:
         return _open_ply(path, device, scene, downscale, ply_transform=ply_transform)
-    ply = latest_ply(path) if path.is_dir() and not (path / "config.json").exists() else None
-    if ply is not None:   # a 3DGS output folder
+    ply = None
+    if path.is_dir() and not (path / "config.json").exists():   # a 3DGS or gsplat folder
+        ply = latest_ply(path) or (latest_splats(path) if result_folder_of(path) else None)
+    if ply is not None:
         return _open_ply(ply, device, scene, downscale, given=path, ply_transform=ply_transform)
     if ply_transform is not None:
         raise FieldkitError("--ply-transform is for a .ply teacher; a run is in its own box")
@@ -107,16 +117,19 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
+    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, read_gsplat_checkpoint
     from fieldkit.splats.model import SplatConfig, SplatModel
     from fieldkit.splats.ply import read_splat_ply, sh_degree_of
     from fieldkit.splats.transform import splats_to_box
 
     if not path.is_file():
         raise FieldkitError(f"{path} does not exist; pass a run directory or a 3DGS .ply file")
-    params = read_splat_ply(path)
+    params = read_splat_ply(path) if path.suffix.lower() == ".ply" else \
+        read_gsplat_checkpoint(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    if ply_transform is not None:
+    params, scene, downscale = _gsplat_world(path, params, scene, downscale, ply_transform)
+    if ply_transform is not None and str(ply_transform) != GSPLAT_FRAME:
         from fieldkit.splats.dataparser import to_dataset_world
 
         params = to_dataset_world(params, ply_transform)
@@ -146,7 +159,8 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
         if share < 0.5:
             warn(f"only {100 * share:.0f}% of the opacity of {path.name} lies in the box of "
                  f"{scene}; is the .ply in that scene's world units? (a splatfacto export is "
-                 "not: pass --ply-transform with its run's dataparser_transforms.json)")
+                 "not: pass --ply-transform with its run's dataparser_transforms.json; a "
+                 "gsplat one neither: pass --ply-transform gsplat)")
     model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
     model.config.render.bound = float(norm.bound)
     model.set_gaussians(box)
@@ -155,6 +169,44 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               "normalisation": norm.as_dict(),
               "model": {"kind": "splat", "config": asdict(model.config)}}
     return TeacherSource(given or path, model, config, cameras, source, None, path)
+
+
+def _gsplat_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None,
+                  downscale: int, ply_transform: Path | None
+                  ) -> tuple[dict[str, torch.Tensor], Path | None, int]:
+    """(params, scene, downscale) of Gaussians from gsplat's simple_trainer: in its dataset's
+    world when it normalised that world (its cfg.yml says so, or ``--ply-transform gsplat``)
+    and the dataset is here (its cfg.yml's, or ``scene``); else as they are."""
+    from fieldkit.splats.gsplat_folder import (GOOD_FIT, GSPLAT_FRAME, from_gsplat_frame,
+                                               gsplat_dataset, gsplat_frame, is_normalised,
+                                               read_gsplat_cfg, result_folder_of)
+
+    folder = result_folder_of(path)
+    asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
+    if folder is None and not asked:
+        return params, scene, downscale
+    normalised = asked
+    if folder is not None:
+        cfg = read_gsplat_cfg(folder)
+        normalised = normalised or is_normalised(cfg)
+        dataset = gsplat_dataset(folder, cfg) if scene is None else None
+        if dataset is not None:
+            scene = dataset[0]
+            downscale = dataset[1] if downscale == 1 else downscale
+        elif scene is None:
+            warn(f"the dataset of {folder} ({cfg.get('data_dir')!r} in its cfg.yml) is not "
+                 "here: views circle the Gaussians; pass --scene with that COLMAP dataset for "
+                 "its cameras and test photos")
+    if not normalised or scene is None:
+        if asked:
+            raise FieldkitError("--ply-transform gsplat recomputes gsplat's frame from the "
+                                "dataset; pass it with --scene")
+        return params, scene, downscale
+    frame, fit = gsplat_frame(params, scene)
+    if fit > GOOD_FIT:
+        warn(f"the Gaussians of {path.name} lie {fit:.3f} (median, gsplat units) from the "
+             f"sparse points of {scene} in gsplat's frame; were they trained on that dataset?")
+    return from_gsplat_frame(params, frame), scene, downscale
 
 
 LARGE_VIEW = 1600

@@ -62,8 +62,10 @@ def _quaternion(R: np.ndarray) -> np.ndarray:
     return np.array([w, x, y, z])
 
 
-def colmap_scene(dest: Path, model: str = "PINHOLE", text: bool = False) -> Path:
-    """A COLMAP model (sparse/0) of the demo cameras, with a few sparse points."""
+def colmap_scene(dest: Path, model: str = "PINHOLE", text: bool = False,
+                 points: np.ndarray | None = None) -> Path:
+    """A COLMAP model (sparse/0) of the demo cameras, with sparse points ``points`` [P, 3]
+    (default: 50 random ones in [-1, 1]^3)."""
     angle, frames = _frames()
     names = _rgb_images(frames, dest)
     f = 0.5 * 96 / math.tan(0.5 * angle)
@@ -78,9 +80,10 @@ def colmap_scene(dest: Path, model: str = "PINHOLE", text: bool = False) -> Path
         images[i + 1] = cio.ColmapImage(i + 1, _quaternion(w2c[:3, :3]), w2c[:3, 3], 1, name,
                                         np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
     rng = np.random.default_rng(0)
-    xyz = rng.uniform(-1, 1, (50, 3))
-    points = cio.ColmapPoints(np.arange(1, 51, dtype=np.int64), xyz,
-                              rng.integers(0, 255, (50, 3), dtype=np.uint8), np.zeros(50))
+    xyz = rng.uniform(-1, 1, (50, 3)) if points is None else np.asarray(points, np.float64)
+    n = len(xyz)
+    points = cio.ColmapPoints(np.arange(1, n + 1, dtype=np.int64), xyz,
+                              rng.integers(0, 255, (n, 3), dtype=np.uint8), np.zeros(n))
     sparse = dest / "sparse" / "0"
     sparse.mkdir(parents=True)
     ext = "txt" if text else "bin"
