@@ -227,8 +227,10 @@ class Distill(ModelOptions):
     (RUN/distill.json)."""
 
     teacher: Positional[Path]
-    """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer, or the
-    original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json)."""
+    """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer, the
+    original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
+    or gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt; its cfg.yml's
+    dataset gives the views when here)."""
     to: Literal["hashgrid", "triplane", "mlp", "splat"]
     """Student representation."""
     scene: Path | None = None
@@ -242,7 +244,8 @@ class Distill(ModelOptions):
     ply_transform: Path | None = None
     """.ply teacher: the dataparser_transforms.json of the nerfstudio run that exported it
     (splatfacto's `ns-export gaussian-splat` writes the Gaussians in nerfstudio's frame, not in
-    the dataset's world units); with --scene, its dataset."""
+    the dataset's world units), or `gsplat` for gsplat's normalised frame (recomputed from the
+    COLMAP dataset; automatic inside its results folder); with --scene, its dataset."""
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
@@ -332,8 +335,9 @@ class View:
     """Open the browser viewer on a run or a splat .ply (optionally beside a second run)."""
 
     target: Positional[Path]
-    """Run directory, 3DGS .ply file, or 3DGS output folder (its latest .ply, and its
-    cameras.json for the first view and the frustums)."""
+    """Run directory, 3DGS .ply file, 3DGS output folder (its latest .ply, and its
+    cameras.json for the first view and the frustums), or gsplat's results folder or
+    checkpoint (in its dataset's world, with its cameras, when that dataset is here)."""
     other: Positional[Path | None] = None
     """Optional second run to compare side by side."""
     host: str = "127.0.0.1"

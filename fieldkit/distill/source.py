@@ -117,19 +117,19 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
-    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, read_gsplat_checkpoint
+    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, gsplat_world, read_splats
     from fieldkit.splats.model import SplatConfig, SplatModel
-    from fieldkit.splats.ply import read_splat_ply, sh_degree_of
+    from fieldkit.splats.ply import sh_degree_of
     from fieldkit.splats.transform import splats_to_box
 
     if not path.is_file():
         raise FieldkitError(f"{path} does not exist; pass a run directory or a 3DGS .ply file")
-    params = read_splat_ply(path) if path.suffix.lower() == ".ply" else \
-        read_gsplat_checkpoint(path)
+    params = read_splats(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    params, scene, downscale = _gsplat_world(path, params, scene, downscale, ply_transform)
-    if ply_transform is not None and str(ply_transform) != GSPLAT_FRAME:
+    asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
+    params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
+    if ply_transform is not None and not asked:
         from fieldkit.splats.dataparser import to_dataset_world
 
         params = to_dataset_world(params, ply_transform)
@@ -169,44 +169,6 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               "normalisation": norm.as_dict(),
               "model": {"kind": "splat", "config": asdict(model.config)}}
     return TeacherSource(given or path, model, config, cameras, source, None, path)
-
-
-def _gsplat_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None,
-                  downscale: int, ply_transform: Path | None
-                  ) -> tuple[dict[str, torch.Tensor], Path | None, int]:
-    """(params, scene, downscale) of Gaussians from gsplat's simple_trainer: in its dataset's
-    world when it normalised that world (its cfg.yml says so, or ``--ply-transform gsplat``)
-    and the dataset is here (its cfg.yml's, or ``scene``); else as they are."""
-    from fieldkit.splats.gsplat_folder import (GOOD_FIT, GSPLAT_FRAME, from_gsplat_frame,
-                                               gsplat_dataset, gsplat_frame, is_normalised,
-                                               read_gsplat_cfg, result_folder_of)
-
-    folder = result_folder_of(path)
-    asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
-    if folder is None and not asked:
-        return params, scene, downscale
-    normalised = asked
-    if folder is not None:
-        cfg = read_gsplat_cfg(folder)
-        normalised = normalised or is_normalised(cfg)
-        dataset = gsplat_dataset(folder, cfg) if scene is None else None
-        if dataset is not None:
-            scene = dataset[0]
-            downscale = dataset[1] if downscale == 1 else downscale
-        elif scene is None:
-            warn(f"the dataset of {folder} ({cfg.get('data_dir')!r} in its cfg.yml) is not "
-                 "here: views circle the Gaussians; pass --scene with that COLMAP dataset for "
-                 "its cameras and test photos")
-    if not normalised or scene is None:
-        if asked:
-            raise FieldkitError("--ply-transform gsplat recomputes gsplat's frame from the "
-                                "dataset; pass it with --scene")
-        return params, scene, downscale
-    frame, fit = gsplat_frame(params, scene)
-    if fit > GOOD_FIT:
-        warn(f"the Gaussians of {path.name} lie {fit:.3f} (median, gsplat units) from the "
-             f"sparse points of {scene} in gsplat's frame; were they trained on that dataset?")
-    return from_gsplat_frame(params, frame), scene, downscale
 
 
 LARGE_VIEW = 1600

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fieldkit.errors import FieldkitError
+from fieldkit.errors import FieldkitError, warn
 
 GSPLAT_CFG = "cfg.yml"
 GSPLAT_FRAME = "gsplat"
@@ -53,6 +53,9 @@ FIT_GAUSSIANS = 60000
 GOOD_FIT = 0.05
 """A frame whose median point-to-Gaussian distance exceeds this (in gsplat's units: the median
 camera distance is 1) draws a warning: the Gaussians do not lie on that dataset's points."""
+DISTINCT = 1.5
+"""The best frame's fit is this many times closer than the next one's, or a warning says the
+scene is too symmetric to tell (on beer-colmap: 0.0122 against 0.0294)."""
 _CKPT = re.compile(r"^ckpt_(\d+)_rank(\d+)\.pt$")
 _PLY = re.compile(r"^point_cloud_(\d+)\.ply$")
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0")
@@ -63,6 +66,8 @@ def result_folder_of(path: Path) -> Path | None:
     """The gsplat results folder ``path`` is (a folder with cfg.yml) or lies in (a
     checkpoint in its ckpts/, a .ply in its ply/); None otherwise."""
     path = Path(path).resolve()
+    if not path.is_dir() and path.parent.name not in ("ckpts", "ply"):
+        return None
     folder = path if path.is_dir() else path.parent.parent
     return folder if (folder / GSPLAT_CFG).is_file() else None
 
@@ -95,6 +100,14 @@ def _load(path: Path) -> dict:
         raise FieldkitError(f"{path} has no 'splats' entry; pass a checkpoint of gsplat's "
                             "simple_trainer (ckpts/ckpt_*.pt) or its .ply")
     return data["splats"]
+
+
+def read_splats(path: Path) -> dict[str, torch.Tensor]:
+    """Splat params of a 3DGS .ply or of a gsplat checkpoint (any other suffix)."""
+    from fieldkit.splats.ply import read_splat_ply
+
+    path = Path(path)
+    return read_splat_ply(path) if path.suffix.lower() == ".ply" else read_gsplat_checkpoint(path)
 
 
 def read_gsplat_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -290,12 +303,16 @@ def gsplat_frame(params: dict[str, torch.Tensor], scene: Path) -> tuple[np.ndarr
     points = raw.points[torch.randperm(len(raw.points), generator=gen)[:FIT_POINTS].numpy()]
     centres = opaque_centres(params["means"], params["opacities"])
     centres = centres[torch.randperm(len(centres), generator=gen)[:FIT_GAUSSIANS]]
-    best = None
-    for t in frame_candidates(raw.c2w, raw.points):
-        fit = _fit(points @ t[:3, :3].T + t[:3, 3], centres)
-        if best is None or fit < best[1]:
-            best = (t, fit)
-    return best
+    scored = sorted(((_fit(points @ t[:3, :3].T + t[:3, 3], centres), i, t)
+                     for i, t in enumerate(frame_candidates(raw.c2w, raw.points))),
+                    key=lambda x: x[:2])
+    (fit, _, frame), second = scored[0], scored[1][0]
+    if second < DISTINCT * fit:
+        warn(f"gsplat's frame is ambiguous for {scene}: its sparse points lie about as close to "
+             f"the Gaussians turned half a turn ({second:.3f} against {fit:.3f}); if the views "
+             "look wrong, write the right one as a dataparser_transforms.json and pass it with "
+             "--ply-transform")
+    return frame, fit
 
 
 def from_gsplat_frame(params: dict[str, torch.Tensor], frame: np.ndarray) -> dict:
@@ -307,6 +324,40 @@ def from_gsplat_frame(params: dict[str, torch.Tensor], frame: np.ndarray) -> dic
     R = frame[:3, :3] / s
     return transform_splats(params, torch.from_numpy(R.T.copy()), 1.0 / s,
                             torch.from_numpy(-R.T @ frame[:3, 3] / s))
+
+
+def gsplat_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None,
+                 downscale: int, asked: bool = False
+                 ) -> tuple[dict[str, torch.Tensor], Path | None, int]:
+    """(params, scene, downscale) of Gaussians from gsplat's simple_trainer: in its dataset's
+    world when it normalised that world (its cfg.yml says so, or ``asked``: ``--ply-transform
+    gsplat``) and the dataset is here (its cfg.yml's, or ``scene``); else as they are. The
+    scene and downscale are its cfg.yml's unless given."""
+    folder = result_folder_of(path)
+    if folder is None and not asked:
+        return params, scene, downscale
+    normalised = asked
+    if folder is not None:
+        cfg = read_gsplat_cfg(folder)
+        normalised = normalised or is_normalised(cfg)
+        dataset = gsplat_dataset(folder, cfg) if scene is None else None
+        if dataset is not None:
+            scene = dataset[0]
+            downscale = dataset[1] if downscale == 1 else downscale
+        elif scene is None:
+            warn(f"the dataset of {folder} ({cfg.get('data_dir')!r} in its cfg.yml) is not "
+                 "here, so neither are its cameras and photos; the Gaussians stay in gsplat's "
+                 "frame (`fieldkit distill` takes that COLMAP dataset with --scene)")
+    if not normalised or scene is None:
+        if asked:
+            raise FieldkitError("--ply-transform gsplat recomputes gsplat's frame from the "
+                                "dataset; pass it with --scene")
+        return params, scene, downscale
+    frame, fit = gsplat_frame(params, scene)
+    if fit > GOOD_FIT:
+        warn(f"the Gaussians of {path.name} lie {fit:.3f} (median, gsplat units) from the "
+             f"sparse points of {scene} in gsplat's frame; were they trained on that dataset?")
+    return from_gsplat_frame(params, frame), scene, downscale
 
 
 def write_gsplat_result(folder: Path, params: dict[str, torch.Tensor], step: int,

@@ -245,22 +245,26 @@ class Viewer:
 
 
 def open_sources(target: Path, other: Path | None = None) -> list:
-    """Sources for ``fieldkit view TARGET [OTHER]``: a run folder, a 3DGS .ply or a 3DGS
-    output folder each."""
+    """Sources for ``fieldkit view TARGET [OTHER]``: a run folder, a 3DGS .ply, a 3DGS output
+    folder, a gsplat checkpoint or a gsplat results folder each."""
+    from fieldkit.distill.source import SPLAT_FILES
     from fieldkit.splats.gs_folder import latest_ply
+    from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
     from fieldkit.viewer.sources import Source
 
     def one(p: Path):
         p = Path(p)
-        if p.suffix.lower() == ".ply":
+        if p.suffix.lower() in SPLAT_FILES:
             if not p.is_file():
                 raise FieldkitError(f"{p} does not exist; pass a 3DGS .ply file or a run folder")
             return Source.from_ply(p)
         if not p.is_dir():
             raise FieldkitError(f"{p} is not a run folder or a .ply file; pass the --out "
                                 "folder of `fieldkit train` or a 3DGS .ply")
-        ply = None if (p / "config.json").exists() else latest_ply(p)
-        if ply is not None:  # a 3DGS output folder
+        ply = None
+        if not (p / "config.json").exists():
+            ply = latest_ply(p) or (latest_splats(p) if result_folder_of(p) else None)
+        if ply is not None:  # a 3DGS output folder or gsplat's results
             return Source.from_ply(ply, label=p.name)
         return Source.from_run(p)
 

@@ -94,17 +94,22 @@ class Source:
         first view, the orbit centre and the frustums."""
         from fieldkit.splats.model import SplatConfig, SplatModel
         from fieldkit.splats.frame import splat_normalisation
-        from fieldkit.splats.ply import read_splat_ply, sh_degree_of
+        from fieldkit.splats.gsplat_folder import gsplat_world, read_splats
+        from fieldkit.splats.ply import sh_degree_of
 
-        params = read_splat_ply(path)
+        params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
+        params, scene, downscale = gsplat_world(Path(path), params, None, 1)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.set_gaussians(params)
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
         model.config.render.bound = max(1.0 / frame.scale, 1e-3)
         model.eval()
-        cameras, scene_path, downscale = _gs_cameras_for(Path(path))
+        if scene is not None:   # gsplat's results, brought into their dataset's world
+            cameras, scene_path = _scene_cameras(scene, downscale), Path(scene)
+        else:
+            cameras, scene_path, downscale = _gs_cameras_for(Path(path))
         return cls(label=label or Path(path).name, model=model, ply_path=Path(path),
                    origin=np.asarray(frame.center, dtype=np.float64), cameras=cameras,
                    scene_path=scene_path, downscale=downscale)
@@ -266,7 +271,6 @@ def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
     in: its dataset's training cameras when its cfg_args names a scene folder that is here
     (their photos then go on the frustums), else its cameras.json's; (None, None, 1) when it
     has neither."""
-    from fieldkit.data.scene import load_cameras
     from fieldkit.splats.gs_folder import (cameras_json_for, dataset_of, read_cameras_json,
                                            world_cameras)
 
@@ -276,10 +280,16 @@ def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:
     dataset = dataset_of(path.parent)
     if dataset is not None:
         try:
-            cams, splits, norm = load_cameras(dataset[0], downscale=dataset[1])
+            return _scene_cameras(*dataset), dataset[0], dataset[1]
         except FieldkitError as e:
             warn(f"the scene {dataset[0]} named by {path.parent / 'cfg_args'} could not be read "
                  f"({e}); its cameras.json is used")
-        else:
-            return cams[splits["train"]].to_world(norm), dataset[0], dataset[1]
     return world_cameras(read_cameras_json(path), torch.float32), None, 1
+
+
+def _scene_cameras(scene: Path, downscale: int) -> Cameras:
+    """The training cameras of ``scene`` at ``downscale``, in world units."""
+    from fieldkit.data.scene import load_cameras
+
+    cams, splits, norm = load_cameras(scene, downscale=downscale)
+    return cams[splits["train"]].to_world(norm)
