@@ -229,8 +229,9 @@ class Distill(ModelOptions):
     teacher: Positional[Path]
     """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer, the
     original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
-    or gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt; its cfg.yml's
-    dataset gives the views when here)."""
+    gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt), or a nerfstudio
+    splatfacto run folder or checkpoint (nerfstudio_models/step-*.ckpt); the dataset their
+    config names gives the views when it is here."""
     to: Literal["hashgrid", "triplane", "mlp", "splat"]
     """Student representation."""
     scene: Path | None = None
@@ -244,8 +245,9 @@ class Distill(ModelOptions):
     ply_transform: Path | None = None
     """.ply teacher: the dataparser_transforms.json of the nerfstudio run that exported it
     (splatfacto's `ns-export gaussian-splat` writes the Gaussians in nerfstudio's frame, not in
-    the dataset's world units), or `gsplat` for gsplat's normalised frame (recomputed from the
-    COLMAP dataset; automatic inside its results folder); with --scene, its dataset."""
+    the dataset's world units; automatic for a splatfacto run folder), or `gsplat` for
+    gsplat's normalised frame (recomputed from the COLMAP dataset; automatic inside its results
+    folder); with --scene, its dataset."""
     out: Path | None = None
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
@@ -337,7 +339,8 @@ class View:
     target: Positional[Path]
     """Run directory, 3DGS .ply file, 3DGS output folder (its latest .ply, and its
     cameras.json for the first view and the frustums), or gsplat's results folder or
-    checkpoint (in its dataset's world, with its cameras, when that dataset is here)."""
+    checkpoint, or a splatfacto run folder or checkpoint (in its dataset's world, with its
+    cameras, when that dataset is here)."""
     other: Positional[Path | None] = None
     """Optional second run to compare side by side."""
     host: str = "127.0.0.1"

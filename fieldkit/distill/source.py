@@ -27,10 +27,9 @@ import torch
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
+from fieldkit.splats.foreign import SPLAT_FILES
 from fieldkit.splats.frame import camera_normalisation, opaque_centres, splat_normalisation
 
-SPLAT_FILES = (".ply", ".pt")
-"""Teacher files read as Gaussians: a 3DGS .ply, a gsplat checkpoint."""
 SPHERE_VIEWS = 64
 """Views around the box of a .ply teacher without a scene (``sphere_cameras``)."""
 FRAME_SHARE = 0.8
@@ -81,16 +80,13 @@ def open_teacher(path: Path, device: str = "cpu", scene: Path | None = None,
     nerfstudio dataparser_transforms.json whose frame a .ply is in (``fieldkit/splats/
     dataparser.py``)."""
     from fieldkit.distill.views import train_cameras
-    from fieldkit.splats.gs_folder import latest_ply
-    from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
+    from fieldkit.splats.foreign import latest_in
     from fieldkit.train.run import load_model, read_config
 
     path = Path(path)
     if path.suffix.lower() in SPLAT_FILES:
         return _open_ply(path, device, scene, downscale, ply_transform=ply_transform)
-    ply = None
-    if path.is_dir() and not (path / "config.json").exists():   # a 3DGS or gsplat folder
-        ply = latest_ply(path) or (latest_splats(path) if result_folder_of(path) else None)
+    ply = latest_in(path)   # another trainer's folder
     if ply is not None:
         return _open_ply(ply, device, scene, downscale, given=path, ply_transform=ply_transform)
     if ply_transform is not None:
@@ -117,7 +113,7 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
-    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, gsplat_world, read_splats
+    from fieldkit.splats.foreign import dataset_world, read_splats
     from fieldkit.splats.model import SplatConfig, SplatModel
     from fieldkit.splats.ply import sh_degree_of
     from fieldkit.splats.transform import splats_to_box
@@ -127,12 +123,7 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     params = read_splats(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
-    params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
-    if ply_transform is not None and not asked:
-        from fieldkit.splats.dataparser import to_dataset_world
-
-        params = to_dataset_world(params, ply_transform)
+    params, scene, downscale = dataset_world(path, params, scene, downscale, ply_transform)
     cameras_json = cameras_json_for(path) if scene is None else None
     dataset = dataset_of(cameras_json.parent) if cameras_json is not None else None
     if dataset is not None:   # the folder names its dataset and it is here: photos too

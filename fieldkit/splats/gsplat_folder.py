@@ -102,14 +102,6 @@ def _load(path: Path) -> dict:
     return data["splats"]
 
 
-def read_splats(path: Path) -> dict[str, torch.Tensor]:
-    """Splat params of a 3DGS .ply or of a gsplat checkpoint (any other suffix)."""
-    from fieldkit.splats.ply import read_splat_ply
-
-    path = Path(path)
-    return read_splat_ply(path) if path.suffix.lower() == ".ply" else read_gsplat_checkpoint(path)
-
-
 def read_gsplat_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Splat params (as ``read_splat_ply`` returns them) of a gsplat checkpoint: every rank's
     file of that step, concatenated."""
@@ -176,22 +168,28 @@ class _CfgLoader:
         return Loader
 
 
-def read_gsplat_cfg(folder: Path) -> dict:
-    """The cfg.yml of a gsplat results folder as plain values; one-line errors."""
+def read_config_yaml(path: Path, writer: str = "gsplat's trainer") -> dict:
+    """A trainer's yaml-dumped config (gsplat's cfg.yml, nerfstudio's config.yml) as plain
+    values, building no Python object; one-line errors that name ``writer``."""
     import yaml
 
-    path = Path(folder) / GSPLAT_CFG
+    path = Path(path)
     try:
         cfg = yaml.load(path.read_text(), Loader=_CfgLoader.make())  # noqa: S506 - safe subclass
     except FileNotFoundError:
-        raise FieldkitError(f"{path} does not exist; pass gsplat's results folder") from None
+        raise FieldkitError(f"{path} does not exist; pass the folder {writer} wrote") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FieldkitError(f"{path} is not readable YAML ({first}); pass the cfg.yml gsplat's "
-                            "trainer wrote") from None
+        raise FieldkitError(f"{path} is not readable YAML ({first}); pass the {path.name} "
+                            f"{writer} wrote") from None
     if not isinstance(cfg, dict):
-        raise FieldkitError(f"{path} holds no settings; pass the cfg.yml gsplat's trainer wrote")
+        raise FieldkitError(f"{path} holds no settings; pass the {path.name} {writer} wrote")
     return cfg
+
+
+def read_gsplat_cfg(folder: Path) -> dict:
+    """The cfg.yml of a gsplat results folder as plain values; one-line errors."""
+    return read_config_yaml(Path(folder) / GSPLAT_CFG)
 
 
 def is_normalised(cfg: dict) -> bool:

@@ -246,10 +246,8 @@ class Viewer:
 
 def open_sources(target: Path, other: Path | None = None) -> list:
     """Sources for ``fieldkit view TARGET [OTHER]``: a run folder, a 3DGS .ply, a 3DGS output
-    folder, a gsplat checkpoint or a gsplat results folder each."""
-    from fieldkit.distill.source import SPLAT_FILES
-    from fieldkit.splats.gs_folder import latest_ply
-    from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
+    folder, gsplat's results or a splatfacto run (or either's checkpoint) each."""
+    from fieldkit.splats.foreign import SPLAT_FILES, latest_in
     from fieldkit.viewer.sources import Source
 
     def one(p: Path):
@@ -261,10 +259,8 @@ def open_sources(target: Path, other: Path | None = None) -> list:
         if not p.is_dir():
             raise FieldkitError(f"{p} is not a run folder or a .ply file; pass the --out "
                                 "folder of `fieldkit train` or a 3DGS .ply")
-        ply = None
-        if not (p / "config.json").exists():
-            ply = latest_ply(p) or (latest_splats(p) if result_folder_of(p) else None)
-        if ply is not None:  # a 3DGS output folder or gsplat's results
+        ply = latest_in(p)
+        if ply is not None:  # a 3DGS output folder, gsplat's results, a splatfacto run
             return Source.from_ply(ply, label=p.name)
         return Source.from_run(p)
 

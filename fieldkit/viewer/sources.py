@@ -91,16 +91,18 @@ class Source:
     def from_ply(cls, path: Path, label: str | None = None) -> Source:
         """A 3DGS .ply in its own coordinates, with the cameras of the 3DGS output folder it
         lies in when there is a cameras.json (``fieldkit/splats/gs_folder.py``): they give the
-        first view, the orbit centre and the frustums."""
+        first view, the orbit centre and the frustums. gsplat and splatfacto checkpoints (and
+        their folders' .ply) are in their dataset's world with its cameras when it is here
+        (``fieldkit/splats/foreign.py``)."""
         from fieldkit.splats.model import SplatConfig, SplatModel
         from fieldkit.splats.frame import splat_normalisation
-        from fieldkit.splats.gsplat_folder import gsplat_world, read_splats
+        from fieldkit.splats.foreign import dataset_world, read_splats
         from fieldkit.splats.ply import sh_degree_of
 
         params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-        params, scene, downscale = gsplat_world(Path(path), params, None, 1)
+        params, scene, downscale = dataset_world(Path(path), params, None, 1)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.set_gaussians(params)
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones

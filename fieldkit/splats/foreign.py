@@ -1,0 +1,100 @@
+"""Gaussians other trainers wrote: which file holds them, and which world they are in.
+
+- a 3DGS .ply of any trainer (``fieldkit/splats/ply.py``); inside the original 3DGS trainer's
+  output folder it has a cameras.json and a cfg_args (``gs_folder.py``); world units;
+- gsplat's simple_trainer results: ``ckpts/ckpt_*.pt`` or ``ply/point_cloud_*.ply`` beside a
+  cfg.yml (``gsplat_folder.py``), in a normalised frame of its COLMAP dataset;
+- a nerfstudio splatfacto run: ``nerfstudio_models/step-*.ckpt`` beside config.yml and
+  dataparser_transforms.json (``nerfstudio_run.py``), in nerfstudio's dataparser frame.
+
+``dataset_world`` brings the Gaussians back into their dataset's world when that dataset is
+known (given as ``--scene``, or named by the folder and present here), so that its cameras and
+photos can be used; the distillation (``fieldkit/distill/source.py``) and the viewer
+(``fieldkit/viewer/sources.py``) both start from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fieldkit.errors import FieldkitError, warn
+
+SPLAT_FILES = (".ply", ".pt", ".ckpt")
+"""Files read as Gaussians: a 3DGS .ply, a gsplat checkpoint, a splatfacto checkpoint."""
+
+
+def read_splats(path: Path) -> dict[str, torch.Tensor]:
+    """Splat params of a 3DGS .ply, a splatfacto checkpoint (.ckpt) or a gsplat checkpoint."""
+    from fieldkit.splats.gsplat_folder import read_gsplat_checkpoint
+    from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
+    from fieldkit.splats.ply import read_splat_ply
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        return read_splat_ply(path)
+    return read_splatfacto_checkpoint(path) if suffix == ".ckpt" else read_gsplat_checkpoint(path)
+
+
+def latest_in(folder: Path) -> Path | None:
+    """The newest Gaussians of another trainer's folder (3DGS output, gsplat results, splatfacto
+    run), or None when ``folder`` is none of them (a fieldkit run holds config.json)."""
+    from fieldkit.splats.gs_folder import latest_ply
+    from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
+    from fieldkit.splats.nerfstudio_run import latest_checkpoint, run_folder_of
+
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / "config.json").exists():
+        return None
+    if run_folder_of(folder) is not None:
+        found = latest_checkpoint(folder)
+        if found is None:
+            raise FieldkitError(f"{folder} is a nerfstudio run without checkpoints in "
+                                "nerfstudio_models/; train it longer or pass its exported .ply")
+        return found
+    return latest_ply(folder) or (latest_splats(folder) if result_folder_of(folder) else None)
+
+
+def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None,
+                  downscale: int, ply_transform: Path | None = None
+                  ) -> tuple[dict[str, torch.Tensor], Path | None, int]:
+    """(params, scene, downscale) for Gaussians read from ``path``: in the world of their
+    dataset where it is known, with that dataset (``scene`` if given, else the one their folder
+    names when it is here) and its downscale. ``ply_transform``: a nerfstudio
+    dataparser_transforms.json, or ``gsplat`` for gsplat's normalised frame."""
+    from fieldkit.splats.dataparser import to_dataset_world
+    from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, gsplat_world
+    from fieldkit.splats.nerfstudio_run import TRANSFORMS, run_folder_of
+
+    asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
+    run = run_folder_of(path)
+    if run is not None and not asked:
+        if ply_transform is None:
+            ply_transform = run / TRANSFORMS
+            if not ply_transform.is_file():
+                raise FieldkitError(f"{run} has no {TRANSFORMS}; pass --ply-transform with "
+                                    "the one of the run that made the checkpoint")
+        scene, downscale = _splatfacto_dataset(run, scene, downscale)
+    params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
+    if ply_transform is not None and not asked:
+        params = to_dataset_world(params, ply_transform)
+    return params, scene, downscale
+
+
+def _splatfacto_dataset(run: Path, scene: Path | None, downscale: int) -> tuple[Path | None, int]:
+    from fieldkit.splats.gsplat_folder import read_config_yaml
+    from fieldkit.splats.nerfstudio_run import CONFIG, run_dataset
+
+    if scene is not None:
+        return scene, downscale
+    cfg = read_config_yaml(run / CONFIG, "ns-train")
+    dataset = run_dataset(run, cfg)
+    if dataset is None:
+        data = (((cfg.get("pipeline") or {}).get("datamanager") or {}).get("dataparser")
+                or {}).get("data")
+        warn(f"the dataset of {run} ({data!r} in its {CONFIG}) is not here, so neither are its "
+             "cameras and photos; the Gaussians stay in its world (`fieldkit distill` takes it "
+             "with --scene)")
+        return None, downscale
+    return dataset[0], dataset[1] if downscale == 1 else downscale

@@ -1,0 +1,138 @@
+"""A nerfstudio splatfacto run folder read directly (no ``ns-export``): the demo's splats in a
+dataparser frame, saved as ``ns-train splatfacto`` saves them, with a config.yml naming the demo
+scene relative to where it ran."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fieldkit.distill.run import distill
+from fieldkit.distill.source import open_teacher
+from fieldkit.splats.ply import read_splat_ply
+from fieldkit.splats.transform import transform_splats
+from tests.conftest import DEMO_SCENE
+from tests.distill.test_distill import FAST, _train
+from tests.distill.test_source import NS_SCALE, NS_SHIFT, _turn, demo_ply  # noqa: F401
+
+NS_CONFIG = """\
+!!python/object:nerfstudio.engine.trainer.TrainerConfig
+_target: !!python/name:nerfstudio.engine.trainer.Trainer ''
+data: &id001 !!python/object/apply:pathlib.PosixPath
+- data
+- demo
+experiment_name: demo
+method_name: splatfacto
+output_dir: !!python/object/apply:pathlib.PosixPath
+- outputs
+pipeline: !!python/object:nerfstudio.pipelines.base_pipeline.VanillaPipelineConfig
+  _target: !!python/name:nerfstudio.pipelines.base_pipeline.VanillaPipeline ''
+  datamanager: !!python/object:nerfstudio.data.datamanagers.full_images_datamanager.FullImageDatamanagerConfig
+    cache_images: cpu
+    data: *id001
+    dataparser: !!python/object:nerfstudio.data.dataparsers.blender_dataparser.BlenderDataParserConfig
+      data: *id001
+      downscale_factor: 2
+      scale_factor: 1.0
+  model: !!python/object:nerfstudio.models.splatfacto.SplatfactoModelConfig
+    sh_degree: 3
+    camera_optimizer: !!python/object:nerfstudio.cameras.camera_optimizers.CameraOptimizerConfig
+      mode: 'off'
+timestamp: 2026-12-06_101500
+"""
+
+
+def write_splatfacto_run(root: Path, params: dict[str, torch.Tensor], step: int = 2999,
+                         config: str = NS_CONFIG) -> Path:
+    """``root/outputs/demo/splatfacto/TIMESTAMP`` as ``ns-train`` leaves it, holding ``params``
+    (already in the frame of ``dataparser_transforms.json``, which the caller writes)."""
+    run = root / "outputs" / "demo" / "splatfacto" / "2026-12-06_101500"
+    (run / "nerfstudio_models").mkdir(parents=True)
+    (run / "config.yml").write_text(config)
+    n = len(params["means"])
+    state = {f"_model.gauss_params.{k}": v for k, v in (
+        ("means", params["means"]), ("scales", params["scales"]), ("quats", params["quats"]),
+        ("opacities", params["opacities"].reshape(n, 1)),
+        ("features_dc", params["sh0"][:, 0]), ("features_rest", params["shN"]))}
+    state["_model.camera_optimizer.pose_adjustment"] = torch.zeros(3, 6)
+    torch.save({"step": step, "pipeline": state,
+                "optimizers": {"means": {"state": {}, "param_groups": [{"lr": 1.6e-4,
+                                                                       "params": [0]}]}},
+                "scalers": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 0}},
+               run / "nerfstudio_models" / f"step-{step:09d}.ckpt")
+    return run
+
+
+@pytest.fixture(scope="module")
+def splatfacto_run(demo_ply, tmp_path_factory) -> Path:   # noqa: F811
+    root = tmp_path_factory.mktemp("ns")
+    (root / "data").mkdir()
+    os.symlink(DEMO_SCENE, root / "data" / "demo")
+    R, t, s = _turn(), NS_SHIFT, NS_SCALE
+    run = write_splatfacto_run(root, transform_splats(read_splat_ply(demo_ply), R, s, s * t))
+    (run / "dataparser_transforms.json").write_text(json.dumps(
+        {"transform": torch.cat([R, t[:, None]], 1).tolist(), "scale": s}))
+    return run
+
+
+def _same_gaussians(a, b) -> None:
+    for key in ("means", "scales", "opacities", "quats", "sh0", "shN"):
+        x, y = a.model.params[key], b.model.params[key]
+        if key == "quats":      # q and -q are the same rotation
+            x, y = x * torch.sign(x[:, :1]), y * torch.sign(y[:, :1])
+        assert torch.allclose(x, y, atol=1e-4), key
+
+
+def test_a_splatfacto_run_comes_back_into_its_datasets_world(splatfacto_run, demo_splat_run):
+    source = open_teacher(splatfacto_run)
+    assert source.camera_source == "scene" and source.is_ply and source.path == splatfacto_run
+    assert source.model_file.name == "step-000002999.ckpt"
+    assert Path(source.config["scene"]) == (splatfacto_run.parents[3] / "data" / "demo").resolve()
+    assert source.config["downscale"] == 2
+    _same_gaussians(source, open_teacher(demo_splat_run))
+    _same_gaussians(open_teacher(source.model_file), source)   # the checkpoint alone
+
+
+def test_distil_a_splatfacto_run(splatfacto_run, tmp_path):
+    report = distill(splatfacto_run, "triplane", tmp_path / "s", _train(10), FAST, quiet=True)
+    assert report["cameras"] == "scene" and report["vs_photos"]["views"] == 6
+    ckpt = splatfacto_run / "nerfstudio_models" / "step-000002999.ckpt"
+    assert report["teacher"]["bytes_on_disk"] == ckpt.stat().st_size
+    again = distill(splatfacto_run, "triplane", tmp_path / "s", _train(20), FAST, resume=True,
+                    quiet=True)
+    assert again["student"]["steps"] == 20 and again["cameras"] == "scene"
+
+
+def test_a_splatfacto_run_whose_dataset_is_elsewhere(splatfacto_run, demo_splat_run, tmp_path):
+    """Moved to another machine: the Gaussians still come back into the dataset's world (the
+    dataparser transform is in the run), viewed from a sphere; ``--scene`` gives the cameras."""
+    import shutil
+
+    moved = tmp_path / "run"
+    shutil.copytree(splatfacto_run, moved)
+    with pytest.warns(UserWarning, match="is not here"):
+        alone = open_teacher(moved)
+    assert alone.camera_source == "sphere"
+    with_scene = open_teacher(moved, scene=DEMO_SCENE, downscale=2)
+    assert with_scene.camera_source == "scene"
+    _same_gaussians(with_scene, open_teacher(demo_splat_run))
+    (moved / "dataparser_transforms.json").unlink()
+    with pytest.raises(Exception, match="has no dataparser_transforms.json"):
+        open_teacher(moved, scene=DEMO_SCENE)
+
+
+def test_the_viewer_opens_a_splatfacto_run_with_its_datasets_cameras(splatfacto_run,
+                                                                     demo_ply):  # noqa: F811
+    from fieldkit.data.scene import load_cameras
+    from fieldkit.viewer.server import open_sources
+
+    (source,) = open_sources(splatfacto_run)
+    assert source.label == splatfacto_run.name and source.downscale == 2
+    cams, splits, norm = load_cameras(DEMO_SCENE, downscale=2)
+    assert torch.allclose(source.cameras.c2w, cams[splits["train"]].to_world(norm).c2w,
+                          atol=1e-4)
+    assert torch.allclose(source.model.params["means"].detach(),
+                          read_splat_ply(demo_ply)["means"], atol=1e-4)
