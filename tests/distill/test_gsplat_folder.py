@@ -33,18 +33,10 @@ measured (the demo's splats with the 10 training cameras of the COLMAP copy)."""
 
 
 @pytest.fixture(scope="module")
-def world_ply(demo_splat_run, tmp_path_factory) -> Path:
-    """The demo's splats in world units."""
-    out = tmp_path_factory.mktemp("gsplat") / "demo.ply"
-    assert main(["export", "splats", str(demo_splat_run), "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def colmap_demo(world_ply, tmp_path_factory) -> Path:
+def colmap_demo(demo_ply, tmp_path_factory) -> Path:
     """A COLMAP copy of the demo scene whose sparse points are 2000 of the splats' opaque
     centres (gsplat starts its Gaussians from them)."""
-    params = read_splat_ply(world_ply)
+    params = read_splat_ply(demo_ply)
     centres = opaque_centres(params["means"], params["opacities"])
     pick = torch.randperm(len(centres), generator=torch.Generator().manual_seed(0))[:2000]
     return colmap_scene(tmp_path_factory.mktemp("gsplat") / "colmap_demo",
@@ -52,26 +44,26 @@ def colmap_demo(world_ply, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gsplat_result(world_ply, colmap_demo, tmp_path_factory) -> Path:
+def gsplat_result(demo_ply, colmap_demo, tmp_path_factory) -> Path:
     """A gsplat results folder of those splats: trained on ``colmap_demo`` at factor 2, in its
     normalised frame."""
     raw = read_raw(colmap_demo)
     frame = frame_candidates(raw.c2w, raw.points)[SIGN]
     s = float(np.cbrt(np.linalg.det(frame[:3, :3])))
-    moved = transform_splats(read_splat_ply(world_ply), torch.from_numpy(frame[:3, :3] / s), s,
+    moved = transform_splats(read_splat_ply(demo_ply), torch.from_numpy(frame[:3, :3] / s), s,
                              torch.from_numpy(frame[:3, 3]))
     folder = tmp_path_factory.mktemp("gsplat") / "results" / "demo"
     write_gsplat_result(folder, moved, 6999, str(colmap_demo), data_factor=2)
     return folder
 
 
-def test_a_gsplat_folder_is_brought_back_into_its_datasets_world(gsplat_result, world_ply,
+def test_a_gsplat_folder_is_brought_back_into_its_datasets_world(gsplat_result, demo_ply,
                                                                 colmap_demo):
     source = open_teacher(gsplat_result)
     assert source.camera_source == "scene" and source.is_ply and source.path == gsplat_result
     assert source.model_file.name == "ckpt_6999_rank0.pt"
     assert source.config["scene"] == str(colmap_demo.resolve()) and source.config["downscale"] == 2
-    same = open_teacher(world_ply, scene=colmap_demo, downscale=2)
+    same = open_teacher(demo_ply, scene=colmap_demo, downscale=2)
     assert torch.allclose(source.cameras.c2w, same.cameras.c2w)
     for key in ("means", "scales", "opacities", "sh0"):
         assert torch.allclose(source.model.params[key], same.model.params[key], atol=1e-4), key
@@ -143,7 +135,7 @@ def test_a_gsplat_checkpoint_error_is_one_line(capsys, tmp_path):
     assert "tensors only" in err and err.count("\n") == 1, err
 
 
-def test_the_viewer_opens_a_gsplat_folder_in_its_datasets_world(gsplat_result, world_ply,
+def test_the_viewer_opens_a_gsplat_folder_in_its_datasets_world(gsplat_result, demo_ply,
                                                                 colmap_demo):
     """``fieldkit view RESULTS``: the newest checkpoint, back in the dataset's world, with the
     dataset's training cameras (and photos) there."""
@@ -157,4 +149,4 @@ def test_the_viewer_opens_a_gsplat_folder_in_its_datasets_world(gsplat_result, w
     want = cams[splits["train"]].to_world(norm)
     assert torch.allclose(source.cameras.c2w, want.c2w, atol=1e-4)
     means = source.model.params["means"].detach()
-    assert torch.allclose(means, read_splat_ply(world_ply)["means"], atol=1e-4)
+    assert torch.allclose(means, read_splat_ply(demo_ply)["means"], atol=1e-4)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,14 +28,6 @@ under what they measured: 23.98 with the scene's cameras, 22.88 with a sphere of
 moved copy of ``test_distil_a_ply_alone``; the colours come late: views 4 box half-sizes away
 gave 21.74 after 150 steps and 25.04 after 300). Against the moved copy's held-out views a
 constant colour a view scores 9.2 dB, white 7.0."""
-
-
-@pytest.fixture(scope="module")
-def demo_ply(demo_splat_run, tmp_path_factory) -> Path:
-    """The demo's splat run exported as a 3DGS .ply (world units), as another trainer writes."""
-    path = tmp_path_factory.mktemp("ply") / "demo.ply"
-    assert main(["export", "splats", str(demo_splat_run), "--out", str(path)]) == 0
-    return path
 
 
 def test_splat_normalisation_boxes_the_opaque_gaussians():

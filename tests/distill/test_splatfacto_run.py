@@ -16,7 +16,7 @@ from fieldkit.splats.ply import read_splat_ply
 from fieldkit.splats.transform import transform_splats
 from tests.conftest import DEMO_SCENE
 from tests.distill.test_distill import FAST, _train
-from tests.distill.test_source import NS_SCALE, NS_SHIFT, _turn, demo_ply  # noqa: F401
+from tests.distill.test_source import NS_SCALE, NS_SHIFT, _turn
 
 NS_CONFIG = """\
 !!python/object:nerfstudio.engine.trainer.TrainerConfig
@@ -67,7 +67,7 @@ def write_splatfacto_run(root: Path, params: dict[str, torch.Tensor], step: int 
 
 
 @pytest.fixture(scope="module")
-def splatfacto_run(demo_ply, tmp_path_factory) -> Path:   # noqa: F811
+def splatfacto_run(demo_ply, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ns")
     (root / "data").mkdir()
     os.symlink(DEMO_SCENE, root / "data" / "demo")
@@ -125,7 +125,7 @@ def test_a_splatfacto_run_whose_dataset_is_elsewhere(splatfacto_run, demo_splat_
 
 
 def test_the_viewer_opens_a_splatfacto_run_with_its_datasets_cameras(splatfacto_run,
-                                                                     demo_ply):  # noqa: F811
+                                                                     demo_ply):
     from fieldkit.data.scene import load_cameras
     from fieldkit.viewer.server import open_sources
 

@@ -158,15 +158,20 @@ class _Code:
     ({"step": 1, "splats": {**_params(4), "means": torch.zeros(4, 2)}}, "has shape"),
 ])
 def test_malformed_checkpoints_give_one_line_errors(tmp_path, content, message):
-    path = tmp_path / "ckpt_1_rank0.pt"
+    assert_one_line_error(read_gsplat_checkpoint, tmp_path / "ckpt_1_rank0.pt", content, message)
+
+
+def assert_one_line_error(reader, path, content, message: str) -> None:
+    """``reader(path)`` with ``path`` holding ``content`` (bytes as they are, "code" a pickle of
+    an object, else ``torch.save``d) fails with one line matching ``message``."""
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content == "code":
-        path.write_bytes(pickle.dumps({"splats": _Code()}))
+        path.write_bytes(pickle.dumps({"splats": _Code(), "pipeline": _Code()}))
     else:
         torch.save(content, path)
     with pytest.raises(FieldkitError, match=message) as err:
-        read_gsplat_checkpoint(path)
+        reader(path)
     assert "\n" not in str(err.value)
 
 

@@ -1,8 +1,6 @@
 """nerfstudio splatfacto checkpoints and config.yml, read without nerfstudio."""
 from __future__ import annotations
 
-import pickle
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from fieldkit.splats.gsplat_folder import read_config_yaml
 from fieldkit.splats.nerfstudio_run import SH_C0, read_splatfacto_checkpoint, run_dataset
 from tests.conftest import DEMO_SCENE
 from tests.distill.test_splatfacto_run import NS_CONFIG, write_splatfacto_run
-from tests.splats.test_gsplat_folder import _params
+from tests.splats.test_gsplat_folder import _params, assert_one_line_error
 
 
 def test_a_checkpoint_reads_as_splat_params(tmp_path):
@@ -55,16 +53,8 @@ def test_a_run_without_checkpoints_says_so(tmp_path):
         "features_rest": torch.zeros(2, 5, 3)}.items()}}, "features_rest has shape"),
 ])
 def test_malformed_checkpoints_give_one_line_errors(tmp_path, content, message):
-    path = tmp_path / "step-000000001.ckpt"
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    elif content == "code":
-        path.write_bytes(pickle.dumps({"pipeline": object()}))
-    else:
-        torch.save(content, path)
-    with pytest.raises(FieldkitError, match=message) as err:
-        read_splatfacto_checkpoint(path)
-    assert "\n" not in str(err.value)
+    assert_one_line_error(read_splatfacto_checkpoint, tmp_path / "step-000000001.ckpt", content,
+                          message)
 
 
 def test_the_config_names_the_dataset_where_ns_train_ran(tmp_path, monkeypatch):
