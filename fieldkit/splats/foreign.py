@@ -68,27 +68,36 @@ def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | Non
     from fieldkit.splats.nerfstudio_run import TRANSFORMS, run_folder_of
 
     asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
-    run = run_folder_of(path)
+    run, turned = run_folder_of(path), False
     if run is not None and not asked:
         if ply_transform is None:
             ply_transform = run / TRANSFORMS
             if not ply_transform.is_file():
                 raise FieldkitError(f"{run} has no {TRANSFORMS}; pass --ply-transform with "
                                     "the one of the run that made the checkpoint")
-        scene, downscale = _splatfacto_dataset(run, scene, downscale)
+        scene, downscale, turned = _splatfacto_dataset(run, scene, downscale)
     params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
     if ply_transform is not None and not asked:
         params = to_dataset_world(params, ply_transform)
+    if turned:
+        from fieldkit.splats.nerfstudio_run import from_colmap_axes
+
+        params = from_colmap_axes(params)
     return params, scene, downscale
 
 
-def _splatfacto_dataset(run: Path, scene: Path | None, downscale: int) -> tuple[Path | None, int]:
+def _splatfacto_dataset(run: Path, scene: Path | None,
+                        downscale: int) -> tuple[Path | None, int, bool]:
+    """(scene, downscale, turned) of a splatfacto run: ``scene`` if given, else its config's
+    dataset when here; ``turned`` when nerfstudio turned that scene's COLMAP world and fieldkit
+    reads it as COLMAP (``nerfstudio_run.COLMAP_AXES``)."""
+    from fieldkit.data.scene import detect_format
     from fieldkit.splats.gsplat_folder import read_config_yaml
-    from fieldkit.splats.nerfstudio_run import CONFIG, run_dataset
+    from fieldkit.splats.nerfstudio_run import CONFIG, run_dataset, turns_colmap_world
 
-    if scene is not None:
-        return scene, downscale
     cfg = read_config_yaml(run / CONFIG, "ns-train")
+    if scene is not None:
+        return scene, downscale, turns_colmap_world(cfg) and detect_format(Path(scene)) == "colmap"
     dataset = run_dataset(run, cfg)
     if dataset is None:
         data = (((cfg.get("pipeline") or {}).get("datamanager") or {}).get("dataparser")
@@ -96,5 +105,6 @@ def _splatfacto_dataset(run: Path, scene: Path | None, downscale: int) -> tuple[
         warn(f"the dataset of {run} ({data!r} in its {CONFIG}) is not here, so neither are its "
              "cameras and photos; the Gaussians stay in its world (`fieldkit distill` takes it "
              "with --scene)")
-        return None, downscale
-    return dataset[0], dataset[1] if downscale == 1 else downscale
+        return None, downscale, False
+    turned = turns_colmap_world(cfg) and detect_format(dataset[0]) == "colmap"
+    return dataset[0], dataset[1] if downscale == 1 else downscale, turned

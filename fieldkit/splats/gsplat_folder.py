@@ -143,9 +143,14 @@ def read_gsplat_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return params
 
 
+CLASS_KEY = "__class__"
+"""The key under which a ``!!python/object:NAME`` mapping keeps NAME."""
+
+
 class _CfgLoader:
     """A yaml SafeLoader that reads Python-tagged nodes (``!!python/object:...``, tuples,
-    paths) as plain mappings, lists and strings, building nothing."""
+    paths) as plain mappings (with the class name under CLASS_KEY), lists and strings,
+    building nothing."""
 
     @staticmethod
     def make():
@@ -155,8 +160,11 @@ class _CfgLoader:
             pass
 
         def plain(loader, suffix, node):
-            if isinstance(node, yaml.MappingNode):
-                return loader.construct_mapping(node, deep=True)
+            if isinstance(node, yaml.MappingNode):   # an object: its fields, and its class
+                fields = loader.construct_mapping(node, deep=True)
+                if suffix.startswith("object:"):
+                    fields.setdefault(CLASS_KEY, suffix.split(":", 1)[1])
+                return fields
             if isinstance(node, yaml.SequenceNode):
                 items = loader.construct_sequence(node, deep=True)
                 if suffix.endswith("Path") and all(isinstance(i, str) for i in items):

@@ -7,6 +7,10 @@
     dataparser_transforms.json          world -> nerfstudio's frame (``fieldkit/splats/dataparser.py``)
     nerfstudio_models/step-NNNNNNNNN.ckpt   {"step", "pipeline": state dict, "optimizers", ...}
 
+When the dataset is a COLMAP model read by nerfstudio's COLMAP dataparser, that parser first
+turns the COLMAP world (y and z swapped, one negated: COLMAP_AXES); the transforms.json that
+``ns-process-data`` writes already holds its poses turned that way.
+
 The pipeline's state dict holds the Gaussians as ``_model.gauss_params.{means, scales, quats,
 opacities, features_dc, features_rest}`` in nerfstudio's frame, with the 3DGS conventions (log
 scales, opacity logits [N, 1], w-first quaternions; ``features_rest`` [N, K-1, 3]). With SH
@@ -19,6 +23,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fieldkit.errors import FieldkitError
@@ -101,6 +106,30 @@ def read_splatfacto_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return {"means": found["means"], "scales": found["scales"], "quats": found["quats"],
             "opacities": found["opacities"].reshape(n), "sh0": dc.reshape(n, 1, 3),
             "shN": rest}
+
+
+COLMAP_AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+"""nerfstudio's COLMAP dataparser turns the COLMAP world before anything else (its
+``assume_colmap_world_coordinate_convention``, on by default): ``p_ns = COLMAP_AXES p``."""
+
+
+def turns_colmap_world(cfg: dict) -> bool:
+    """Whether the run's dataparser read a COLMAP model and turned its world (COLMAP_AXES)."""
+    from fieldkit.splats.gsplat_folder import CLASS_KEY
+
+    parser = _get(cfg, "pipeline", "datamanager", "dataparser")
+    if not isinstance(parser, dict):
+        return False
+    colmap = "colmap_path" in parser or "Colmap" in str(parser.get(CLASS_KEY, ""))
+    return colmap and bool(parser.get("assume_colmap_world_coordinate_convention", True))
+
+
+def from_colmap_axes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Splat params in the world nerfstudio's COLMAP dataparser made -> the COLMAP world."""
+    from fieldkit.splats.transform import transform_splats
+
+    return transform_splats(params, torch.from_numpy(COLMAP_AXES.T.copy()), 1.0,
+                            torch.zeros(3, dtype=torch.float64))
 
 
 def _get(cfg: dict, *keys: str):

@@ -136,3 +136,33 @@ def test_the_viewer_opens_a_splatfacto_run_with_its_datasets_cameras(splatfacto_
                           atol=1e-4)
     assert torch.allclose(source.model.params["means"].detach(),
                           read_splat_ply(demo_ply)["means"], atol=1e-4)
+
+
+def test_a_colmap_dataset_turned_by_nerfstudio_is_turned_back(demo_ply, tmp_path):
+    """nerfstudio's COLMAP dataparser turns the COLMAP world (y and z swapped, one negated)
+    before its dataparser transform; fieldkit reads the COLMAP model unturned, so the
+    Gaussians are turned back as well."""
+    from fieldkit.splats.nerfstudio_run import COLMAP_AXES
+    from tests.data.synthetic import colmap_scene
+
+    colmap_scene(tmp_path / "data" / "demo")
+    config = NS_CONFIG.replace(
+        "nerfstudio.data.dataparsers.blender_dataparser.BlenderDataParserConfig",
+        "nerfstudio.data.dataparsers.colmap_dataparser.ColmapDataParserConfig")
+    R, t, s = _turn(), NS_SHIFT, NS_SCALE
+    turned = transform_splats(read_splat_ply(demo_ply), torch.from_numpy(COLMAP_AXES), 1.0,
+                              torch.zeros(3, dtype=torch.float64))
+    run = write_splatfacto_run(tmp_path, transform_splats(turned, R, s, s * t), config=config)
+    (run / "dataparser_transforms.json").write_text(json.dumps(
+        {"transform": torch.cat([R, t[:, None]], 1).tolist(), "scale": s}))
+    source = open_teacher(run)
+    assert Path(source.config["scene"]) == (tmp_path / "data" / "demo").resolve()
+    _same_gaussians(source, open_teacher(demo_ply, scene=tmp_path / "data" / "demo",
+                                         downscale=2))
+    flag = config.replace("      downscale_factor: 2",
+                          "      assume_colmap_world_coordinate_convention: false\n"
+                          "      downscale_factor: 2")
+    (run / "config.yml").write_text(flag)     # not turned: read as its frame says
+    unturned = open_teacher(run)
+    means = unturned.model.params["means"]
+    assert not torch.allclose(means, source.model.params["means"], atol=1e-2)

@@ -201,7 +201,8 @@ def test_cfg_yml_with_python_tags_reads_as_plain_values(tmp_path):
     cfg = read_gsplat_cfg(tmp_path)
     assert cfg["data_factor"] == 2 and cfg["normalize_world_space"] is True
     assert cfg["bilateral_grid_shape"] == [16, 16, 8]
-    assert cfg["strategy"] == {"absgrad": False, "prune_opa": 0.005, "refine_every": 100}
+    assert cfg["strategy"] == {"absgrad": False, "prune_opa": 0.005, "refine_every": 100,
+                               "__class__": "gsplat.strategy.default.DefaultStrategy"}
     (tmp_path / "cfg.yml").write_text("data_dir: !!python/object/apply:pathlib.PosixPath\n"
                                       "- /\n- data\n- garden\n")
     assert read_gsplat_cfg(tmp_path)["data_dir"] == "/data/garden"
