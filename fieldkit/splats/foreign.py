@@ -62,13 +62,16 @@ def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | Non
     """(params, scene, downscale) for Gaussians read from ``path``: in the world of their
     dataset where it is known, with that dataset (``scene`` if given, else the one their folder
     names when it is here) and its downscale. ``ply_transform``: a nerfstudio
-    dataparser_transforms.json, or ``gsplat`` for gsplat's normalised frame."""
+    dataparser_transforms.json (in its run folder, that run's config.yml is read too), or
+    ``gsplat`` for gsplat's normalised frame."""
     from fieldkit.splats.dataparser import to_dataset_world
     from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, gsplat_world
     from fieldkit.splats.nerfstudio_run import TRANSFORMS, run_folder_of
 
     asked = ply_transform is not None and str(ply_transform) == GSPLAT_FRAME
     run, turned = run_folder_of(path), False
+    if run is None and ply_transform is not None and not asked:   # the exported .ply's run
+        run = run_folder_of(Path(ply_transform).resolve().parent)
     if run is not None and not asked:
         if ply_transform is None:
             ply_transform = run / TRANSFORMS

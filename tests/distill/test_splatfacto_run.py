@@ -166,3 +166,17 @@ def test_a_colmap_dataset_turned_by_nerfstudio_is_turned_back(demo_ply, tmp_path
     unturned = open_teacher(run)
     means = unturned.model.params["means"]
     assert not torch.allclose(means, source.model.params["means"], atol=1e-2)
+
+
+def test_an_exported_ply_with_its_runs_transform_finds_the_run(splatfacto_run, demo_splat_run,
+                                                               tmp_path):
+    """``ns-export``'s .ply with ``--ply-transform RUN/dataparser_transforms.json``: the run's
+    config.yml beside it names the dataset, as for the run itself."""
+    from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
+    from fieldkit.splats.ply import write_splat_ply
+
+    ply = write_splat_ply(tmp_path / "splat.ply", read_splatfacto_checkpoint(
+        splatfacto_run / "nerfstudio_models" / "step-000002999.ckpt"))
+    source = open_teacher(ply, ply_transform=splatfacto_run / "dataparser_transforms.json")
+    assert source.camera_source == "scene" and source.config["downscale"] == 2
+    _same_gaussians(source, open_teacher(demo_splat_run))
