@@ -343,6 +343,14 @@ class View:
     cameras, when that dataset is here)."""
     other: Positional[Path | None] = None
     """Optional second run to compare side by side."""
+    scene: Path | None = None
+    """A splat file's dataset, in whose world units it is: its training cameras and photos
+    go on the frustums (as `fieldkit distill --scene`)."""
+    downscale: int = 1
+    """Image downscale of --scene's photos."""
+    ply_transform: Path | None = None
+    """A splat file's frame, as for `fieldkit distill`: nerfstudio's dataparser_transforms.json
+    or `gsplat`."""
     host: str = "127.0.0.1"
     """Interface to bind; keep 127.0.0.1 unless others must reach it."""
     port: int = 8080
@@ -359,7 +367,8 @@ class View:
 
         try:
             serve(self.target, self.other, ViewerConfig(host=self.host, port=self.port,
-                                                        token=self.token))
+                                                        token=self.token),
+                  scene=self.scene, downscale=self.downscale, ply_transform=self.ply_transform)
         except KeyboardInterrupt:
             pass
 

@@ -244,27 +244,33 @@ class Viewer:
             print("warning: the viewer is open to the network without --token", flush=True)
 
 
-def open_sources(target: Path, other: Path | None = None) -> list:
+def open_sources(target: Path, other: Path | None = None, scene: Path | None = None,
+                 downscale: int = 1, ply_transform: Path | None = None) -> list:
     """Sources for ``fieldkit view TARGET [OTHER]``: a run folder, a 3DGS .ply, a 3DGS output
-    folder, gsplat's results or a splatfacto run (or either's checkpoint) each."""
+    folder, gsplat's results or a splatfacto run (or either's checkpoint) each. ``scene``,
+    ``downscale`` and ``ply_transform`` place TARGET's Gaussians as ``fieldkit distill`` does
+    (``fieldkit/splats/foreign.py``)."""
     from fieldkit.splats.foreign import SPLAT_FILES, latest_in
     from fieldkit.viewer.sources import Source
 
-    def one(p: Path):
+    def one(p: Path, **where):
         p = Path(p)
         if p.suffix.lower() in SPLAT_FILES:
             if not p.is_file():
                 raise FieldkitError(f"{p} does not exist; pass a 3DGS .ply file or a run folder")
-            return Source.from_ply(p)
+            return Source.from_ply(p, **where)
         if not p.is_dir():
             raise FieldkitError(f"{p} is not a run folder or a .ply file; pass the --out "
                                 "folder of `fieldkit train` or a 3DGS .ply")
         ply = latest_in(p)
         if ply is not None:  # a 3DGS output folder, gsplat's results, a splatfacto run
-            return Source.from_ply(ply, label=p.name)
+            return Source.from_ply(ply, label=p.name, **where)
+        if scene is not None or ply_transform is not None:
+            raise FieldkitError("--scene and --ply-transform are for splat files; a run "
+                                "brings its own scene")
         return Source.from_run(p)
 
-    sources = [one(target)]
+    sources = [one(target, scene=scene, downscale=downscale, ply_transform=ply_transform)]
     if other is not None:
         sources.append(one(other))
         a, b = sources
@@ -278,9 +284,10 @@ def open_sources(target: Path, other: Path | None = None) -> list:
     return sources
 
 
-def serve(target: Path, other: Path | None, config: ViewerConfig) -> None:
-    """``fieldkit view``: serve until Ctrl-C."""
-    viewer = Viewer(open_sources(target, other), config)
+def serve(target: Path, other: Path | None, config: ViewerConfig, **where) -> None:
+    """``fieldkit view``: serve until Ctrl-C (``where``: ``open_sources``' scene, downscale and
+    ply_transform)."""
+    viewer = Viewer(open_sources(target, other, **where), config)
     viewer.start_render_thread()
     viewer.print_url()
     try:

@@ -88,12 +88,14 @@ class Source:
                    background=BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0)))
 
     @classmethod
-    def from_ply(cls, path: Path, label: str | None = None) -> Source:
+    def from_ply(cls, path: Path, label: str | None = None, scene: Path | None = None,
+                 downscale: int = 1, ply_transform: Path | None = None) -> Source:
         """A 3DGS .ply in its own coordinates, with the cameras of the 3DGS output folder it
         lies in when there is a cameras.json (``fieldkit/splats/gs_folder.py``): they give the
         first view, the orbit centre and the frustums. gsplat and splatfacto checkpoints (and
-        their folders' .ply) are in their dataset's world with its cameras when it is here
-        (``fieldkit/splats/foreign.py``)."""
+        their folders' .ply) are in their dataset's world with its cameras when it is here, as
+        is any splat file given ``scene`` (and ``ply_transform`` when it is in another frame;
+        ``fieldkit/splats/foreign.py``)."""
         from fieldkit.splats.model import SplatConfig, SplatModel
         from fieldkit.splats.frame import splat_normalisation
         from fieldkit.splats.foreign import dataset_world, read_splats
@@ -102,13 +104,14 @@ class Source:
         params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-        params, scene, downscale = dataset_world(Path(path), params, None, 1)
+        params, scene, downscale = dataset_world(Path(path), params, scene, downscale,
+                                                 ply_transform)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.set_gaussians(params)
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
         model.config.render.bound = max(1.0 / frame.scale, 1e-3)
         model.eval()
-        if scene is not None:   # gsplat's results, brought into their dataset's world
+        if scene is not None:   # in their dataset's world (given, or named by their folder)
             cameras, scene_path = _scene_cameras(scene, downscale), Path(scene)
         else:
             cameras, scene_path, downscale = _gs_cameras_for(Path(path))

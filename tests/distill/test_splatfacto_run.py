@@ -180,3 +180,27 @@ def test_an_exported_ply_with_its_runs_transform_finds_the_run(splatfacto_run, d
     source = open_teacher(ply, ply_transform=splatfacto_run / "dataparser_transforms.json")
     assert source.camera_source == "scene" and source.config["downscale"] == 2
     _same_gaussians(source, open_teacher(demo_splat_run))
+
+
+def test_the_viewer_places_a_splat_file_as_distill_does(splatfacto_run, demo_ply, demo_run,
+                                                        tmp_path, capsys):
+    """``fieldkit view FILE.ply --scene S --ply-transform T``: the Gaussians in the scene's world
+    with its cameras, as ``fieldkit distill`` would take them; a run refuses both."""
+    from fieldkit.cli import main
+    from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
+    from fieldkit.splats.ply import write_splat_ply
+    from fieldkit.viewer.server import open_sources
+
+    ply = write_splat_ply(tmp_path / "splat.ply", read_splatfacto_checkpoint(
+        splatfacto_run / "nerfstudio_models" / "step-000002999.ckpt"))
+    transform = tmp_path / "dataparser_transforms.json"    # out of its run: no config.yml
+    transform.write_text((splatfacto_run / "dataparser_transforms.json").read_text())
+    (source,) = open_sources(ply, scene=DEMO_SCENE, downscale=2, ply_transform=transform)
+    assert source.scene_path == DEMO_SCENE and len(source.cameras) > 0
+    assert torch.allclose(source.model.params["means"].detach(),
+                          read_splat_ply(demo_ply)["means"], atol=1e-4)
+    (bare,) = open_sources(ply)
+    assert bare.cameras is None
+    assert main(["view", str(demo_run), "--scene", str(DEMO_SCENE)]) != 0
+    err = capsys.readouterr().err
+    assert "--scene and --ply-transform are for splat files" in err and err.count("\n") == 1
