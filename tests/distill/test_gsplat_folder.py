@@ -150,3 +150,21 @@ def test_the_viewer_opens_a_gsplat_folder_in_its_datasets_world(gsplat_result, d
     assert torch.allclose(source.cameras.c2w, want.c2w, atol=1e-4)
     means = source.model.params["means"].detach()
     assert torch.allclose(means, read_splat_ply(demo_ply)["means"], atol=1e-4)
+
+
+def test_a_ply_in_a_gsplat_folder_is_in_its_frame_too(gsplat_result, tmp_path):
+    """``--save_ply``'s ``ply/point_cloud_N.ply`` lies in the same normalised frame as the
+    checkpoints: read beside its cfg.yml, it comes back into the dataset's world as well."""
+    from fieldkit.splats.gsplat_folder import latest_splats, read_gsplat_checkpoint
+    from fieldkit.splats.ply import write_splat_ply
+
+    folder = tmp_path / "results" / "demo"
+    shutil.copytree(gsplat_result, folder)
+    (folder / "ply").mkdir()
+    ply = write_splat_ply(folder / "ply" / "point_cloud_29999.ply", read_gsplat_checkpoint(
+        folder / "ckpts" / "ckpt_6999_rank0.pt"))
+    assert latest_splats(folder) == ply
+    source = open_teacher(ply)
+    assert source.camera_source == "scene"
+    want = open_teacher(gsplat_result).model.params["means"]
+    assert torch.allclose(source.model.params["means"], want, atol=1e-4)
