@@ -279,6 +279,8 @@ def _saved_transform(ply_transform: Path | None) -> str | None:
     """``--ply-transform`` as a resume finds it again: a file's absolute path, or the word."""
     from fieldkit.splats.gsplat_folder import GSPLAT_FRAME
 
-    if ply_transform is None or str(ply_transform) == GSPLAT_FRAME:
-        return None if ply_transform is None else GSPLAT_FRAME
+    if ply_transform is None:
+        return None
+    if str(ply_transform) == GSPLAT_FRAME:
+        return GSPLAT_FRAME
     return str(Path(ply_transform).resolve())

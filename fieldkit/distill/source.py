@@ -11,10 +11,10 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
 - that folder's cameras.json: its cameras give the views and, with the Gaussians, the box;
 - the Gaussians alone: a box that holds most of them (``fieldkit/splats/frame.py``) and a
   sphere of views around it.
-A checkpoint of gsplat's simple_trainer (``ckpts/ckpt_*.pt``), or its results folder (its
-newest checkpoint or .ply), is read as that .ply would be. That trainer normalises the COLMAP
-world (``fieldkit/splats/gsplat_folder.py``): the Gaussians are brought back into the world of
-the dataset named by its cfg.yml, or of ``--scene``, which then gives the views as above.
+A checkpoint of gsplat's simple_trainer or of nerfstudio's splatfacto, or the folder it lies
+in, is read as that .ply would be, after its Gaussians are brought back from that trainer's
+frame into the world of the dataset its folder names, or of ``--scene``, which then gives the
+views as above (``fieldkit/splats/foreign.py``).
 """
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ class TeacherSource:
 
     @property
     def is_ply(self) -> bool:
-        """A teacher read from a splat file (a .ply or a gsplat checkpoint, given as a file or
-        as the folder it lies in), not from a run."""
+        """A teacher read from a splat file (a .ply, a gsplat or splatfacto checkpoint, given as
+        a file or as the folder it lies in), not from a run."""
         return self.model_file.suffix.lower() in SPLAT_FILES
 
 

@@ -96,15 +96,15 @@ def _splatfacto_dataset(run: Path, scene: Path | None,
     reads it as COLMAP (``nerfstudio_run.COLMAP_AXES``)."""
     from fieldkit.data.scene import detect_format
     from fieldkit.splats.gsplat_folder import read_config_yaml
-    from fieldkit.splats.nerfstudio_run import CONFIG, run_dataset, turns_colmap_world
+    from fieldkit.splats.nerfstudio_run import (CONFIG, config_value, run_dataset,
+                                                turns_colmap_world)
 
     cfg = read_config_yaml(run / CONFIG, "ns-train")
     if scene is not None:
         return scene, downscale, turns_colmap_world(cfg) and detect_format(Path(scene)) == "colmap"
     dataset = run_dataset(run, cfg)
     if dataset is None:
-        data = (((cfg.get("pipeline") or {}).get("datamanager") or {}).get("dataparser")
-                or {}).get("data")
+        data = config_value(cfg, "pipeline", "datamanager", "dataparser", "data")
         warn(f"the dataset of {run} ({data!r} in its {CONFIG}) is not here, so neither are its "
              "cameras and photos; the Gaussians stay in its world (`fieldkit distill` takes it "
              "with --scene)")

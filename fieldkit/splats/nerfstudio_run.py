@@ -4,7 +4,7 @@
 ``ns-train splatfacto`` writes ``outputs/EXPERIMENT/splatfacto/TIMESTAMP/``::
 
     config.yml                          its TrainerConfig (yaml.dump), the dataset among it
-    dataparser_transforms.json          world -> nerfstudio's frame (``fieldkit/splats/dataparser.py``)
+    dataparser_transforms.json          world -> nerfstudio's frame (``dataparser.py``)
     nerfstudio_models/step-NNNNNNNNN.ckpt   {"step", "pipeline": state dict, "optimizers", ...}
 
 When the dataset is a COLMAP model read by nerfstudio's COLMAP dataparser, that parser first
@@ -117,7 +117,7 @@ def turns_colmap_world(cfg: dict) -> bool:
     """Whether the run's dataparser read a COLMAP model and turned its world (COLMAP_AXES)."""
     from fieldkit.splats.gsplat_folder import CLASS_KEY
 
-    parser = _get(cfg, "pipeline", "datamanager", "dataparser")
+    parser = config_value(cfg, "pipeline", "datamanager", "dataparser")
     if not isinstance(parser, dict):
         return False
     colmap = "colmap_path" in parser or "Colmap" in str(parser.get(CLASS_KEY, ""))
@@ -132,7 +132,8 @@ def from_colmap_axes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
                             torch.zeros(3, dtype=torch.float64))
 
 
-def _get(cfg: dict, *keys: str):
+def config_value(cfg: dict, *keys: str):
+    """``cfg[k1][k2]..``, or None where a level is missing."""
     for key in keys:
         if not isinstance(cfg, dict):
             return None
@@ -149,8 +150,8 @@ def run_dataset(folder: Path, cfg: dict) -> tuple[Path, int] | None:
     from fieldkit.data.scene import read_raw
     from fieldkit.errors import SceneError
 
-    data = _get(cfg, "pipeline", "datamanager", "dataparser", "data") or \
-        _get(cfg, "pipeline", "datamanager", "data") or cfg.get("data")
+    data = config_value(cfg, "pipeline", "datamanager", "dataparser", "data") or \
+        config_value(cfg, "pipeline", "datamanager", "data") or cfg.get("data")
     if not isinstance(data, str) or not data:
         return None
     folder = Path(folder).resolve()
@@ -167,7 +168,7 @@ def run_dataset(folder: Path, cfg: dict) -> tuple[Path, int] | None:
             raw = read_raw(c)
         except SceneError:
             continue
-        factor = _get(cfg, "pipeline", "datamanager", "dataparser", "downscale_factor")
+        factor = config_value(cfg, "pipeline", "datamanager", "dataparser", "downscale_factor")
         if not isinstance(factor, int) or factor < 1:
             longest, factor = int(max(raw.width.max(), raw.height.max())), 1
             while longest / factor > MAX_SIDE:
