@@ -11,7 +11,8 @@ zeros. ``f_rest`` is channel-major: ``f_rest_{c*(K-1)+k} = shN[:, k, c]``.
 
 The reader parses the header itself (no plyfile): binary little or big endian, properties in
 any order and of any scalar type, extra properties ignored, normals optional. The SH degree
-follows from the number of ``f_rest_*`` properties (0, 9, 24, 45 -> degree 0..3).
+follows from the number of ``f_rest_*`` properties (0, 9, 24, 45 -> degree 0..3). A compressed
+.ply (SuperSplat's layout, ``compressed_ply.py``) is recognised by its header and decoded.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError
+from fieldkit.splats import compressed_ply
 from fieldkit.train.checkpoint import atomic_write_bytes
 
 SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -180,6 +182,8 @@ def read_splat_ply(path: str | Path) -> dict[str, Tensor]:
         raise fail(f"{e.strerror or e}; check the path") from None
     with f:
         endian, elements = _parse_header(f, path)
+        if compressed_ply.is_compressed(elements):
+            return compressed_ply.decode(f, path, endian, elements)
         offset = f.tell()
         vertex = None
         for name, count, props in elements:
