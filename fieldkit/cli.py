@@ -70,7 +70,8 @@ class Train(ModelOptions):
     distortion_weight: float = 0.0
     """Weight of mip-NeRF 360's distortion loss (volumetric models; 0: off)."""
     init: Path | None = None
-    """--model splat: start from this 3DGS .ply (in the scene's world units) instead of the
+    """--model splat: start from this splat file (.ply, .spz, .splat; the scene's world units)
+    instead of the
     scene's sparse points or random points."""
     weights: Literal["float32", "float16"] = "float32"
     """Precision of the weights in RUN/model.safetensors (float16: about half the file, renders
@@ -180,16 +181,17 @@ class Render:
 
 @dataclass
 class Export:
-    """Export a mesh, point cloud or 3DGS splat file from a run (world units and axes)."""
+    """Export a mesh, point cloud or splat file from a run (world units and axes)."""
 
     kind: Positional[Literal["mesh", "points", "splats"]]
     """What to export."""
     run_dir: Positional[Path]
     """Run directory."""
     out: Path
-    """Output file (.ply, .obj or .glb for meshes). splats: a .ply, or a folder (no suffix) in
-    the original 3DGS trainer's output layout: point_cloud/iteration_N/point_cloud.ply and the
-    training cameras in cameras.json."""
+    """Output file (.ply, .obj or .glb for meshes). splats: a 3DGS .ply; for web viewers a
+    .spz (about a tenth of the .ply), a .compressed.ply (SuperSplat) or a .splat (base colours
+    only); or a folder (no suffix) in the original 3DGS trainer's output layout:
+    point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json."""
     method: Literal["mc", "tsdf"] = "mc"
     """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
     resolution: int = 256
@@ -227,7 +229,8 @@ class Distill(ModelOptions):
     (RUN/distill.json)."""
 
     teacher: Positional[Path]
-    """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer, the
+    """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer (or a web
+    viewer's .spz, .splat or SuperSplat .compressed.ply), the
     original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
     gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt), or a nerfstudio
     splatfacto run folder or checkpoint (nerfstudio_models/step-*.ckpt); the dataset their
@@ -334,10 +337,11 @@ class Distill(ModelOptions):
 
 @dataclass
 class View:
-    """Open the browser viewer on a run or a splat .ply (optionally beside a second run)."""
+    """Open the browser viewer on a run or a splat file (optionally beside a second run)."""
 
     target: Positional[Path]
-    """Run directory, 3DGS .ply file, 3DGS output folder (its latest .ply, and its
+    """Run directory, splat file (3DGS .ply, .compressed.ply, .spz, .splat), 3DGS output
+    folder (its latest .ply, and its
     cameras.json for the first view and the frustums), or gsplat's results folder or
     checkpoint, or a splatfacto run folder or checkpoint (in its dataset's world, with its
     cameras, when that dataset is here)."""

@@ -26,6 +26,7 @@ from fieldkit.distill.teacher import Teacher
 from fieldkit.distill.views import novel_cameras, save_train_cameras, target_cameras
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
+from fieldkit.splats.foreign import SPLAT_FILES
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig, resumed_config
 from fieldkit.train.rays import resolve_background
@@ -130,7 +131,7 @@ class Distillation:
         keeps its saved ones."""
         t_start = time.perf_counter()
         teacher_run = Path(teacher_run)
-        name = teacher_run.stem if teacher_run.suffix.lower() == ".ply" else teacher_run.name
+        name = teacher_run.stem if teacher_run.suffix.lower() in SPLAT_FILES else teacher_run.name
         out = Path(out or teacher_run.parent / f"{name}-to-{kind}")
         if out.resolve() == teacher_run.resolve():
             raise FieldkitError("--out must differ from the teacher run")

@@ -34,8 +34,8 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
     ``threshold``) or TSDF fusion of ``views`` rendered training views (``method`` tsdf,
     ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
-    coloured points with normals, lifted from ``views`` rendered training views. splats: a
-    3DGS .ply of a splat run. ``views`` None: each method's default."""
+    coloured points with normals, lifted from ``views`` rendered training views. splats: the
+    Gaussians of a splat run (.ply, .compressed.ply, .spz, .splat or a 3DGS output folder). ``views`` None: each method's default."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "points":
@@ -45,11 +45,15 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       "normals, world units")
     if kind == "splats":
-        from fieldkit.export.splats import export_splats
+        from fieldkit.export.splats import FORMATS, export_splats, splat_format
 
         path, n = export_splats(run_dir, out)
-        cams = " (+ cameras.json: 3DGS output folder)" if Path(out).suffix == "" else ""
-        return path, f"splats     {path}: {n:,} Gaussians, 3DGS layout, world units{cams}"
+        folder = Path(out).suffix == ""
+        cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
+        layout = FORMATS[".ply" if folder else splat_format(Path(out))]
+        size = path.stat().st_size / 2 ** 20
+        return path, (f"splats     {path}: {n:,} Gaussians, {layout}, world units, "
+                      f"{size:.1f} MiB{cams}")
     if method not in METHODS:
         raise FieldkitError(f"mesh method must be mc or tsdf, not {method!r}")
     if method == "tsdf":

@@ -1,5 +1,6 @@
-"""`fieldkit export splats`: a splat run as a standard 3DGS .ply in the scene's world units, or
-as the output folder of the original 3DGS trainer (the .ply and its cameras.json)."""
+"""`fieldkit export splats`: a splat run as a standard 3DGS .ply in the scene's world units, as
+one of the web viewers' smaller files (.spz, .splat, SuperSplat's .compressed.ply), or as the
+output folder of the original 3DGS trainer (the .ply and its cameras.json)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,18 +14,45 @@ from fieldkit.splats.ply import write_splat_ply
 from fieldkit.splats.transform import splats_to_world
 
 
+FORMATS = {
+    ".ply": "3DGS layout",
+    ".compressed.ply": "SuperSplat compressed layout (Gaussians of opacity >= 1/255)",
+    ".spz": "SPZ version 3",
+    ".splat": ".splat layout (base colours only)",
+}
+"""Files ``export splats`` writes, by suffix, and how the summary describes them."""
+
+
+def splat_format(out: Path) -> str:
+    """The FORMATS key of ``out`` (after a one-line error for another suffix)."""
+    name = out.name.lower()
+    if name.endswith(".compressed.ply"):
+        return ".compressed.ply"
+    return check_suffix(out, (".ply", ".spz", ".splat")).suffix.lower()
+
+
+def write_splats(path: Path, params: dict, fmt: str) -> Path:
+    """Write splat params to ``path`` in ``fmt`` (a FORMATS key)."""
+    from fieldkit.splats.compressed_ply import write_compressed_ply
+    from fieldkit.splats.splat_file import write_splat_file
+    from fieldkit.splats.spz import write_spz
+
+    writers = {".ply": write_splat_ply, ".compressed.ply": write_compressed_ply,
+               ".spz": write_spz, ".splat": write_splat_file}
+    return writers[fmt](path, params)
+
+
 def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
     """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
-    or, when ``out`` has no suffix, a 3DGS model folder: ``out/point_cloud/iteration_N/
-    point_cloud.ply`` (N: the run's steps), ``out/cameras.json`` (its training cameras) and
-    ``out/cfg_args`` (its scene folder and downscale).
-    Returns (the .ply's path, number of Gaussians)."""
+    a .compressed.ply, a .spz or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS
+    model folder: ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
+    ``out/cameras.json`` (its training cameras) and ``out/cfg_args`` (its scene folder and
+    downscale). Returns (the file's path, number of Gaussians)."""
     from fieldkit.train.run import last_log_entry, load_model, read_config
 
     out = Path(out)
     folder = out.suffix == ""
-    if not folder:
-        out = check_suffix(out, (".ply",))
+    fmt = None if folder else splat_format(out)
     model = load_model(run_dir)
     if getattr(model, "kind", None) != "splat":
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
@@ -34,7 +62,7 @@ def export_splats(run_dir: Path, out: Path) -> tuple[Path, int]:
     norm = Normalisation.from_dict(cfg["normalisation"])
     params = splats_to_world(model.export_params(), norm)
     if not folder:
-        return write_splat_ply(out, params), model.num_gaussians
+        return write_splats(out, params, fmt), model.num_gaussians
     if out.exists() and not out.is_dir():
         raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
                             "output layout")

@@ -1,6 +1,8 @@
 """Gaussians other trainers wrote: which file holds them, and which world they are in.
 
-- a 3DGS .ply of any trainer (``fieldkit/splats/ply.py``); inside the original 3DGS trainer's
+- a 3DGS .ply of any trainer (``fieldkit/splats/ply.py``), or one of the web viewers' files:
+  SuperSplat's compressed .ply, a .spz, a .splat (``compressed_ply.py``, ``spz.py``,
+  ``splat_file.py``); inside the original 3DGS trainer's
   output folder it has a cameras.json and a cfg_args (``gs_folder.py``); world units;
 - gsplat's simple_trainer results: ``ckpts/ckpt_*.pt`` or ``ply/point_cloud_*.ply`` beside a
   cfg.yml (``gsplat_folder.py``), in a normalised frame of its COLMAP dataset;
@@ -20,21 +22,24 @@ import torch
 
 from fieldkit.errors import FieldkitError, warn
 
-SPLAT_FILES = (".ply", ".pt", ".ckpt")
-"""Files read as Gaussians: a 3DGS .ply, a gsplat checkpoint, a splatfacto checkpoint."""
+SPLAT_FILES = (".ply", ".spz", ".splat", ".pt", ".ckpt")
+"""Files read as Gaussians: a 3DGS .ply (or SuperSplat's compressed .ply), a .spz, a .splat, a
+gsplat checkpoint, a splatfacto checkpoint."""
 
 
 def read_splats(path: Path) -> dict[str, torch.Tensor]:
-    """Splat params of a 3DGS .ply, a splatfacto checkpoint (.ckpt) or a gsplat checkpoint."""
+    """Splat params of a 3DGS or compressed .ply, a .spz, a .splat, a splatfacto checkpoint
+    (.ckpt) or a gsplat checkpoint (.pt)."""
     from fieldkit.splats.gsplat_folder import read_gsplat_checkpoint
     from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
     from fieldkit.splats.ply import read_splat_ply
+    from fieldkit.splats.splat_file import read_splat_file
+    from fieldkit.splats.spz import read_spz
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".ply":
-        return read_splat_ply(path)
-    return read_splatfacto_checkpoint(path) if suffix == ".ckpt" else read_gsplat_checkpoint(path)
+    readers = {".ply": read_splat_ply, ".spz": read_spz, ".splat": read_splat_file,
+               ".ckpt": read_splatfacto_checkpoint}
+    return readers.get(path.suffix.lower(), read_gsplat_checkpoint)(path)
 
 
 def latest_in(folder: Path) -> Path | None:

@@ -158,17 +158,17 @@ class SplatModel(nn.Module):
             "shN": torch.zeros(n, (c.sh_degree + 1) ** 2 - 1, 3)})
 
     def init_from_scene(self, scene, init_file: Path | None = None) -> None:
-        """Initial Gaussians for training on ``scene``: a 3DGS .ply (world units) when given,
-        else the scene's sparse points (COLMAP), else ``init_points`` drawn as ``init_region``
+        """Initial Gaussians for training on ``scene``: a splat file (3DGS .ply, .spz, ...;
+        world units) when given, else the scene's sparse points (COLMAP), else ``init_points`` drawn as ``init_region``
         says; sets the scene extent."""
+        from fieldkit.splats.foreign import read_splats
         from fieldkit.splats.init import frustum_points
-        from fieldkit.splats.ply import read_splat_ply
         from fieldkit.splats.transform import splats_to_box
 
         centers = scene.cameras.positions[scene.split("train")]
         extent = 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max())
         if init_file is not None:
-            self.set_gaussians(splats_to_box(read_splat_ply(init_file), scene.normalisation))
+            self.set_gaussians(splats_to_box(read_splats(init_file), scene.normalisation))
             self.config.scene_extent = extent
             return
         generator = torch.Generator().manual_seed(0)
