@@ -113,11 +113,14 @@ def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3) -> 
     p = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in params.items()}
     n = len(p["means"])
     degree = sh_degree_of(params)
+    bad = [k for k, v in p.items() if not np.isfinite(v).all()]
+    if bad:
+        raise FieldkitError(f"the splats have non-finite {', '.join(bad)}; they cannot be "
+                            "written as .spz")
     extent = float(np.abs(p["means"]).max()) if n else 0.0
-    if not math.isfinite(extent):
-        raise FieldkitError("the splats have non-finite centres; they cannot be written as .spz")
     # 12 fractional bits (the reference's) unless the scene is too large for 24 bits with them
-    frac = 12 if extent * 4096 < (1 << 23) - 1 else max(0, 22 - math.ceil(math.log2(extent)))
+    frac = 12 if extent * 4096 < (1 << 23) - 1 else \
+        max(0, math.floor(math.log2(((1 << 23) - 1) / extent)))
     fixed = np.round(p["means"].astype(np.float64) * (1 << frac)).astype(np.int64)
     fixed = fixed.clip(-(1 << 23), (1 << 23) - 1).astype("<i4")
     positions = fixed.view(np.uint8).reshape(n, 3, 4)[:, :, :3]

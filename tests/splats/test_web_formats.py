@@ -110,6 +110,18 @@ def test_spz_round_trip_stays_within_the_formats_steps(tmp_path, version, max_de
     assert err[:, 3:].max() <= 8 / 128 + 0.5 / 128 + 1e-5    # higher: 4 bits
 
 
+def test_spz_keeps_a_large_scene_in_24_bits_and_refuses_nan(tmp_path):
+    p = _params(n=50)
+    p["means"][0] = torch.tensor([5000.0, -3000.0, 1.0])    # beyond 2^23 / 2^12 = 2048 units
+    path = write_spz(tmp_path / "big.spz", p)
+    frac = gzip.decompress(path.read_bytes())[13]
+    assert frac == 10
+    assert (read_spz(path)["means"] - p["means"]).abs().max() <= 2.0 ** -(frac + 1) + 1e-4
+    p["scales"][3, 1] = math.nan
+    with pytest.raises(FieldkitError, match="non-finite scales"):
+        write_spz(tmp_path / "nan.spz", p)
+
+
 def _reference(*args: str) -> None:
     subprocess.run(["node", str(Path(__file__).with_name("spz_reference.mjs")), str(REFERENCE),
                     *args], check=True, capture_output=True, timeout=120)
