@@ -1,0 +1,92 @@
+"""Benchmark: a splat run written as each web viewer's file, size and fidelity.
+
+    .venv/bin/python apps/bench_web_formats.py --run runs/lego_splat/run \
+        --out apps/results/web_formats_cpu
+
+For each format (.ply, .spz, .compressed.ply, .splat): `fieldkit export splats` wall time,
+bytes on disk, time to read it back, and the Gaussians read back rendered at the run's test
+views: PSNR against the run's own renders (what the format loses) and against the photos.
+Expected before the run (from the demo's 10.9k Gaussians): .spz about a tenth of the .ply and
+above 40 dB against the run; the compressed .ply about a quarter and higher; .splat about an
+eighth and lowest (no view-dependent colour).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from fieldkit.data.scene import composite
+from fieldkit.export.splats import FORMATS, export_splats
+from fieldkit.splats.foreign import read_splats
+from fieldkit.splats.model import SplatModel
+from fieldkit.splats.transform import splats_to_box
+from fieldkit.train.metrics import psnr
+from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.train.run import load_model, load_run_scene, read_config
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--views", type=int, default=20, help="test views, evenly spaced")
+    ap.add_argument("--out", type=Path, default=Path("apps/results/web_formats_cpu"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, scene = load_model(args.run), load_run_scene(args.run)
+    background = read_config(args.run)["train"]["background"]
+    bg = torch.tensor(BACKGROUNDS["white" if background == "random" else background])
+    test = scene.split("test")
+    ids = [int(test[round(i * (len(test) - 1) / max(args.views - 1, 1))])
+           for i in range(min(args.views, len(test)))]
+    with torch.no_grad():
+        own = {i: model.render(scene.cameras[i], bg)["rgb"] for i in ids}
+    photos = {i: composite(scene.image(i), bg) for i in ids}
+    rows = []
+    for fmt in FORMATS:
+        path = args.out / f"splats{fmt}"
+        t0 = time.perf_counter()
+        export_splats(args.run, path)
+        t_write = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        params = read_splats(path)
+        t_read = time.perf_counter() - t0
+        back = SplatModel(model.config)
+        back.set_gaussians(splats_to_box(params, scene.normalisation))
+        with torch.no_grad():
+            renders = {i: back.render(scene.cameras[i], bg)["rgb"] for i in ids}
+        vs_run = [min(float(psnr(renders[i], own[i])), 99.0) for i in ids]
+        vs_photos = [float(psnr(renders[i], photos[i])) for i in ids]
+        rows.append({"format": fmt, "bytes": path.stat().st_size, "gaussians": len(params["means"]),
+                     "write_s": t_write, "read_s": t_read,
+                     "psnr_vs_run_mean": sum(vs_run) / len(vs_run), "psnr_vs_run_min": min(vs_run),
+                     "psnr_vs_photos": sum(vs_photos) / len(vs_photos)})
+        path.unlink()
+    ply = rows[0]["bytes"]
+    cmd = f"python apps/bench_web_formats.py --run {args.run} --views {args.views} --out {args.out}"
+    lines = [f"# A splat run as web viewers' files: {args.run}", "",
+             f"- date: {datetime.date.today().isoformat()}",
+             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
+             f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
+             f"- {model.num_gaussians:,} Gaussians, SH degree {model.config.sh_degree}; "
+             f"{len(ids)} test views; the run itself renders them at "
+             f"{sum(float(psnr(own[i], photos[i])) for i in ids) / len(ids):.2f} dB vs the photos",
+             "", "| file | MiB | of the .ply | export s | read s | Gaussians read | "
+             "vs the run, mean (worst) dB | vs photos dB |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['format']} | {r['bytes'] / 2 ** 20:.2f} | {r['bytes'] / ply:.3f} | "
+                     f"{r['write_s']:.2f} | {r['read_s']:.2f} | {r['gaussians']:,} | "
+                     f"{r['psnr_vs_run_mean']:.2f} ({r['psnr_vs_run_min']:.2f}) | "
+                     f"{r['psnr_vs_photos']:.2f} |")
+    (args.out / "bench.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
