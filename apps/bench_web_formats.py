@@ -8,7 +8,8 @@ bytes on disk, time to read it back, and the Gaussians read back rendered at the
 views: PSNR against the run's own renders (what the format loses) and against the photos.
 Expected before the run (from the demo's 10.9k Gaussians): .spz about a tenth of the .ply and
 above 40 dB against the run; the compressed .ply about a quarter and higher; .splat about an
-eighth and lowest (no view-dependent colour).
+eighth and lowest (no view-dependent colour). The .spz is also written with the reference
+library's SH bits (5 of degree 1, 4 above) and with all 8, beside the export's default.
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import torch
 
+from fieldkit.data.normalize import Normalisation
 from fieldkit.data.scene import composite
 from fieldkit.export.splats import FORMATS, export_splats
 from fieldkit.splats.foreign import read_splats
 from fieldkit.splats.model import SplatModel
-from fieldkit.splats.transform import splats_to_box
+from fieldkit.splats.spz import write_spz
+from fieldkit.splats.transform import splats_to_box, splats_to_world
 from fieldkit.train.metrics import psnr
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.run import load_model, load_run_scene, read_config
@@ -48,10 +51,17 @@ def main() -> None:
         own = {i: model.render(scene.cameras[i], bg)["rgb"] for i in ids}
     photos = {i: composite(scene.image(i), bg) for i in ids}
     rows = []
-    for fmt in FORMATS:
+    variants = [(fmt, fmt, {}) for fmt in FORMATS] + [
+        (".spz", ".spz, SH bits 5/4 (the reference library's)", {"sh_bits": (5, 4)}),
+        (".spz", ".spz, SH bits 8", {"sh_bits": (8, 8)})]
+    norm = Normalisation.from_dict(read_config(args.run)["normalisation"])
+    for fmt, label, options in variants:
         path = args.out / f"splats{fmt}"
         t0 = time.perf_counter()
-        export_splats(args.run, path)
+        if options:   # the same Gaussians in world units, written with other settings
+            write_spz(path, splats_to_world(model.export_params(), norm), **options)
+        else:
+            export_splats(args.run, path)
         t_write = time.perf_counter() - t0
         t0 = time.perf_counter()
         params = read_splats(path)
@@ -60,9 +70,9 @@ def main() -> None:
         back.set_gaussians(splats_to_box(params, scene.normalisation))
         with torch.no_grad():
             renders = {i: back.render(scene.cameras[i], bg)["rgb"] for i in ids}
-        vs_run = [min(float(psnr(renders[i], own[i])), 99.0) for i in ids]
+        vs_run = [min(float(psnr(renders[i], own[i])), 99.0) for i in ids]  # 99: identical
         vs_photos = [float(psnr(renders[i], photos[i])) for i in ids]
-        rows.append({"format": fmt, "bytes": path.stat().st_size, "gaussians": len(params["means"]),
+        rows.append({"format": label, "bytes": path.stat().st_size, "gaussians": len(params["means"]),
                      "write_s": t_write, "read_s": t_read,
                      "psnr_vs_run_mean": sum(vs_run) / len(vs_run), "psnr_vs_run_min": min(vs_run),
                      "psnr_vs_photos": sum(vs_photos) / len(vs_photos)})

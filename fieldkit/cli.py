@@ -205,12 +205,16 @@ class Export:
     """Decimate the mesh to about this many faces (quadric simplification)."""
     num: int = 1_000_000
     """Points in a point-cloud export (a random subset when more are found)."""
+    spz_sh_bits: int = 6
+    """.spz: bits kept of each view-dependent colour coefficient (1-8; fewer pack smaller).
+    See SPZ_SH_BITS in fieldkit/export/splats.py for what each costs."""
 
     def run(self) -> None:
         from fieldkit.export.run import export_run
 
         _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
-                                self.views, self.threshold, self.target_faces, self.num)
+                                self.views, self.threshold, self.target_faces, self.num,
+                                spz_sh_bits=self.spz_sh_bits)
         print(summary)
 
 

@@ -28,14 +28,16 @@ def _views(views: int | None) -> dict:
 
 def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
                views: int | None = None, threshold: str | float | None = "auto",
-               target_faces: int | None = None, num: int = 1_000_000) -> tuple[Path, str]:
+               target_faces: int | None = None, num: int = 1_000_000,
+               spz_sh_bits: int | None = None) -> tuple[Path, str]:
     """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
 
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
     ``threshold``) or TSDF fusion of ``views`` rendered training views (``method`` tsdf,
     ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
     coloured points with normals, lifted from ``views`` rendered training views. splats: the
-    Gaussians of a splat run (.ply, .compressed.ply, .spz, .splat or a 3DGS output folder). ``views`` None: each method's default."""
+    Gaussians of a splat run (.ply, .compressed.ply, .spz with ``spz_sh_bits``, .splat or a
+    3DGS output folder). ``views`` None: each method's default."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "points":
@@ -47,7 +49,7 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     if kind == "splats":
         from fieldkit.export.splats import FORMATS, export_splats, splat_format
 
-        path, n = export_splats(run_dir, out)
+        path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits)
         folder = Path(out).suffix == ""
         cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
         layout = FORMATS[".ply" if folder else splat_format(Path(out))]

@@ -103,9 +103,11 @@ def _quantize_sh(values: np.ndarray, bits: int) -> np.ndarray:
     return q.clip(0, 255).astype(np.uint8)
 
 
-def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3) -> Path:
+def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3,
+              sh_bits: tuple[int, int] = (SH1_BITS, SH_REST_BITS)) -> Path:
     """Write splat params (fieldkit's layout, see ``fieldkit/splats/ply.py``) as a .spz file of
-    ``version`` 2 or 3. Returns the path."""
+    ``version`` 2 or 3, keeping ``sh_bits`` (degree 1, higher degrees; 1..8) of each SH
+    coefficient's byte. Returns the path."""
     from fieldkit.splats.ply import sh_degree_of
 
     if version not in (2, 3):
@@ -138,8 +140,8 @@ def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3) -> 
     sh = np.zeros((n, 0), np.uint8)
     if dim:
         rest = p["shN"].reshape(n, dim, 3)
-        sh = np.concatenate([_quantize_sh(rest[:, :3], SH1_BITS),
-                             _quantize_sh(rest[:, 3:], SH_REST_BITS)], axis=1).reshape(n, -1)
+        sh = np.concatenate([_quantize_sh(rest[:, :3], sh_bits[0]),
+                             _quantize_sh(rest[:, 3:], sh_bits[1])], axis=1).reshape(n, -1)
     body = b"".join([
         HEADER.pack(MAGIC, version, n, degree, frac, 0, 0),
         np.ascontiguousarray(positions).tobytes(),
