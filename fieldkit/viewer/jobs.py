@@ -137,14 +137,15 @@ def export_points_job(session, out: Path, num: int, progress) -> Path:
 def export_splats_job(session, out: Path, progress) -> Path:
     progress(None)
     src = session.viewer.sources[0]
-    if src.run_dir is None:  # a bare .ply: write the Gaussians shown (crop applied)
-        from fieldkit.splats.ply import write_splat_ply
+    if src.run_dir is None:  # a bare splat file: write the Gaussians shown (crop applied)
+        from fieldkit.export.splats import splat_format, write_splats
         from fieldkit.viewer.crop import crop_splat_params
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.lock:
             params = src.model.export_params()
-        return write_splat_ply(out, crop_splat_params(params, session.view.settings.crop))
+        return write_splats(out, crop_splat_params(params, session.view.settings.crop),
+                            splat_format(out))
     from fieldkit.export.splats import export_splats
 
     return export_splats(checkpointed_run(session), out)[0]

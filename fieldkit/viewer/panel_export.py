@@ -2,6 +2,7 @@
 CLI uses, with progress, then offered for download. Files go to RUN/viewer/exports/."""
 from __future__ import annotations
 
+from fieldkit.export.splats import FORMATS
 from fieldkit.viewer.jobs import (export_mesh_job, export_points_job, export_splats_job,
                                   run_job)
 
@@ -21,6 +22,10 @@ def build_export_panel(session) -> None:
         h["points_num"] = gui.add_number("points", 1_000_000, min=1000, max=50_000_000,
                                          step=1000, visible=has_run)
         h["export_points"] = gui.add_button("export points", visible=has_run)
+        h["splat_file"] = gui.add_dropdown(
+            "splat file", tuple(FORMATS), initial_value=".ply", visible=src.is_splat,
+            hint=".ply: any 3DGS tool; .spz: about a tenth of it, for web viewers; "
+                 ".compressed.ply: SuperSplat; .splat: base colours only")
         h["export_splats"] = gui.add_button("export splats", visible=src.is_splat,
                                             disabled=not src.is_splat)
         h["export_progress"] = gui.add_progress_bar(0.0, visible=False)
@@ -37,4 +42,4 @@ def build_export_panel(session) -> None:
     h["export_points"].on_click(lambda _: start("points", lambda p: export_points_job(
         session, out_dir / "points.ply", int(h["points_num"].value), p)))
     h["export_splats"].on_click(lambda _: start("splats", lambda p: export_splats_job(
-        session, out_dir / "splats.ply", p)))
+        session, out_dir / f"splats{h['splat_file'].value}", p)))

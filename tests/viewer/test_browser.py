@@ -117,8 +117,15 @@ def test_export_button_writes_file(browser, tiny_splat_run):
         out = viewer.output_dir / "exports" / "splats.ply"
         wait_for(lambda: "wrote" in s.handles["export_status"].content, 30, "the export")
         from fieldkit.splats.ply import read_splat_ply
+        from fieldkit.splats.spz import read_spz
 
         assert len(read_splat_ply(out)["means"]) == sources[0].model.num_gaussians
+        s.handles["splat_file"].value = ".spz"   # the web viewers' file, from the same button
+        s.handles["export_status"].content = ""
+        page.get_by_role("button", name="export splats").click()
+        spz = viewer.output_dir / "exports" / "splats.spz"
+        wait_for(lambda: "wrote" in s.handles["export_status"].content, 30, "the .spz export")
+        assert len(read_spz(spz)["means"]) == sources[0].model.num_gaussians
         page.close()
 
 
