@@ -233,7 +233,7 @@ class Distill(ModelOptions):
 
     teacher: Positional[Path]
     """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer (or a web
-    viewer's .spz, .splat or SuperSplat .compressed.ply), the
+    viewer's .spz, .splat, .sog or SuperSplat .compressed.ply; an unbundled SOG folder), the
     original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
     gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt), or a nerfstudio
     splatfacto run folder or checkpoint (nerfstudio_models/step-*.ckpt); the dataset their
@@ -343,8 +343,8 @@ class View:
     """Open the browser viewer on a run or a splat file (optionally beside a second run)."""
 
     target: Positional[Path]
-    """Run directory, splat file (3DGS .ply, .compressed.ply, .spz, .splat), 3DGS output
-    folder (its latest .ply, and its
+    """Run directory, splat file (3DGS .ply, .compressed.ply, .spz, .splat, .sog, or a SOG
+    folder), 3DGS output folder (its latest .ply, and its
     cameras.json for the first view and the frustums), or gsplat's results folder or
     checkpoint, or a splatfacto run folder or checkpoint (in its dataset's world, with its
     cameras, when that dataset is here)."""

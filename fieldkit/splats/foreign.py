@@ -1,8 +1,8 @@
 """Gaussians other trainers wrote: which file holds them, and which world they are in.
 
 - a 3DGS .ply of any trainer (``fieldkit/splats/ply.py``), or one of the web viewers' files:
-  SuperSplat's compressed .ply, a .spz, a .splat (``compressed_ply.py``, ``spz.py``,
-  ``splat_file.py``); inside the original 3DGS trainer's
+  SuperSplat's compressed .ply, a .spz, a .splat, a SOG (``compressed_ply.py``, ``spz.py``,
+  ``splat_file.py``, ``sog.py``); inside the original 3DGS trainer's
   output folder it has a cameras.json and a cfg_args (``gs_folder.py``); world units;
 - gsplat's simple_trainer results: ``ckpts/ckpt_*.pt`` or ``ply/point_cloud_*.ply`` beside a
   cfg.yml (``gsplat_folder.py``), in a normalised frame of its COLMAP dataset;
@@ -22,36 +22,43 @@ import torch
 
 from fieldkit.errors import FieldkitError, warn
 
-SPLAT_FILES = (".ply", ".spz", ".splat", ".pt", ".ckpt")
+SPLAT_FILES = (".ply", ".spz", ".splat", ".sog", ".pt", ".ckpt")
 """Files read as Gaussians: a 3DGS .ply (or SuperSplat's compressed .ply), a .spz, a .splat, a
-gsplat checkpoint, a splatfacto checkpoint."""
+SOG bundle, a gsplat checkpoint, a splatfacto checkpoint. (An unbundled SOG is a folder.)"""
 
 
 def read_splats(path: Path) -> dict[str, torch.Tensor]:
-    """Splat params of a 3DGS or compressed .ply, a .spz, a .splat, a splatfacto checkpoint
-    (.ckpt) or a gsplat checkpoint (.pt)."""
+    """Splat params of a 3DGS or compressed .ply, a .spz, a .splat, a SOG (.sog or the meta.json
+    of a folder), a splatfacto checkpoint (.ckpt) or a gsplat checkpoint (.pt)."""
     from fieldkit.splats.gsplat_folder import read_gsplat_checkpoint
     from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
     from fieldkit.splats.ply import read_splat_ply
+    from fieldkit.splats.sog import META, read_sog
     from fieldkit.splats.splat_file import read_splat_file
     from fieldkit.splats.spz import read_spz
 
     path = Path(path)
+    if path.name == META:
+        return read_sog(path)
     readers = {".ply": read_splat_ply, ".spz": read_spz, ".splat": read_splat_file,
-               ".ckpt": read_splatfacto_checkpoint}
+               ".sog": read_sog, ".ckpt": read_splatfacto_checkpoint}
     return readers.get(path.suffix.lower(), read_gsplat_checkpoint)(path)
 
 
 def latest_in(folder: Path) -> Path | None:
     """The newest Gaussians of another trainer's folder (3DGS output, gsplat results, splatfacto
-    run), or None when ``folder`` is none of them (a fieldkit run holds config.json)."""
+    run; an unbundled SOG's meta.json), or None when ``folder`` is none of them (a fieldkit run
+    holds config.json)."""
     from fieldkit.splats.gs_folder import latest_ply
+    from fieldkit.splats.sog import META, is_sog_folder
     from fieldkit.splats.gsplat_folder import latest_splats, result_folder_of
     from fieldkit.splats.nerfstudio_run import latest_checkpoint, run_folder_of
 
     folder = Path(folder)
     if not folder.is_dir() or (folder / "config.json").exists():
         return None
+    if is_sog_folder(folder):
+        return folder / META
     if run_folder_of(folder) is not None:
         found = latest_checkpoint(folder)
         if found is None:

@@ -1,13 +1,12 @@
-"""The web viewers' splat files: .spz (against its spec and the reference library), .splat and
-SuperSplat's compressed .ply (against gsplat's writers), exported from a run and read back."""
+"""The web viewers' splat files: .spz (against its spec), .splat and SuperSplat's compressed .ply
+(against gsplat's writers), SOG (built here from its layout), exported from a run and read back.
+The checks against other libraries' readers and writers are in test_web_interop.py."""
 from __future__ import annotations
 
 import gzip
 import json
 import math
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from fieldkit.splats.splat_file import read_splat_file, write_splat_file
 from fieldkit.splats.spz import read_spz, write_spz
 
 SH_C0 = 0.28209479177387814
-REFERENCE = Path(__file__).resolve().parents[2] / ".ci/npm/node_modules/@adobe/spz/dist/spz.js"
 
 
 def _params(n: int = 400, degree: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -120,45 +118,6 @@ def test_spz_keeps_a_large_scene_in_24_bits_and_refuses_nan(tmp_path):
     p["scales"][3, 1] = math.nan
     with pytest.raises(FieldkitError, match="non-finite scales"):
         write_spz(tmp_path / "nan.spz", p)
-
-
-def _reference(*args: str) -> None:
-    subprocess.run(["node", str(Path(__file__).with_name("spz_reference.mjs")), str(REFERENCE),
-                    *args], check=True, capture_output=True, timeout=120)
-
-
-@pytest.mark.skipif(shutil.which("node") is None or not REFERENCE.is_file(),
-                    reason="needs node and the reference SPZ library (.ci/setup test installs "
-                           "@adobe/spz with npm)")
-def test_spz_files_agree_with_the_reference_library(tmp_path):
-    """Ours -> the reference reads what we read; the reference's versions 2-4 -> we read what
-    it reads (opacity bytes 0 and 255 aside: the reference turns them into infinite logits)."""
-    def same(ref: dict, got: dict[str, torch.Tensor], n: int) -> None:
-        arr = {k: np.asarray(v, np.float64) for k, v in ref.items() if isinstance(v, list)}
-        assert np.abs(arr["positions"].reshape(n, 3) - got["means"].numpy()).max() < 1e-6
-        assert np.abs(arr["scales"].reshape(n, 3) - got["scales"].numpy()).max() < 1e-6
-        assert np.abs(arr["rotations"].reshape(n, 4)[:, [3, 0, 1, 2]]
-                      - got["quats"].numpy()).max() < 1e-4
-        alpha = 1 / (1 + np.exp(-np.clip(arr["alphas"], -80, 80)))
-        assert np.abs(alpha - torch.sigmoid(got["opacities"]).double().numpy()).max() < 2.5e-3
-        assert np.abs(arr["colors"].reshape(n, 3) - got["sh0"].reshape(n, 3).numpy()).max() < 1e-6
-        assert np.abs(arr["sh"].reshape(n, 15, 3) - got["shN"].numpy()).max() < 1e-6
-
-    p = _params(n=300)
-    write_spz(tmp_path / "ours.spz", p)
-    _reference("load", str(tmp_path / "ours.spz"), str(tmp_path / "ours.json"))
-    same(json.loads((tmp_path / "ours.json").read_text()), read_spz(tmp_path / "ours.spz"), 300)
-    cloud = {"numPoints": 300, "shDegree": 3,
-             "positions": p["means"].flatten().tolist(), "scales": p["scales"].flatten().tolist(),
-             "rotations": p["quats"][:, [1, 2, 3, 0]].flatten().tolist(),
-             "alphas": p["opacities"].tolist(), "colors": p["sh0"].flatten().tolist(),
-             "sh": p["shN"].flatten().tolist()}
-    (tmp_path / "in.json").write_text(json.dumps(cloud))
-    for version in (2, 3, 4):
-        spz = tmp_path / f"ref{version}.spz"
-        _reference("save", str(tmp_path / "in.json"), str(spz), str(version))
-        _reference("load", str(spz), str(tmp_path / f"ref{version}.json"))
-        same(json.loads((tmp_path / f"ref{version}.json").read_text()), read_spz(spz), 300)
 
 
 def test_splat_files_from_gsplat_read_back(tmp_path):
@@ -272,3 +231,65 @@ def test_spz_sh_bits_set_how_much_of_each_coefficient_is_kept(demo_splat_run, tm
     assert main(["export", "splats", str(demo_splat_run), "--out", str(tmp_path / "x.spz"),
                  "--spz-sh-bits", "0"]) != 0
     assert "--spz-sh-bits must be 1 to 8" in capsys.readouterr().err
+
+
+def _webp(pixels: list[tuple[int, int, int, int]], width: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rows = len(pixels) // width
+    img = Image.fromarray(np.asarray(pixels, np.uint8).reshape(rows, width, 4), "RGBA")
+    buf = io.BytesIO()
+    img.save(buf, "WEBP", lossless=True, exact=True)   # keep rgb under alpha 0
+    return buf.getvalue()
+
+
+def test_a_hand_built_sog_reads_as_its_layout_says(tmp_path):
+    """Two Gaussians in SOG version 2, zipped and as a folder, built here from the layout."""
+    import zipfile
+
+    codebook = [i / 10 - 5 for i in range(256)]
+    # centres: x of Gaussian 0 at the top of its range (log space 1 -> e - 1), the rest at 0
+    lo = [(255, 0, 0, 255), (0, 0, 0, 255)]
+    hi = [(255, 0, 0, 255), (0, 0, 0, 255)]
+    quats = [(255, 128, 128, 252), (0, 0, 0, 0)]   # x = 1 / sqrt(2): (x * sqrt(2) + 1) / 2 * 255
+    centroids = [(50, 60, 70, 255)] * 3 + [(100, 110, 120, 255)] * 3   # 2 entries, K = 3
+    files = {
+        "meta.json": json.dumps({
+            "version": 2, "count": 2,
+            "means": {"mins": [0, 0, 0], "maxs": [1, 1, 1], "files": ["means_l.webp",
+                                                                       "means_u.webp"]},
+            "scales": {"codebook": codebook, "files": ["scales.webp"]},
+            "quats": {"files": ["quats.webp"]},
+            "sh0": {"codebook": codebook, "files": ["sh0.webp"]},
+            "shN": {"count": 2, "bands": 1, "codebook": codebook,
+                    "files": ["shN_centroids.webp", "shN_labels.webp"]}}).encode(),
+        "means_l.webp": _webp(lo, 2), "means_u.webp": _webp(hi, 2),
+        "scales.webp": _webp([(10, 20, 30, 255), (0, 0, 0, 255)], 2),
+        "quats.webp": _webp(quats, 2),
+        "sh0.webp": _webp([(40, 50, 60, 0), (0, 0, 0, 255)], 2),
+        "shN_centroids.webp": _webp(centroids, 6),   # a row holds 64 entries: here 2 x 3 pixels
+        "shN_labels.webp": _webp([(1, 0, 0, 255), (0, 0, 0, 255)], 2)}
+    with zipfile.ZipFile(tmp_path / "two.sog", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    folder = tmp_path / "unbundled"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    from fieldkit.splats.foreign import latest_in
+
+    for got in (read_splats(tmp_path / "two.sog"), read_splats(latest_in(folder))):
+        assert np.allclose(got["means"][0], [math.e - 1, 0, 0], atol=1e-5)
+        assert np.allclose(got["scales"][0], [-4.0, -3.0, -2.0], atol=1e-5)
+        expected = torch.tensor([[0.5 ** 0.5, 0.5 ** 0.5, 0.0, 0.0]])   # tag 252: w largest
+        assert _angle_deg(got["quats"][:1], expected).item() < 1.0
+        assert torch.equal(got["quats"][1], torch.tensor([1.0, 0.0, 0.0, 0.0]))  # bad tag
+        assert np.allclose(got["sh0"][0, 0], [-1.0, 0.0, 1.0], atol=1e-5)
+        assert torch.sigmoid(got["opacities"][0]) < 0.01
+        assert np.allclose(got["shN"][0], [[5.0, 6.0, 7.0]] * 3, atol=1e-5)   # entry 1
+        assert np.allclose(got["shN"][1], [[0.0, 1.0, 2.0]] * 3, atol=1e-5)   # entry 0
+    (folder / "meta.json").write_text(json.dumps({"version": 1, "count": 2}))
+    with pytest.raises(FieldkitError, match="SOG version 1 is not supported"):
+        read_splats(folder / "meta.json")
