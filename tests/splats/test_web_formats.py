@@ -7,7 +7,6 @@ import gzip
 import json
 import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
