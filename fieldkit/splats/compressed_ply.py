@@ -25,11 +25,10 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError
-from fieldkit.splats.splat_file import gsplat_exporter
+from fieldkit.splats.splat_file import SH_C0, byte_opacity_logits, gsplat_exporter
 from fieldkit.train.checkpoint import atomic_write_bytes
 
 CHUNK = 256
-SH_C0 = 0.28209479177387814
 SUFFIX = ".compressed.ply"
 CHUNK_PROPERTIES = tuple(f"{m}_{a}" for m in ("min", "max") for a in "xyz") + \
     tuple(f"{m}_scale_{a}" for m in ("min", "max") for a in "xyz") + \
@@ -102,7 +101,6 @@ def decode(f, path: Path, endian: str, elements) -> dict[str, Tensor]:
     quats[np.arange(n), largest] = np.sqrt(np.clip(1.0 - (quats ** 2).sum(axis=1), 0.0, None))
     rgb = np.stack([_lerp(c[f"min_{ch}"], c[f"max_{ch}"], _unorm(color, s, 8))
                     for ch, s in zip("rgb", (24, 16, 8))], axis=1)
-    alpha = np.clip(_unorm(color, 0, 8), 0.5 / 255.0, 254.5 / 255.0)
     rest = np.zeros((n, 0, 3), np.float32)
     if "sh" in blocks:
         sh = blocks["sh"]
@@ -118,7 +116,7 @@ def decode(f, path: Path, endian: str, elements) -> dict[str, Tensor]:
         "means": unpack_111011(pos, ""),
         "scales": unpack_111011(scale, "scale_"),
         "quats": quats,
-        "opacities": np.log(alpha / (1.0 - alpha)),
+        "opacities": byte_opacity_logits(_unorm(color, 0, 8)),
         "sh0": ((rgb - 0.5) / SH_C0).reshape(n, 1, 3),
         "shN": rest,
     }

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fieldkit.encoders.sh import C0 as SH_C0
 from fieldkit.errors import FieldkitError
 
 CONFIG = "config.yml"
 TRANSFORMS = "dataparser_transforms.json"
 MODELS = "nerfstudio_models"
-SH_C0 = 0.28209479177387814
-"""The degree-0 SH basis: a colour c has DC coefficient (c - 0.5) / SH_C0."""
 MAX_SIDE = 1600
 """nerfstudio's automatic downscale keeps the longest image side at most this."""
 _CKPT = re.compile(r"^step-(\d+)\.ckpt$")

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError
+from fieldkit.splats.splat_file import byte_opacity_logits
 
 META = "meta.json"
 
@@ -106,9 +107,9 @@ def read_sog(path: str | Path) -> dict[str, Tensor]:
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise fail(f"meta.json lacks or mis-sizes an entry ({e!r}); the file is corrupt") \
             from None
-    alpha = np.clip(sh0_px[:, 3].astype(np.float32) / 255.0, 0.5 / 255.0, 254.5 / 255.0)
     out = {"means": means, "scales": scales, "quats": quats,
-           "opacities": np.log(alpha / (1.0 - alpha)), "sh0": sh0.reshape(n, 1, 3), "shN": rest}
+           "opacities": byte_opacity_logits(sh0_px[:, 3] / 255.0), "sh0": sh0.reshape(n, 1, 3),
+           "shN": rest}
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
 
 

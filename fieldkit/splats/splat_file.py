@@ -17,12 +17,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fieldkit.encoders.sh import C0 as SH_C0
 from fieldkit.errors import FieldkitError
 from fieldkit.train.checkpoint import atomic_write_bytes
 
-SH_C0 = 0.28209479177387814
 RECORD = np.dtype([("means", "<f4", 3), ("sigmas", "<f4", 3), ("rgba", "u1", 4),
                    ("quat", "u1", 4)])
+
+
+def byte_opacity_logits(alpha: np.ndarray) -> np.ndarray:
+    """Logits of opacities stored as bytes (``alpha`` = byte / 255), held half a step inside
+    (0, 1) so that bytes 0 and 255 give finite logits."""
+    alpha = np.clip(alpha.astype(np.float32), 0.5 / 255.0, 254.5 / 255.0)
+    return np.log(alpha / (1.0 - alpha))
 
 
 def gsplat_exporter():
@@ -69,12 +76,11 @@ def read_splat_file(path: str | Path) -> dict[str, Tensor]:
     norm = np.linalg.norm(quat, axis=1, keepdims=True)
     quat = np.where(norm > 0, quat / np.maximum(norm, 1e-12), np.array([1, 0, 0, 0], np.float32))
     rgba = rec["rgba"].astype(np.float32) / 255.0
-    alpha = np.clip(rgba[:, 3], 0.5 / 255.0, 254.5 / 255.0)
     out = {
         "means": rec["means"].astype(np.float32),
         "scales": np.log(np.maximum(sigmas, 1e-12)),
         "quats": quat,
-        "opacities": np.log(alpha / (1.0 - alpha)),
+        "opacities": byte_opacity_logits(rgba[:, 3]),
         "sh0": ((rgba[:, :3] - 0.5) / SH_C0).reshape(n, 1, 3),
         "shN": np.zeros((n, 0, 3), np.float32),
     }

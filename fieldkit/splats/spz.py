@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError, warn
+from fieldkit.splats.splat_file import byte_opacity_logits
 from fieldkit.train.checkpoint import atomic_write_bytes
 
 MAGIC = 0x5053474E
@@ -181,7 +182,6 @@ def read_spz(path: str | Path) -> dict[str, Tensor]:
         xyz = rotations.reshape(n, 3).astype(np.float32) / 127.5 - 1.0
         w = np.sqrt(np.clip(1.0 - (xyz ** 2).sum(axis=1, keepdims=True), 0.0, None))
         xyzw = np.concatenate([xyz, w], axis=1)
-    alpha = np.clip(alphas.astype(np.float32) / 255.0, 0.5 / 255.0, 254.5 / 255.0)
     rest = np.zeros((n, 0, 3), np.float32)
     if dim:
         q = sh.reshape(n, dim, 3).astype(np.float32)
@@ -193,7 +193,7 @@ def read_spz(path: str | Path) -> dict[str, Tensor]:
         "means": means,
         "scales": scales.reshape(n, 3).astype(np.float32) / 16.0 - 10.0,
         "quats": xyzw[:, [3, 0, 1, 2]],
-        "opacities": np.log(alpha / (1.0 - alpha)),
+        "opacities": byte_opacity_logits(alphas / 255.0),
         "sh0": ((colors.reshape(n, 3).astype(np.float32) / 255.0 - 0.5) / COLOR_SCALE
                 ).reshape(n, 1, 3),
         "shN": rest,
