@@ -21,6 +21,8 @@ from fieldkit.model_options import ModelOptions
 from fieldkit.splats.model import SplatConfig
 
 Positional = tyro.conf.Positional
+Crop = Annotated[tuple[float, float, float, float, float, float] | None,
+                 tyro.conf.arg(metavar="X0 Y0 Z0 X1 Y1 Z1")]
 
 
 def _report_eval(run_dir: Path) -> None:
@@ -169,12 +171,17 @@ class Render:
     """rgb, depth (colour mapped) or both side by side (default rgb)."""
     fov: float | None = None
     """Vertical field of view in degrees (default: the camera path's own)."""
+    crop: Crop = None
+    """Show only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's Crop
+    box panel shows them)."""
 
     def run(self) -> None:
         from fieldkit.export.render import render_video
+        from fieldkit.render.crop import CropBox
 
         out = render_video(self.run_dir, self.out, self.path, self.frames, self.fps, self.width,
-                           self.height, self.depth, self.output, self.fov)
+                           self.height, self.depth, self.output, self.fov,
+                           CropBox.from_flat(self.crop))
         print(f"video      {out}")
 
 
@@ -208,13 +215,19 @@ class Export:
     spz_sh_bits: int = 6
     """.spz: bits kept of each view-dependent colour coefficient (1-8; fewer pack smaller).
     See SPZ_SH_BITS in fieldkit/export/splats.py for what each costs."""
+    crop: Crop = None
+    """Export only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
+    Crop box panel shows them): a mesh's lattice covers the box alone, at the spacing
+    --resolution gives its longest side, and surfaces it cuts are closed; splats keep the
+    Gaussians whose centres lie inside."""
 
     def run(self) -> None:
         from fieldkit.export.run import export_run
+        from fieldkit.render.crop import CropBox
 
         _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
                                 self.views, self.threshold, self.target_faces, self.num,
-                                spz_sh_bits=self.spz_sh_bits)
+                                spz_sh_bits=self.spz_sh_bits, crop=CropBox.from_flat(self.crop))
         print(summary)
 
 
@@ -275,6 +288,10 @@ class Distill(ModelOptions):
     file, renders within 0.003 dB of float32 on the demo; checkpoints stay float32)."""
     port: int = 7007
     """Viewer port."""
+    crop: Crop = None
+    """Distil only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
+    Crop box panel shows them): the teacher is cropped first (a field's density is zero
+    outside, a splat teacher keeps the Gaussians whose centres lie inside)."""
     lr: float | None = None
     """Peak Adam learning rate of the student (default: its model's own); for splat, a
     multiplier of its per-parameter rates."""
@@ -298,6 +315,7 @@ class Distill(ModelOptions):
 
     def run(self) -> None:
         from fieldkit.distill.run import distill
+        from fieldkit.render.crop import CropBox
         from fieldkit.train.config import TrainConfig
 
         if self.max_time is not None and self.max_time <= 0:
@@ -312,7 +330,7 @@ class Distill(ModelOptions):
                       device=self.device, resume=self.resume,
                       model_config=None if self.resume else self.model_config(self.to),
                       scene=self.scene, downscale=self.downscale,
-                      ply_transform=self.ply_transform)
+                      ply_transform=self.ply_transform, crop=CropBox.from_flat(self.crop))
         live = None
         if self.viewer:  # the viewer renders between steps and stays up afterwards
             from fieldkit.viewer import require_viser

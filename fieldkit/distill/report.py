@@ -118,3 +118,7 @@ def print_report(report: dict) -> None:
                   f"renders, {tm['student_seconds']:.0f} s optimisation; "
                   f"{tm['total_seconds'] - tm['distill_seconds']:.0f} s evaluation)")
     Console().print(table)
+    if report.get("crop"):
+        box = " ".join(f"{v:g}" for v in report["crop"])
+        print(f"both cropped to the box {box} (box coordinates); the photos show the whole "
+              "scene")

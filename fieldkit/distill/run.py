@@ -26,6 +26,7 @@ from fieldkit.distill.teacher import Teacher
 from fieldkit.distill.views import novel_cameras, save_train_cameras, target_cameras
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.fields.registry import build_model, model_from_config
+from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.splats.foreign import SPLAT_FILES
 from fieldkit.train.checkpoint import atomic_write_json
 from fieldkit.train.config import TrainConfig, resumed_config
@@ -102,14 +103,15 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
             train: TrainConfig | None = None, config: DistillConfig | None = None,
             preset: str = "default", device: str | None = None, resume: bool = False,
             quiet: bool = False, model_config=None, scene: Path | None = None,
-            downscale: int = 1, ply_transform: Path | None = None) -> dict:
+            downscale: int = 1, ply_transform: Path | None = None,
+            crop: CropBox | None = None) -> dict:
     """Distil the model of ``teacher_run`` (a run directory or a 3DGS .ply file) into a
     ``kind`` student in ``out``; returns the report (also in ``out/distill.json``), or
     ``{"interrupted": True, ...}`` after Ctrl-C (a checkpoint is saved). The arguments are
     ``Distillation``'s."""
     job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
                        resume=resume, model_config=model_config, scene=scene,
-                       downscale=downscale, ply_transform=ply_transform)
+                       downscale=downscale, ply_transform=ply_transform, crop=crop)
     return job.report(job.trainer.train(), quiet=quiet)
 
 
@@ -123,12 +125,13 @@ class Distillation:
                  train: TrainConfig | None = None, config: DistillConfig | None = None,
                  preset: str = "default", device: str | None = None, resume: bool = False,
                  model_config=None, scene: Path | None = None, downscale: int = 1,
-                 ply_transform: Path | None = None):
+                 ply_transform: Path | None = None, crop: CropBox | None = None):
         """``model_config`` (the student's config, e.g. ``student_config(kind, preset)`` with
         the command line's settings) replaces ``student_config(kind, preset)``; a resumed run
         keeps its saved one. ``scene`` and ``downscale``: a .ply teacher's scene
-        (``open_teacher``); ``ply_transform``: the nerfstudio frame it is in; a resumed run
-        keeps its saved ones."""
+        (``open_teacher``); ``ply_transform``: the nerfstudio frame it is in; ``crop``: the
+        part of the teacher distilled (box coordinates; ``crop_model``); a resumed run keeps
+        its saved ones."""
         t_start = time.perf_counter()
         teacher_run = Path(teacher_run)
         name = teacher_run.stem if teacher_run.suffix.lower() in SPLAT_FILES else teacher_run.name
@@ -148,6 +151,7 @@ class Distillation:
             kind, preset = saved["model"]["kind"], saved["model"].get("preset", "default")
             train = resumed_config(saved["train"], train)
             config = DistillConfig.from_saved(saved["distill"]["config"])
+            crop = CropBox.from_flat(saved["distill"].get("crop"))
             if saved["distill"].get("from_file"):  # a .ply teacher: with the scene it had
                 scene = Path(saved["scene"]) if saved["distill"]["cameras"] == "scene" else None
                 downscale = int(saved.get("downscale", 1))
@@ -157,6 +161,7 @@ class Distillation:
             raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                                 "to start a new one")
         source = open_teacher(teacher_run, device, scene, downscale, ply_transform)
+        crop_model(source.model, crop, f"the teacher {teacher_run}")
         tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
                                              source.train_seconds)
         initial = None   # Gaussians a splat student starts from
@@ -221,6 +226,7 @@ class Distillation:
             "distill": {"teacher": str(teacher_run.resolve()), "teacher_kind": teacher.kind,
                         "cameras": cam_source, "from_file": source.is_ply,
                         "ply_transform": _saved_transform(ply_transform),
+                        "crop": crop.flat() if crop is not None else None,
                         "config": config.to_dict(),
                         "rendered": budget.made}})
         save_train_cameras(out, cams)
@@ -233,7 +239,7 @@ class Distillation:
         self.t_start, self.teacher_run, self.out, self.kind = t_start, teacher_run, out, kind
         self.source, self.teacher, self.student, self.trainer = source, teacher, student, trainer
         self.views, self.budget, self.config, self.cameras = views, budget, config, cams
-        self.normalisation, self.initial = norm, initial
+        self.normalisation, self.initial, self.crop = norm, initial, crop
         self.teacher_seconds, self.held_seconds = teacher_seconds, held_seconds
         self.teacher_frame = teacher_frame
 
@@ -257,6 +263,7 @@ class Distillation:
                         "steps": trainer.step_count,
                         **({"initial_gaussians": initial} if initial is not None else {})},
             "cameras": source.camera_source,
+            **({"crop": self.crop.flat()} if self.crop is not None else {}),
             "teacher_seconds_per_frame": self.teacher_frame,
             "targets": {"rendered": budget.made, "cut": budget.cuts},
             "vs_teacher": versus_teacher(student, views),

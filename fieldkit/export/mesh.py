@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.progress import progress_iter
+from fieldkit.render.crop import CropBox, crop_model
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 
@@ -36,6 +38,10 @@ class MeshConfig:
     """Drop connected pieces with fewer faces than this fraction of the largest piece."""
     chunk: int = 1 << 18
     """Points per density query."""
+    crop: CropBox | None = None
+    """Mesh only what lies in this box (box coordinates): the lattice covers the box alone,
+    at the spacing ``resolution`` points give its longest side, and surfaces it cuts are
+    closed along its faces."""
 
 
 def check_suffix(out: Path, suffixes: tuple[str, ...]) -> Path:
@@ -75,35 +81,60 @@ def auto_threshold(volume: np.ndarray) -> float:
     return float(10 ** mids[k] - 1e-2)
 
 
+def lattice(bound: float, resolution: int, crop: CropBox | None = None) -> list[Tensor]:
+    """The three axes [n_x], [n_y], [n_z] of the marching-cubes lattice (box units):
+    ``resolution`` points a side over [-bound, bound]^3, or, with a crop box, over its overlap
+    with the box at the spacing ``resolution`` points give its longest side, one spacing wider
+    on every side the crop cuts (the density there is zero, so cut surfaces close)."""
+    if crop is None:
+        return [torch.linspace(-bound, bound, resolution)] * 3
+    region = crop.clip(bound)
+    if region is None:
+        raise FieldkitError(f"--crop lies outside the scene's box, [-{bound:g}, {bound:g}] on "
+                            "every axis; give box coordinates")
+    lo, hi = region
+    step = max(b - a for a, b in zip(lo, hi)) / (resolution - 1)
+    axes = []
+    for a, b in zip(lo, hi):
+        a, b = (a - step if a > -bound else a), (b + step if b < bound else b)
+        n = max(2, round((b - a) / step) + 1)
+        axes.append(torch.linspace(a, b, n))
+    return axes
+
+
 @torch.no_grad()
-def sample_density(model, resolution: int, chunk: int = 1 << 18) -> tuple[np.ndarray, float]:
-    """Density on a resolution^3 lattice over [-bound, bound]^3: ([R, R, R] float32 indexed
-    [x, y, z], spacing). Points outside the dilated occupancy grid get zero."""
+def sample_density(model, axes: list[Tensor], chunk: int = 1 << 18) -> np.ndarray:
+    """Density at the lattice ``axes`` ([n_x], [n_y], [n_z], box units): [n_x, n_y, n_z]
+    float32. Points outside the dilated occupancy grid get zero."""
     b = float(model.config.render.bound)
-    axis = torch.linspace(-b, b, resolution)
     occ = model.grid.level_binaries[-1].float()[None, None]       # [1, 1, G, G, G] whole box
     occ = torch.nn.functional.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
     g = occ.shape[0]
-    cell = ((axis + b) / (2 * b) * g).long().clamp_(0, g - 1)      # [R] grid cell per lattice line
-    mask = occ[cell][:, cell][:, :, cell]                          # [R, R, R]
+    cx, cy, cz = [((a + b) / (2 * b) * g).long().clamp_(0, g - 1) for a in axes]  # grid cells
+    mask = occ[cx][:, cy][:, :, cz]                                # [nx, ny, nz]
     idx = torch.nonzero(mask)                                      # [M, 3]
-    density = torch.zeros(resolution ** 3)
-    flat = (idx[:, 0] * resolution + idx[:, 1]) * resolution + idx[:, 2]
+    nx, ny, nz = (len(a) for a in axes)
+    density = torch.zeros(nx * ny * nz)
+    flat = (idx[:, 0] * ny + idx[:, 1]) * nz + idx[:, 2]
     starts = range(0, len(idx), chunk)
     for s in progress_iter(starts, total=len(starts), desc="density"):
-        pts = axis[idx[s:s + chunk]]                               # [n, 3]
+        i = idx[s:s + chunk]
+        pts = torch.stack([axes[0][i[:, 0]], axes[1][i[:, 1]], axes[2][i[:, 2]]], -1)  # [n, 3]
         density[flat[s:s + chunk]] = model.density(pts).float()
-    return density.reshape(resolution, resolution, resolution).numpy(), 2 * b / (resolution - 1)
+    return density.reshape(nx, ny, nz).numpy()
 
 
-def _isosurface(volume: np.ndarray, level: float, origin: float, spacing: float):
-    """Legacy open3d TriangleMesh of {volume == level}; ``volume`` [x, y, z]; vertices in box
-    units (open3d puts voxel [k, j, i] at (i, j, k), hence the transpose)."""
+def _isosurface(volume: np.ndarray, level: float, axes: list[Tensor]):
+    """Legacy open3d TriangleMesh of {volume == level}; ``volume`` [x, y, z] sampled at
+    ``axes``; vertices in box units (open3d puts voxel [k, j, i] at (i, j, k), hence the
+    transpose)."""
     o3d = require_open3d()
     t = o3d.core.Tensor(np.ascontiguousarray(volume.transpose(2, 1, 0), dtype=np.float32))
     mesh = o3d.t.geometry.TriangleMesh.create_isosurfaces(t, [float(level)])
     legacy = mesh.to_legacy()
     v = np.asarray(legacy.vertices)
+    origin = np.array([float(a[0]) for a in axes])
+    spacing = np.array([float(a[1] - a[0]) for a in axes])
     legacy.vertices = o3d.utility.Vector3dVector(origin + v * spacing)
     return legacy
 
@@ -166,13 +197,13 @@ def extract_mesh(model, config: MeshConfig, normalisation: Normalisation | None 
         raise FieldkitError(f"--resolution must be at least 16, not {config.resolution}")
     o3d = require_open3d()
     model.eval()
-    volume, spacing = sample_density(model, config.resolution, config.chunk)
+    axes = lattice(float(model.config.render.bound), config.resolution, config.crop)
+    volume = sample_density(model, axes, config.chunk)
     level = config.threshold if config.threshold is not None else auto_threshold(volume)
     if not (volume.max() > level):
         raise FieldkitError(f"no density reaches the threshold {level:.3g} (max "
                             f"{volume.max():.3g}); train longer or pass a lower --threshold")
-    b = float(model.config.render.bound)
-    mesh = _clean(_isosurface(volume, level, -b, spacing), config.min_component,
+    mesh = _clean(_isosurface(volume, level, axes), config.min_component,
                   config.target_faces)
     _orient_outward(mesh, model)
     mesh.vertex_colors = o3d.utility.Vector3dVector(_vertex_colors(mesh, model, config.chunk))
@@ -211,5 +242,6 @@ def export_mesh(run_dir: Path, out: Path, config: MeshConfig):
 
     check_suffix(out, MESH_SUFFIXES)   # before the (long) extraction
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    mesh = extract_mesh(load_model(run_dir), config, normalisation)
+    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
+    mesh = extract_mesh(model, config, normalisation)
     return write_mesh(mesh, out), mesh

@@ -18,6 +18,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix, require_open3d
 from fieldkit.progress import progress_iter
+from fieldkit.render.crop import CropBox, crop_model
 
 
 @dataclass
@@ -36,6 +37,9 @@ class PointsConfig:
     """Drop points whose mean neighbour distance exceeds the mean by this many std devs."""
     seed: int = 0
     """Seed of the random subset."""
+    crop: CropBox | None = None
+    """Keep only what lies in this box (box coordinates): the model is cropped before it is
+    rendered, and lifted points outside the box are dropped."""
 
 
 @torch.no_grad()
@@ -69,6 +73,9 @@ def extract_points(model, cameras: Cameras, config: PointsConfig,
     views = list(range(0, len(cameras), max(1, len(cameras) // config.views)))[:config.views]
     bg = torch.ones(3)
     p, c, eye = lift_views(model, cameras, views, config.min_alpha, bg)
+    if config.crop is not None:
+        keep = config.crop.inside(torch.as_tensor(p)).numpy()
+        p, c, eye = p[keep], c[keep], eye[keep]
     if len(p) == 0:
         raise FieldkitError(f"no pixel reached opacity {config.min_alpha}; train longer or "
                             "lower --min-alpha")
@@ -97,8 +104,8 @@ def export_points(run_dir: Path, out: Path, config: PointsConfig):
 
     out = check_suffix(out, (".ply",))
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    cloud = extract_points(load_model(run_dir), run_train_cameras(run_dir), config,
-                           normalisation)
+    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
+    cloud = extract_points(model, run_train_cameras(run_dir), config, normalisation)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.ply")
     if not require_open3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):

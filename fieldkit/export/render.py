@@ -16,6 +16,7 @@ from fieldkit.export.paths import load_path_json, orbit_path, spiral_path
 from fieldkit.export.video import colorize_depth, to_uint8, write_video
 from fieldkit.progress import progress_iter
 from fieldkit.train.rays import BACKGROUNDS
+from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.train.run import load_model, read_config, run_train_cameras
 
 COMPILE_MIN_PIXELS = 1 << 22
@@ -68,16 +69,17 @@ def with_fov(cams: Cameras, fov_deg: float) -> Cameras:
 def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 120,
                  fps: int = 30, width: int | None = None, height: int | None = None,
                  depth: bool = False, output: str | None = None,
-                 fov: float | None = None) -> Path:
+                 fov: float | None = None, crop: CropBox | None = None) -> Path:
     """Render the frames of a camera path and encode them. ``output``: rgb, depth (colour
     mapped) or both (side by side); ``depth=True`` is the same as ``output="both"``. ``fov``:
-    vertical field of view in degrees (default: the path's own)."""
+    vertical field of view in degrees (default: the path's own). ``crop``: show only what
+    lies in this box (box coordinates)."""
     output = output or ("both" if depth else "rgb")
     if output not in ("rgb", "depth", "both"):
         raise FieldkitError(f"--output must be rgb, depth or both, not {output!r}")
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    model = load_model(run_dir)
+    model = crop_model(load_model(run_dir), crop, str(run_dir))
     model.eval()
     name = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
     bg = torch.tensor(BACKGROUNDS[name])

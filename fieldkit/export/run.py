@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fieldkit.errors import FieldkitError
+from fieldkit.render.crop import CropBox
 
 KINDS = ("mesh", "points", "splats")
 METHODS = ("mc", "tsdf")
@@ -29,7 +30,8 @@ def _views(views: int | None) -> dict:
 def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
                views: int | None = None, threshold: str | float | None = "auto",
                target_faces: int | None = None, num: int = 1_000_000,
-               spz_sh_bits: int | None = None) -> tuple[Path, str]:
+               spz_sh_bits: int | None = None, crop: CropBox | None = None
+               ) -> tuple[Path, str]:
     """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
 
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
@@ -37,19 +39,21 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
     coloured points with normals, lifted from ``views`` rendered training views. splats: the
     Gaussians of a splat run (.ply, .compressed.ply, .spz with ``spz_sh_bits``, .splat or a
-    3DGS output folder). ``views`` None: each method's default."""
+    3DGS output folder). ``views`` None: each method's default. ``crop``: only what lies in
+    this box (box coordinates)."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 
-        path, cloud = export_points(run_dir, out, PointsConfig(num=num, **_views(views)))
+        path, cloud = export_points(run_dir, out, PointsConfig(num=num, crop=crop,
+                                                                  **_views(views)))
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       "normals, world units")
     if kind == "splats":
         from fieldkit.export.splats import FORMATS, export_splats, splat_format
 
-        path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits)
+        path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits, crop=crop)
         folder = Path(out).suffix == ""
         cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
         layout = FORMATS[".ply" if folder else splat_format(Path(out))]
@@ -62,14 +66,14 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
 
         path, mesh = export_mesh_tsdf(run_dir, out, TsdfConfig(
-            resolution=resolution, target_faces=target_faces, **_views(views)))
+            resolution=resolution, target_faces=target_faces, crop=crop, **_views(views)))
         how = " (TSDF fusion)"
     else:
         from fieldkit.export.mesh import MeshConfig, export_mesh
 
         path, mesh = export_mesh(run_dir, out, MeshConfig(
             resolution=resolution, threshold=parse_threshold(threshold),
-            target_faces=target_faces))
+            target_faces=target_faces, crop=crop))
         how = ""
     return path, (f"mesh       {path}: {len(mesh.vertices):,} vertices, "
                   f"{len(mesh.triangles):,} faces{how}, world units")

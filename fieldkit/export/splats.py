@@ -8,6 +8,7 @@ from pathlib import Path
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix
+from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.splats.gs_folder import (CAMERAS_JSON, CFG_ARGS, PLY_NAME, write_cameras_json,
                                        write_cfg_args)
 from fieldkit.splats.ply import write_splat_ply
@@ -56,12 +57,14 @@ def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = N
     return writers[fmt](path, params)
 
 
-def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None) -> tuple[Path, int]:
+def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
+                  crop: CropBox | None = None) -> tuple[Path, int]:
     """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
     a .compressed.ply, a .spz or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS
     model folder: ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
     ``out/cameras.json`` (its training cameras) and ``out/cfg_args`` (its scene folder and
-    downscale). ``spz_sh_bits``: see ``write_splats``. Returns (the file's path, number of
+    downscale). ``spz_sh_bits``: see ``write_splats``. ``crop``: only the Gaussians whose
+    centres lie in this box (box coordinates). Returns (the file's path, number of
     Gaussians)."""
     from fieldkit.train.run import last_log_entry, load_model, read_config
 
@@ -73,6 +76,7 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None) -> t
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
                             f"run (train one with --model splat, or convert this one with "
                             f"`fieldkit distill {run_dir} --to splat`)")
+    crop_model(model, crop, str(run_dir))
     cfg = read_config(run_dir)
     norm = Normalisation.from_dict(cfg["normalisation"])
     params = splats_to_world(model.export_params(), norm)

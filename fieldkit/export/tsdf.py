@@ -19,6 +19,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import _clean, require_open3d
 from fieldkit.progress import progress_iter
+from fieldkit.render.crop import CropBox, crop_model
 
 
 @dataclass
@@ -39,6 +40,9 @@ class TsdfConfig:
     """Decimate to about this many faces (None: keep all)."""
     min_component: float = 0.002
     """Drop connected pieces with fewer faces than this fraction of the largest piece."""
+    crop: CropBox | None = None
+    """Fuse only what lies in this box (box coordinates): the model is cropped before it is
+    rendered."""
 
 
 def camera_to_world(c2w_box: torch.Tensor, norm: Normalisation) -> np.ndarray:
@@ -107,5 +111,6 @@ def export_mesh_tsdf(run_dir, out, config: TsdfConfig):
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) fusion
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    mesh = extract_mesh_tsdf(load_model(run_dir), run_train_cameras(run_dir), config, norm)
+    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
+    mesh = extract_mesh_tsdf(model, run_train_cameras(run_dir), config, norm)
     return write_mesh(mesh, out), mesh

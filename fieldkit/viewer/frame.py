@@ -17,7 +17,7 @@ import torch
 from fieldkit.data.cameras import Cameras
 from fieldkit.export.video import colorize_depth, to_uint8
 from fieldkit.viewer.camera import recentered, sub_camera
-from fieldkit.viewer.crop import CropBox
+from fieldkit.render.crop import CropBox
 
 OUTPUTS = ("rgb", "depth", "opacity")
 LAYOUTS = ("side-by-side", "split")

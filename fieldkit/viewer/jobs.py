@@ -139,7 +139,7 @@ def export_splats_job(session, out: Path, progress) -> Path:
     src = session.viewer.sources[0]
     if src.run_dir is None:  # a bare splat file: write the Gaussians shown (crop applied)
         from fieldkit.export.splats import splat_format, write_splats
-        from fieldkit.viewer.crop import crop_splat_params
+        from fieldkit.render.crop import crop_splat_params
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.lock:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fieldkit.viewer.camera import ViewCamera
-from fieldkit.viewer.crop import CropBox
+from fieldkit.render.crop import CropBox
 from fieldkit.viewer.frame import LAYOUTS, OUTPUTS
 from fieldkit.viewer.scene_nodes import add_crop_outline
 

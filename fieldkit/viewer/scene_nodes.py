@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from fieldkit.viewer.camera import cameras_to_view
-from fieldkit.viewer.crop import CropBox
+from fieldkit.render.crop import CropBox
 
 
 def thumbnails(source, indices: list[int], size: int) -> dict[int, np.ndarray]:

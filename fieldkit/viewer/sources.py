@@ -23,7 +23,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.encoders.hashgrid_fast import compile_for_inference
 from fieldkit.encoders.sh import C0
 from fieldkit.errors import FieldkitError, warn
-from fieldkit.viewer.crop import CropBox, crop_splat_params, cropped_volume
+from fieldkit.render.crop import CropBox, crop_splat_params, cropped_volume
 
 BACKGROUND_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 

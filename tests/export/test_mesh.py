@@ -24,7 +24,7 @@ def test_isosurface_of_an_analytic_sphere_is_in_place():
     ax = np.linspace(-1, 1, 64)
     x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
     volume = 1.0 - np.sqrt((x - 0.3) ** 2 + (y + 0.1) ** 2 + z**2) / 0.5   # > 0 inside
-    mesh = _clean(_isosurface(volume, 0.0, -1.0, 2 / 63), 0.01, None)
+    mesh = _clean(_isosurface(volume, 0.0, [torch.linspace(-1, 1, 64)] * 3), 0.01, None)
     v = np.asarray(mesh.vertices)
     assert np.abs(np.linalg.norm(v - [0.3, -0.1, 0.0], axis=1) - 0.5).max() < 2e-3
     assert mesh.is_watertight()

@@ -13,7 +13,7 @@ import torch
 from fieldkit.export.paths import load_path_json, look_at
 from fieldkit.viewer.camera import (ViewCamera, cameras_to_view, render_size, sub_camera,
                                     view_to_cameras)
-from fieldkit.viewer.crop import CropBox, CroppedField, crop_splat_params
+from fieldkit.render.crop import CropBox, CroppedField, crop_splat_params
 from fieldkit.viewer.keyframes import CameraPath, Keyframe
 
 
