@@ -116,36 +116,41 @@ def checkpointed_run(session) -> Path:
 
 
 def export_mesh_job(session, out: Path, resolution: int, progress) -> Path:
+    """The mesh of the model shown (inside the crop box when one is on)."""
     progress(None)
     run_dir = checkpointed_run(session)
+    crop = session.view.settings.crop
     if session.viewer.sources[0].is_splat:
         from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
 
-        return export_mesh_tsdf(run_dir, out, TsdfConfig(resolution=resolution))[0]
+        return export_mesh_tsdf(run_dir, out, TsdfConfig(resolution=resolution, crop=crop))[0]
     from fieldkit.export.mesh import MeshConfig, export_mesh
 
-    return export_mesh(run_dir, out, MeshConfig(resolution=resolution))[0]
+    return export_mesh(run_dir, out, MeshConfig(resolution=resolution, crop=crop))[0]
 
 
 def export_points_job(session, out: Path, num: int, progress) -> Path:
+    """The point cloud of the model shown (inside the crop box when one is on)."""
     from fieldkit.export.points import PointsConfig, export_points
 
     progress(None)
-    return export_points(checkpointed_run(session), out, PointsConfig(num=num))[0]
+    return export_points(checkpointed_run(session), out,
+                         PointsConfig(num=num, crop=session.view.settings.crop))[0]
 
 
 def export_splats_job(session, out: Path, progress) -> Path:
+    """The Gaussians shown (inside the crop box when one is on)."""
     progress(None)
     src = session.viewer.sources[0]
-    if src.run_dir is None:  # a bare splat file: write the Gaussians shown (crop applied)
+    crop = session.view.settings.crop
+    if src.run_dir is None:  # a bare splat file: write the Gaussians shown
         from fieldkit.export.splats import splat_format, write_splats
         from fieldkit.render.crop import crop_splat_params
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.lock:
             params = src.model.export_params()
-        return write_splats(out, crop_splat_params(params, session.view.settings.crop),
-                            splat_format(out))
+        return write_splats(out, crop_splat_params(params, crop), splat_format(out))
     from fieldkit.export.splats import export_splats
 
-    return export_splats(checkpointed_run(session), out)[0]
+    return export_splats(checkpointed_run(session), out, crop=crop)[0]

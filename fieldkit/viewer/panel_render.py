@@ -50,6 +50,9 @@ def build_render_panel(session) -> None:
                                      hint="show only what lies inside the box (box units)")
         h["crop_min"] = gui.add_vector3("min", tuple(float(x) for x in c - b), step=0.01)
         h["crop_max"] = gui.add_vector3("max", tuple(float(x) for x in c + b), step=0.01)
+        h["crop_flag"] = gui.add_text("command line", "", disabled=True,
+                                      hint="the same crop for fieldkit export, render and "
+                                           "distill (exports here apply it too)")
 
     def on_output(_):
         view.update_settings(output=h["output"].value)
@@ -79,6 +82,8 @@ def build_render_panel(session) -> None:
         if h["crop"].value:
             lo, hi = h["crop_min"].value, h["crop_max"].value
             crop = CropBox(tuple(map(float, lo)), tuple(map(float, hi)))
+        h["crop_flag"].value = "" if crop is None else "--crop " + " ".join(
+            f"{v:.3g}" for v in crop.flat())
         view.update_settings(crop=crop)
         add_crop_outline(session.client.scene, crop)
         session.refresh_render_mode()

@@ -229,14 +229,29 @@ def test_a_field_teachers_point_bank_is_asked_once():
     assert FieldTeacher.calls == 3 and trainer.point_bank is None
 
 
-def test_resume_continues_an_interrupted_distillation(demo_run, tmp_path):
-    out = tmp_path / "h2t"
-    first = distill(demo_run, "triplane", out, _train(20), FAST, quiet=True)
-    assert first["student"]["steps"] == 20
+def test_resume_continues_an_interrupted_distillation_with_its_crop(demo_run, tmp_path):
+    """A distillation of the teacher's x >= 0 half (``--crop``), resumed without the flag:
+    it continues, keeps the crop, and the student has nothing where the crop left nothing."""
+    from fieldkit.render.crop import CropBox
+    from fieldkit.train.run import load_model
+
+    out, crop = tmp_path / "h2t", CropBox((0.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+    first = distill(demo_run, "triplane", out, _train(20), FAST, quiet=True, crop=crop)
+    assert first["student"]["steps"] == 20 and first["crop"] == crop.flat()
     with pytest.raises(Exception, match="already holds a run"):
         distill(demo_run, "triplane", out, _train(20), FAST, quiet=True)
-    again = distill(demo_run, "triplane", out, _train(40), FAST, resume=True, quiet=True)
-    assert again["student"]["steps"] == 40
+    again = distill(demo_run, "triplane", out, _train(60), FAST, resume=True, quiet=True)
+    assert again["student"]["steps"] == 60 and again["crop"] == crop.flat()
+    # rays that cross only the left half: the teacher draws the object there, the student not
+    teacher, student = load_model(demo_run).eval(), load_model(out).eval()
+    x, y = torch.meshgrid(torch.linspace(-0.5, -0.1, 5), torch.linspace(-0.1, 0.2, 5),
+                          indexing="ij")
+    origins = torch.stack([x.reshape(-1), y.reshape(-1), torch.full((25,), -2.0)], -1)
+    dirs = torch.tensor([[0.0, 0.0, 1.0]]).repeat(25, 1)
+    with torch.no_grad():
+        a_t = teacher.render_rays(origins, dirs, torch.zeros(3))["alpha"]
+        a_s = student.render_rays(origins, dirs, torch.zeros(3))["alpha"]
+    assert a_t.mean() > 0.5 and a_s.mean() < 0.05, (a_t.mean(), a_s.mean())
 
 
 def test_resume_is_exact_across_the_stage_switch(demo_run, tmp_path, monkeypatch):
