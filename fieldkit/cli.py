@@ -382,17 +382,22 @@ class View:
     """Port to serve on."""
     token: str | None = None
     """Access token required by the browser (recommended with a non-local host)."""
+    crop: Crop = None
+    """Start with the crop box X0 Y0 Z0 X1 Y1 Z1 on (box coordinates; the Render panel's Crop
+    box folder changes it)."""
 
     def run(self) -> None:
+        from fieldkit.render.crop import CropBox
         from fieldkit.viewer import require_viser
 
         require_viser()
         from fieldkit.viewer.config import ViewerConfig
         from fieldkit.viewer.server import serve
 
+        CropBox.from_flat(self.crop)   # a one-line error before the server starts
         try:
             serve(self.target, self.other, ViewerConfig(host=self.host, port=self.port,
-                                                        token=self.token),
+                                                        token=self.token, crop=self.crop),
                   scene=self.scene, downscale=self.downscale, ply_transform=self.ply_transform)
         except KeyboardInterrupt:
             pass

@@ -37,6 +37,9 @@ class ViewerConfig:
     progress."""
     splat_refresh_seconds: float = 5.0
     """While training splats shown in the browser: re-send the Gaussians this often."""
+    crop: tuple[float, float, float, float, float, float] | None = None
+    """The crop box every browser starts with (X0 Y0 Z0 X1 Y1 Z1, box coordinates), or None:
+    off, spanning the model's box."""
     stats_seconds: float = 1.0
     """While training: refresh the step, loss, PSNR, rays/s and ETA panel this often."""
     image_format: str = "jpeg"

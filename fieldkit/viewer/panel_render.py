@@ -45,11 +45,13 @@ def build_render_panel(session) -> None:
                                         hint="frustums with their photos (click one to go "
                                              "there; its photo then hides the render)")
     b, c = sources[0].bound(), sources[0].box_center()
-    with gui.add_folder("Crop box", expand_by_default=False):
-        h["crop"] = gui.add_checkbox("crop", False,
+    start = CropBox.from_flat(viewer.config.crop)
+    lo, hi = (start.lo, start.hi) if start is not None else (c - b, c + b)
+    with gui.add_folder("Crop box", expand_by_default=start is not None):
+        h["crop"] = gui.add_checkbox("crop", start is not None,
                                      hint="show only what lies inside the box (box units)")
-        h["crop_min"] = gui.add_vector3("min", tuple(float(x) for x in c - b), step=0.01)
-        h["crop_max"] = gui.add_vector3("max", tuple(float(x) for x in c + b), step=0.01)
+        h["crop_min"] = gui.add_vector3("min", tuple(float(x) for x in lo), step=0.01)
+        h["crop_max"] = gui.add_vector3("max", tuple(float(x) for x in hi), step=0.01)
         h["crop_flag"] = gui.add_text("command line", "", disabled=True,
                                       hint="the same crop for fieldkit export, render and "
                                            "distill (exports here apply it too)")
@@ -108,6 +110,8 @@ def build_render_panel(session) -> None:
         h["split"].on_update(on_layout)
     for k in ("crop", "crop_min", "crop_max"):
         h[k].on_update(on_crop)
+    if start is not None:
+        on_crop(None)
     h["home"].on_click(on_home)
 
     def on_cameras(_):   # the frustums are shared by every browser

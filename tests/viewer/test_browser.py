@@ -106,12 +106,17 @@ def test_camera_path_add_save_load(browser, tiny_hash_run):
         page.close()
 
 
-def test_export_button_writes_file(browser, tiny_splat_run):
+def test_export_button_writes_file_and_applies_the_crop_box(browser, tiny_splat_run):
+    """The viewer starts cropped (``--crop``): the export holds the Gaussians inside, the
+    panel shows the flag; with the box off, the next export holds them all."""
     # server-side splats: software WebGL splats make a headless page too slow to click
     sources = _sources(tiny_splat_run)
-    with running_viewer(sources, max_frustums=0, splats_in_browser=False) as viewer:
+    with running_viewer(sources, max_frustums=0, splats_in_browser=False,
+                        crop=(0, -1, -1, 1, 1, 1)) as viewer:
         page = open_page(browser, viewer.url, viewer)
         s = session_of(viewer)
+        assert s.handles["crop_flag"].value == "--crop 0 -1 -1 1 1 1"
+        assert s.view.settings.crop is not None
         page.get_by_text("Export", exact=True).click()
         page.get_by_role("button", name="export splats").click()
         out = viewer.output_dir / "exports" / "splats.ply"
@@ -119,7 +124,14 @@ def test_export_button_writes_file(browser, tiny_splat_run):
         from fieldkit.splats.ply import read_splat_ply
         from fieldkit.splats.spz import read_spz
 
-        assert len(read_splat_ply(out)["means"]) == sources[0].model.num_gaussians
+        from fieldkit.render.crop import CropBox
+
+        box = CropBox((0, -1, -1), (1, 1, 1))
+        inside = int(box.inside(sources[0].model.params["means"]).sum())
+        assert 0 < inside < sources[0].model.num_gaussians
+        assert len(read_splat_ply(out)["means"]) == inside
+        s.handles["crop"].value = False
+        wait_for(lambda: s.view.settings.crop is None, what="the crop box off")
         s.handles["splat_file"].value = ".spz"   # the web viewers' file, from the same button
         s.handles["export_status"].content = ""
         page.get_by_role("button", name="export splats").click()
