@@ -6,6 +6,7 @@ Small flat modules, functions first; the field is always passed in as a callable
 - ``volume``: ``ray_aabb``, ``march`` -> ``RaySamples`` (packed), ``midpoints``.
 - ``composite``: ``render_weights``, ``accumulate``, ``render_rays`` and the dense reference
   ``render_dense``.
+- ``crop``: ``CropBox`` and ``crop_model`` (the viewer's crop box and ``--crop``).
 """
 from fieldkit.render.composite import accumulate, render_dense, render_rays, render_weights
 from fieldkit.render.occupancy import OccupancyGrid

@@ -6,12 +6,12 @@ One concept per file:
 - ``camera.py``      browser camera <-> ``Cameras`` (both OpenCV axes), sub-cameras for strips
 - ``keyframes.py``   camera path editor model: keyframes, interpolation, JSON in/out
 - ``sources.py``     what is shown: a model behind a lock, its box, cameras and run folder
-- ``crop.py``        crop box: empty density outside it (NeRF), Gaussians filtered (splats)
 - ``frame.py``       one frame: layout (single, side by side, split), strips, images
 - ``scheduler.py``   per-client view state, adaptive resolution, the rendering time budget
 - ``auth.py``        the access token gate (HTTP cookie checked on the websocket handshake)
 - ``scene_nodes.py`` training-camera frustums, splats sent to the browser, crop box outline
-- ``panel_*.py``     GUI panels: render settings, training, camera path, exports
+- ``panel_*.py``     GUI panels: render settings (with the crop box of
+                     ``fieldkit/render/crop.py``), training, camera path, exports
 - ``server.py``      the Viewer: viser server, client sessions, the render thread
 - ``live.py``        training with the viewer attached between ``trainer.step()`` calls
 
