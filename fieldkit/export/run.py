@@ -43,13 +43,14 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     this box (box coordinates)."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
+    units = "world units" if crop is None else "world units, inside the crop box"
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 
         path, cloud = export_points(run_dir, out, PointsConfig(num=num, crop=crop,
                                                                   **_views(views)))
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
-                      "normals, world units")
+                      f"normals, {units}")
     if kind == "splats":
         from fieldkit.export.splats import FORMATS, export_splats, splat_format
 
@@ -58,7 +59,7 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
         layout = FORMATS[".ply" if folder else splat_format(Path(out))]
         size = path.stat().st_size / 2 ** 20
-        return path, (f"splats     {path}: {n:,} Gaussians, {layout}, world units, "
+        return path, (f"splats     {path}: {n:,} Gaussians, {layout}, {units}, "
                       f"{size:.1f} MiB{cams}")
     if method not in METHODS:
         raise FieldkitError(f"mesh method must be mc or tsdf, not {method!r}")
@@ -76,4 +77,4 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
             target_faces=target_faces, crop=crop))
         how = ""
     return path, (f"mesh       {path}: {len(mesh.vertices):,} vertices, "
-                  f"{len(mesh.triangles):,} faces{how}, world units")
+                  f"{len(mesh.triangles):,} faces{how}, {units}")

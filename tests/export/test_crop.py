@@ -76,7 +76,8 @@ def test_cropped_points_splats_and_tsdf_lie_in_the_box(demo_run, demo_splat_run,
                  "--resolution", "64", "--views", "20", "--crop", *RIGHT]) == 0
     v = _to_box(demo_splat_run, np.asarray(o3d.io.read_triangle_mesh(str(tsdf)).vertices))
     assert len(v) > 500 and v[:, 0].min() > -4 * 2 / 64   # within the truncation band
-    capsys.readouterr()
+    summaries = capsys.readouterr().out.splitlines()
+    assert sum("inside the crop box" in line for line in summaries) == 3, summaries
 
 
 def test_a_cropped_video_shows_only_the_box(demo_run, tmp_path):
