@@ -344,7 +344,7 @@ def test_student_defaults_apply_to_the_default_preset_only_and_yield_to_flags():
     model's own default (4)."""
     import tyro
 
-    from fieldkit.cli import Distill
+    from fieldkit.commands.distill import Distill
 
     def student(*flags):
         cmd = tyro.cli(Distill, args=["run", "--to", "triplane", *flags])

@@ -1,0 +1,35 @@
+"""What the subcommands share: tyro's argument markers and two helpers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+Positional = tyro.conf.Positional
+Crop = Annotated[tuple[float, float, float, float, float, float] | None,
+                 tyro.conf.arg(metavar="X0 Y0 Z0 X1 Y1 Z1")]
+"""``--crop``: a box in box coordinates (``fieldkit.render.crop.CropBox.from_flat``)."""
+
+
+def report_eval(run_dir: Path) -> None:
+    """Evaluate a run on its test views and print the one-line summary."""
+    from fieldkit.train.evaluate import evaluate_run
+
+    m = evaluate_run(run_dir)
+    print(f"metrics    {Path(run_dir) / 'metrics.json'}: PSNR {m['psnr']:.2f} dB, "
+          f"SSIM {m['ssim']:.4f} on {m['num_views']} {m['split']} views")
+
+
+def serve_until_ctrl_c(live) -> None:
+    """Keep a finished run's viewer up until Ctrl-C."""
+    import time
+
+    print(f"viewer     still serving {live.viewer.url}; Ctrl-C to quit", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.viewer.stop()

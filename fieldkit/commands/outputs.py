@@ -1,0 +1,104 @@
+"""`fieldkit eval`, `fieldkit render` and `fieldkit export`: what a run gives out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fieldkit.commands.common import Crop, Positional, report_eval
+
+
+@dataclass
+class Eval:
+    """Evaluate a run on its test views; writes RUN/metrics.json."""
+
+    run_dir: Positional[Path]
+    """Run directory."""
+
+    def run(self) -> None:
+        report_eval(self.run_dir)
+
+
+@dataclass
+class Render:
+    """Render a video along a camera path."""
+
+    run_dir: Positional[Path]
+    """Run directory."""
+    out: Path
+    """Output video file (.mp4)."""
+    path: str = "orbit"
+    """Camera path: orbit, spiral, interp (smooth, through the training cameras), test, or a
+    .json camera path file (fieldkit frames or nerfstudio's camera_path.json)."""
+    frames: int = 120
+    """Number of frames."""
+    fps: int = 30
+    """Frames per second."""
+    width: int | None = None
+    """Frame width (default: the training images' width)."""
+    height: int | None = None
+    """Frame height (default: the training images' height)."""
+    depth: bool = False
+    """Put a colour-mapped depth image beside each frame (same as --output both)."""
+    output: Literal["rgb", "depth", "both"] | None = None
+    """rgb, depth (colour mapped) or both side by side (default rgb)."""
+    fov: float | None = None
+    """Vertical field of view in degrees (default: the camera path's own)."""
+    crop: Crop = None
+    """Show only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's Crop
+    box panel shows them)."""
+
+    def run(self) -> None:
+        from fieldkit.export.render import render_video
+        from fieldkit.render.crop import CropBox
+
+        out = render_video(self.run_dir, self.out, self.path, self.frames, self.fps, self.width,
+                           self.height, self.depth, self.output, self.fov,
+                           CropBox.from_flat(self.crop))
+        print(f"video      {out}")
+
+
+@dataclass
+class Export:
+    """Export a mesh, point cloud or splat file from a run (world units and axes)."""
+
+    kind: Positional[Literal["mesh", "points", "splats"]]
+    """What to export."""
+    run_dir: Positional[Path]
+    """Run directory."""
+    out: Path
+    """Output file (.ply, .obj or .glb for meshes). splats: a 3DGS .ply; for web viewers a
+    .spz (about a tenth of the .ply), a .compressed.ply (SuperSplat) or a .splat (base colours
+    only); or a folder (no suffix) in the original 3DGS trainer's output layout:
+    point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json."""
+    method: Literal["mc", "tsdf"] = "mc"
+    """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
+    resolution: int = 256
+    """Marching-cubes lattice points per side of the box (mc), or voxels per side of the
+    region of interest (tsdf)."""
+    views: int | None = None
+    """Training views rendered: fused into a mesh (tsdf; default 100) or lifted into points
+    (default 32)."""
+    threshold: str = "auto"
+    """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
+    target_faces: int | None = None
+    """Decimate the mesh to about this many faces (quadric simplification)."""
+    num: int = 1_000_000
+    """Points in a point-cloud export (a random subset when more are found)."""
+    spz_sh_bits: int = 6
+    """.spz: bits kept of each view-dependent colour coefficient (1-8; fewer pack smaller).
+    See SPZ_SH_BITS in fieldkit/export/splats.py for what each costs."""
+    crop: Crop = None
+    """Export only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
+    Crop box panel shows them): a mesh's lattice covers the box alone, at the spacing
+    --resolution gives its longest side, and surfaces it cuts are closed; splats keep the
+    Gaussians whose centres lie inside."""
+
+    def run(self) -> None:
+        from fieldkit.export.run import export_run
+        from fieldkit.render.crop import CropBox
+
+        _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
+                                self.views, self.threshold, self.target_faces, self.num,
+                                spz_sh_bits=self.spz_sh_bits, crop=CropBox.from_flat(self.crop))
+        print(summary)
