@@ -88,6 +88,11 @@ class Export:
     spz_sh_bits: int = 6
     """.spz: bits kept of each view-dependent colour coefficient (1-8; fewer pack smaller).
     See SPZ_SH_BITS in fieldkit/export/splats.py for what each costs."""
+    min_opacity: float = 0.0
+    """splats: leave out the Gaussians less opaque than this (0: keep all)."""
+    max_sh_degree: int | None = None
+    """splats: keep the view-dependent colour up to this SH degree (0: base colours only;
+    default: all the run has)."""
     crop: Crop = None
     """Export only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
     Crop box panel shows them): a mesh's lattice covers the box alone, at the spacing
@@ -100,5 +105,6 @@ class Export:
 
         _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
                                 self.views, self.threshold, self.target_faces, self.num,
-                                spz_sh_bits=self.spz_sh_bits, crop=CropBox.from_flat(self.crop))
+                                spz_sh_bits=self.spz_sh_bits, crop=CropBox.from_flat(self.crop),
+                                min_opacity=self.min_opacity, max_sh_degree=self.max_sh_degree)
         print(summary)

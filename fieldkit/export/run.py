@@ -30,7 +30,8 @@ def _views(views: int | None) -> dict:
 def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
                views: int | None = None, threshold: str | float | None = "auto",
                target_faces: int | None = None, num: int = 1_000_000,
-               spz_sh_bits: int | None = None, crop: CropBox | None = None
+               spz_sh_bits: int | None = None, crop: CropBox | None = None,
+               min_opacity: float = 0.0, max_sh_degree: int | None = None
                ) -> tuple[Path, str]:
     """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
 
@@ -39,8 +40,9 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
     coloured points with normals, lifted from ``views`` rendered training views. splats: the
     Gaussians of a splat run (.ply, .compressed.ply, .spz with ``spz_sh_bits``, .splat or a
-    3DGS output folder). ``views`` None: each method's default. ``crop``: only what lies in
-    this box (box coordinates)."""
+    3DGS output folder), leaving out the Gaussians fainter than ``min_opacity`` and the SH
+    bands above ``max_sh_degree`` (``SplatFilter``). ``views`` None: each method's default.
+    ``crop``: only what lies in this box (box coordinates)."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     units = "world units" if crop is None else "world units, inside the crop box"
@@ -52,9 +54,10 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       f"normals, {units}")
     if kind == "splats":
-        from fieldkit.export.splats import FORMATS, export_splats, splat_format
+        from fieldkit.export.splats import FORMATS, SplatFilter, export_splats, splat_format
 
-        path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits, crop=crop)
+        path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits, crop=crop,
+                                keep=SplatFilter(min_opacity, max_sh_degree))
         folder = Path(out).suffix == ""
         cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
         layout = FORMATS[".ply" if folder else splat_format(Path(out))]

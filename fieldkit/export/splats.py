@@ -3,7 +3,11 @@ one of the web viewers' smaller files (.spz, .splat, SuperSplat's .compressed.pl
 output folder of the original 3DGS trainer (the .ply and its cameras.json)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from torch import Tensor
 
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
@@ -11,7 +15,7 @@ from fieldkit.export.mesh import check_suffix
 from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.splats.gs_folder import (CAMERAS_JSON, CFG_ARGS, PLY_NAME, write_cameras_json,
                                        write_cfg_args)
-from fieldkit.splats.ply import write_splat_ply
+from fieldkit.splats.ply import sh_degree_of, write_splat_ply
 from fieldkit.splats.transform import splats_to_world
 
 
@@ -40,6 +44,48 @@ photos: 5/4 bits 0.39 MiB and 27.93 dB, 6 bits 0.53 MiB and 28.25, 8 bits 0.77 M
 the .ply is 5.5 MiB (apps/results/web_formats_cpu/bench.md)."""
 
 
+def check_spz_sh_bits(bits: int | None) -> int:
+    """``--spz-sh-bits`` (None: SPZ_SH_BITS), after a one-line error outside 1-8."""
+    bits = SPZ_SH_BITS if bits is None else bits
+    if not 1 <= bits <= 8:
+        raise FieldkitError(f"--spz-sh-bits must be 1 to 8, not {bits}")
+    return bits
+
+
+@dataclass(frozen=True)
+class SplatFilter:
+    """Gaussians and colour bands left out of an exported file, to make it smaller."""
+
+    min_opacity: float = 0.0
+    """Keep the Gaussians at least this opaque (0 <= x < 1; 0: all). Faint Gaussians are
+    many in splat runs (most of fox's are below 0.05) and add little to any view."""
+    max_sh_degree: int | None = None
+    """Keep the view-dependent colour up to this SH degree (0: base colours only; None: all).
+    Degree 3 holds 45 of a Gaussian's 59 numbers in a .ply."""
+
+    def check(self) -> SplatFilter:
+        """Itself, after a one-line error for a value out of range."""
+        if not 0.0 <= self.min_opacity < 1.0:
+            raise FieldkitError(f"--min-opacity must be at least 0 and below 1, not "
+                                f"{self.min_opacity}")
+        if self.max_sh_degree is not None and not 0 <= self.max_sh_degree <= 3:
+            raise FieldkitError(f"--max-sh-degree must be 0 to 3, not {self.max_sh_degree}")
+        return self
+
+    def apply(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Splat params (``SplatModel.export_params`` layout) with the filter applied."""
+        out = dict(params)
+        if self.min_opacity > 0:
+            keep = torch.sigmoid(out["opacities"]) >= self.min_opacity
+            if not bool(keep.any()):
+                raise FieldkitError(f"no Gaussian is at least {self.min_opacity:g} opaque; "
+                                    "lower --min-opacity")
+            out = {k: v[keep] for k, v in out.items()}
+        if self.max_sh_degree is not None:
+            out["shN"] = out["shN"][:, :(self.max_sh_degree + 1) ** 2 - 1]
+        return out
+
+
 def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = None) -> Path:
     """Write splat params to ``path`` in ``fmt`` (a FORMATS key); a .spz keeps ``spz_sh_bits``
     of its SH coefficients (default SPZ_SH_BITS)."""
@@ -48,9 +94,7 @@ def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = N
     from fieldkit.splats.spz import write_spz
 
     if fmt == ".spz":
-        bits = SPZ_SH_BITS if spz_sh_bits is None else spz_sh_bits
-        if not 1 <= bits <= 8:
-            raise FieldkitError(f"--spz-sh-bits must be 1 to 8, not {bits}")
+        bits = check_spz_sh_bits(spz_sh_bits)
         return write_spz(path, params, sh_bits=(bits, bits))
     writers = {".ply": write_splat_ply, ".compressed.ply": write_compressed_ply,
                ".splat": write_splat_file}
@@ -58,19 +102,23 @@ def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = N
 
 
 def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
-                  crop: CropBox | None = None) -> tuple[Path, int]:
+                  crop: CropBox | None = None, keep: SplatFilter = SplatFilter()
+                  ) -> tuple[Path, int]:
     """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
     a .compressed.ply, a .spz or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS
     model folder: ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
     ``out/cameras.json`` (its training cameras) and ``out/cfg_args`` (its scene folder and
     downscale). ``spz_sh_bits``: see ``write_splats``. ``crop``: only the Gaussians whose
-    centres lie in this box (box coordinates). Returns (the file's path, number of
-    Gaussians)."""
+    centres lie in this box (box coordinates); ``keep``: the faint Gaussians and the SH bands
+    left out. Returns (the file's path, number of Gaussians written)."""
     from fieldkit.train.run import last_log_entry, load_model, read_config
 
     out = Path(out)
     folder = out.suffix == ""
     fmt = None if folder else splat_format(out)
+    keep.check()
+    if fmt == ".spz":
+        check_spz_sh_bits(spz_sh_bits)          # before the model is loaded
     model = load_model(run_dir)
     if getattr(model, "kind", None) != "splat":
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
@@ -79,9 +127,10 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     crop_model(model, crop, str(run_dir))
     cfg = read_config(run_dir)
     norm = Normalisation.from_dict(cfg["normalisation"])
-    params = splats_to_world(model.export_params(), norm)
+    params = splats_to_world(keep.apply(model.export_params()), norm)
+    n = len(params["means"])
     if not folder:
-        return write_splats(out, params, fmt, spz_sh_bits), model.num_gaussians
+        return write_splats(out, params, fmt, spz_sh_bits), n
     if out.exists() and not out.is_dir():
         raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
                             "output layout")
@@ -90,9 +139,9 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     ply.parent.mkdir(parents=True, exist_ok=True)
     write_splat_ply(ply, params)
     _write_world_cameras(run_dir, norm, out / CAMERAS_JSON)
-    write_cfg_args(out / CFG_ARGS, cfg.get("scene", ""), str(out), model.config.sh_degree,
+    write_cfg_args(out / CFG_ARGS, cfg.get("scene", ""), str(out), sh_degree_of(params),
                    int(cfg.get("downscale", 1)), cfg.get("train", {}).get("background") == "white")
-    return ply, model.num_gaussians
+    return ply, n
 
 
 def _write_world_cameras(run_dir: Path, norm: Normalisation, path: Path) -> None:

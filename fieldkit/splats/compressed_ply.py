@@ -51,6 +51,10 @@ def write_compressed_ply(path: str | Path, params: dict[str, Tensor]) -> Path:
     sh_n = p["shN"].reshape(n, -1, 3).permute(0, 2, 1).reshape(n, -1)  # channel-major
     data = splat2ply_bytes_compressed(p["means"], p["scales"], p["quats"], p["opacities"],
                                       p["sh0"].reshape(n, 3), sh_n)
+    if sh_n.shape[1] == 0:   # base colours only: no SH element (the writer leaves an empty one)
+        head, sep, body = data.partition(b"end_header\n")
+        lines = [ln for ln in head.split(b"\n") if not ln.startswith(b"element sh ")]
+        data = b"\n".join(lines) + sep + body
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
@@ -107,7 +111,7 @@ def decode(f, path: Path, endian: str, elements) -> dict[str, Tensor]:
         if len(sh) != n:
             raise fail(f"{len(sh)} SH rows for {n} Gaussians")
         k = len(sh.dtype.names or ())
-        if k not in (9, 24, 45):
+        if k not in (0, 9, 24, 45):
             raise fail(f"{k} f_rest values a Gaussian do not form SH degree 1-3")
         q = np.stack([sh[f"f_rest_{i}"] for i in range(k)], axis=1).astype(np.float32)
         values = np.where(q == 0, 0.0, np.where(q == 255, 1.0, (q + 0.5) / 256.0))

@@ -232,6 +232,31 @@ def test_spz_sh_bits_set_how_much_of_each_coefficient_is_kept(demo_splat_run, tm
     assert "--spz-sh-bits must be 1 to 8" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".ply", ".spz", ".compressed.ply"])
+def test_export_leaves_out_faint_gaussians_and_high_sh_bands(demo_splat_run, tmp_path, capsys,
+                                                             suffix):
+    from fieldkit.train.run import load_model
+
+    opacity = torch.sigmoid(load_model(demo_splat_run).params["opacities"])
+    want = int((opacity >= 0.2).sum())
+    assert 0 < want < len(opacity)
+    out = tmp_path / f"f{suffix}"
+    assert main(["export", "splats", str(demo_splat_run), "--out", str(out),
+                 "--min-opacity", "0.2", "--max-sh-degree", "1"]) == 0
+    assert f"{want:,} Gaussians" in capsys.readouterr().out
+    back = read_splats(out)
+    assert len(back["means"]) == want and back["shN"].shape[1:] == (3, 3)
+    assert torch.sigmoid(back["opacities"]).min() > 0.2 - 0.01     # the formats' rounding
+    assert main(["export", "splats", str(demo_splat_run), "--out", str(out),
+                 "--max-sh-degree", "0"]) == 0
+    assert read_splats(out)["shN"].shape[1] == 0
+    for flag, value, needle in (("--min-opacity", "1", "--min-opacity must be at least 0"),
+                                ("--max-sh-degree", "4", "--max-sh-degree must be 0 to 3")):
+        assert main(["export", "splats", str(demo_splat_run), "--out", str(out),
+                     flag, value]) == 1
+        assert needle in capsys.readouterr().err
+
+
 def _webp(pixels: list[tuple[int, int, int, int]], width: int) -> bytes:
     import io
 

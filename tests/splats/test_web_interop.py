@@ -99,7 +99,9 @@ def test_splat_transform_reads_our_files_and_we_read_its_files(tmp_path):
     p = _params(n=500)
     p0 = {**p, "shN": p["shN"][:, :0]}
     ours = {"ours.spz": (write_spz, p), "ours.compressed.ply": (write_compressed_ply, p),
-            "ours.splat": (write_splat_file, p0)}
+            "ours.splat": (write_splat_file, p0),
+            "ours0.compressed.ply": (write_compressed_ply, p0),   # --max-sh-degree 0: no SH
+            "ours0.spz": (write_spz, p0)}
     for name, (write, params) in ours.items():
         path = write(tmp_path / name, params)
         _splat_transform(path, tmp_path / f"{name}.ply")
