@@ -71,20 +71,24 @@ class Export:
     .spz (about a tenth of the .ply), a .compressed.ply (SuperSplat) or a .splat (base colours
     only); or a folder (no suffix) in the original 3DGS trainer's output layout:
     point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json."""
-    method: Literal["mc", "tsdf"] = "mc"
-    """Mesh extraction: mc (marching cubes on the density) or tsdf (fused rendered depth)."""
+    method: Literal["mc", "tsdf", "poisson"] = "mc"
+    """Mesh extraction: mc (marching cubes on the density; density fields), tsdf (fused
+    rendered depth) or poisson (screened Poisson on the rendered point cloud); tsdf and
+    poisson mesh every model, splats included."""
     resolution: int = 256
-    """Marching-cubes lattice points per side of the box (mc), or voxels per side of the
-    region of interest (tsdf)."""
+    """Marching-cubes lattice points per side of the box (mc), voxels per side of the
+    region of interest (tsdf), or octree cells per side of the points' extent (poisson,
+    rounded to a power of two)."""
     views: int | None = None
     """Training views rendered: fused into a mesh (tsdf; default 100) or lifted into points
-    (default 32)."""
+    (points: default 32; poisson: 64)."""
     threshold: str = "auto"
     """Density of the isosurface, or auto (Otsu's split of the log-density histogram)."""
     target_faces: int | None = None
     """Decimate the mesh to about this many faces (quadric simplification)."""
-    num: int = 1_000_000
-    """Points in a point-cloud export (a random subset when more are found)."""
+    num: int | None = None
+    """Points in a point-cloud export (default 1M) or reconstructed by poisson (default
+    300k); a random subset when more are found."""
     spz_sh_bits: int = 6
     """.spz: bits kept of each view-dependent colour coefficient (1-8; fewer pack smaller).
     See SPZ_SH_BITS in fieldkit/export/splats.py for what each costs."""

@@ -4,13 +4,14 @@ Returns the file written and a one-line summary for the command line to print.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from fieldkit.errors import FieldkitError
 from fieldkit.render.crop import CropBox
 
 KINDS = ("mesh", "points", "splats")
-METHODS = ("mc", "tsdf")
+METHODS = ("mc", "tsdf", "poisson")
 
 
 def parse_threshold(threshold: str | float | None) -> float | None:
@@ -27,9 +28,13 @@ def _views(views: int | None) -> dict:
     return {} if views is None else {"views": views}
 
 
+def _num(num: int | None) -> dict:
+    return {} if num is None else {"num": num}
+
+
 def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resolution: int = 256,
                views: int | None = None, threshold: str | float | None = "auto",
-               target_faces: int | None = None, num: int = 1_000_000,
+               target_faces: int | None = None, num: int | None = None,
                spz_sh_bits: int | None = None, crop: CropBox | None = None,
                min_opacity: float = 0.0, max_sh_degree: int | None = None
                ) -> tuple[Path, str]:
@@ -37,7 +42,10 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
 
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
     ``threshold``) or TSDF fusion of ``views`` rendered training views (``method`` tsdf,
-    ``resolution`` voxels a side); either decimated to ``target_faces``. points: ``num``
+    ``resolution`` voxels a side) or screened Poisson on the points of ``views`` rendered
+    training views (``method`` poisson, an octree of ``resolution`` cells a side, rounded to a
+    power of two; ``num`` points, default 300k); either decimated to ``target_faces``. points:
+    ``num`` (default 1M)
     coloured points with normals, lifted from ``views`` rendered training views. splats: the
     Gaussians of a splat run (.ply, .compressed.ply, .spz with ``spz_sh_bits``, .splat or a
     3DGS output folder), leaving out the Gaussians fainter than ``min_opacity`` and the SH
@@ -49,8 +57,8 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 
-        path, cloud = export_points(run_dir, out, PointsConfig(num=num, crop=crop,
-                                                                  **_views(views)))
+        path, cloud = export_points(run_dir, out, PointsConfig(crop=crop, **_views(views),
+                                                                  **_num(num)))
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       f"normals, {units}")
     if kind == "splats":
@@ -65,8 +73,18 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         return path, (f"splats     {path}: {n:,} Gaussians, {layout}, {units}, "
                       f"{size:.1f} MiB{cams}")
     if method not in METHODS:
-        raise FieldkitError(f"mesh method must be mc or tsdf, not {method!r}")
-    if method == "tsdf":
+        raise FieldkitError(f"mesh method must be mc, tsdf or poisson, not {method!r}")
+    if method == "poisson":
+        import math
+
+        from fieldkit.export.poisson import PoissonConfig, export_mesh_poisson
+
+        points = replace(PoissonConfig().points, **_views(views), **_num(num))
+        path, mesh = export_mesh_poisson(run_dir, out, PoissonConfig(
+            depth=round(math.log2(max(resolution, 2))), points=points,
+            target_faces=target_faces, crop=crop))
+        how = " (screened Poisson)"
+    elif method == "tsdf":
         from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
 
         path, mesh = export_mesh_tsdf(run_dir, out, TsdfConfig(

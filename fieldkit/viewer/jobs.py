@@ -115,27 +115,26 @@ def checkpointed_run(session) -> Path:
     return src.run_dir
 
 
-def export_mesh_job(session, out: Path, resolution: int, progress) -> Path:
-    """The mesh of the model shown (inside the crop box when one is on)."""
+def export_mesh_job(session, out: Path, resolution: int, progress,
+                    method: str | None = None) -> Path:
+    """The mesh of the model shown (inside the crop box when one is on), by ``method`` (mc,
+    tsdf or poisson; default mc for density fields, tsdf for splats)."""
+    from fieldkit.export.run import export_run
+
     progress(None)
     run_dir = checkpointed_run(session)
-    crop = session.view.settings.crop
-    if session.viewer.sources[0].is_splat:
-        from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
-
-        return export_mesh_tsdf(run_dir, out, TsdfConfig(resolution=resolution, crop=crop))[0]
-    from fieldkit.export.mesh import MeshConfig, export_mesh
-
-    return export_mesh(run_dir, out, MeshConfig(resolution=resolution, crop=crop))[0]
+    method = method or ("tsdf" if session.viewer.sources[0].is_splat else "mc")
+    return export_run("mesh", run_dir, out, method, resolution,
+                      crop=session.view.settings.crop)[0]
 
 
 def export_points_job(session, out: Path, num: int, progress) -> Path:
     """The point cloud of the model shown (inside the crop box when one is on)."""
-    from fieldkit.export.points import PointsConfig, export_points
+    from fieldkit.export.run import export_run
 
     progress(None)
-    return export_points(checkpointed_run(session), out,
-                         PointsConfig(num=num, crop=session.view.settings.crop))[0]
+    return export_run("points", checkpointed_run(session), out, num=num,
+                      crop=session.view.settings.crop)[0]
 
 
 def export_splats_job(session, out: Path, progress) -> Path:

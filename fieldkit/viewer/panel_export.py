@@ -14,11 +14,16 @@ def build_export_panel(session) -> None:
     with gui.add_folder("Export", expand_by_default=False):
         if len(viewer.sources) == 2:
             gui.add_markdown(f"exports the left model, **{src.label}**")
+        methods = ("tsdf", "poisson") if src.is_splat else ("mc", "tsdf", "poisson")
+        h["mesh_method"] = gui.add_dropdown(
+            "mesh method", methods, initial_value=methods[0], visible=has_run,
+            hint="mc: marching cubes on the density; tsdf: fused rendered depth; poisson: "
+                 "screened Poisson on the rendered points")
         h["mesh_res"] = gui.add_number("mesh resolution", 256, min=32, max=1024, step=32,
                                        visible=has_run,
-                                       hint="marching cubes lattice (TSDF voxels for splats)")
-        h["export_mesh"] = gui.add_button(
-            "export mesh" + (" (TSDF)" if src.is_splat else ""), visible=has_run)
+                                       hint="lattice points (mc), voxels (tsdf) or octree "
+                                            "cells (poisson) a side")
+        h["export_mesh"] = gui.add_button("export mesh", visible=has_run)
         h["points_num"] = gui.add_number("points", 1_000_000, min=1000, max=50_000_000,
                                          step=1000, visible=has_run)
         h["export_points"] = gui.add_button("export points", visible=has_run)
@@ -38,7 +43,8 @@ def build_export_panel(session) -> None:
         run_job(session, name, work, h["export_progress"], h["export_status"])
 
     h["export_mesh"].on_click(lambda _: start("mesh", lambda p: export_mesh_job(
-        session, out_dir / "mesh.ply", int(h["mesh_res"].value), p)))
+        session, out_dir / "mesh.ply", int(h["mesh_res"].value), p,
+        h["mesh_method"].value)))
     h["export_points"].on_click(lambda _: start("points", lambda p: export_points_job(
         session, out_dir / "points.ply", int(h["points_num"].value), p)))
     h["export_splats"].on_click(lambda _: start("splats", lambda p: export_splats_job(

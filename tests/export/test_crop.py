@@ -92,7 +92,7 @@ def test_a_cropped_video_shows_only_the_box(demo_run, tmp_path):
 
 def test_the_viewers_exports_apply_its_crop_box(demo_splat_run, tmp_path):
     from fieldkit.splats.foreign import read_splats
-    from fieldkit.viewer.jobs import export_splats_job
+    from fieldkit.viewer.jobs import export_points_job, export_splats_job
 
     source = SimpleNamespace(run_dir=demo_splat_run, is_splat=True)
     session = SimpleNamespace(
@@ -101,6 +101,9 @@ def test_the_viewers_exports_apply_its_crop_box(demo_splat_run, tmp_path):
     out = export_splats_job(session, tmp_path / "v.ply", lambda _: None)
     means = _to_box(demo_splat_run, read_splats(out)["means"].double().numpy())
     assert len(means) > 100 and means[:, 0].min() >= 0
+    out = export_points_job(session, tmp_path / "p.ply", 5000, lambda _: None)
+    p = _to_box(demo_splat_run, np.asarray(o3d.io.read_point_cloud(str(out)).points))
+    assert len(p) > 1000 and p[:, 0].min() >= 0
 
 
 @pytest.mark.parametrize("crop, needle", [
