@@ -113,7 +113,7 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
     from fieldkit.distill.views import sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
-    from fieldkit.splats.foreign import dataset_world, read_splats
+    from fieldkit.splats.foreign import antialiased_of, dataset_world, read_splats
     from fieldkit.splats.model import SplatConfig, SplatModel
     from fieldkit.splats.ply import sh_degree_of
     from fieldkit.splats.transform import splats_to_box
@@ -154,6 +154,7 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
                  "gsplat one neither: pass --ply-transform gsplat)")
     model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
     model.config.render.bound = float(norm.bound)
+    model.config.render.antialiased = antialiased_of(path)
     model.set_gaussians(box)
     model = model.to(device)
     config = {"scene": scene_path, "scene_format": None, "downscale": downscale,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.data.normalize import Normalisation
-from fieldkit.errors import FieldkitError
+from fieldkit.errors import FieldkitError, warn
 from fieldkit.export.mesh import check_suffix
 from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.splats.gs_folder import (CAMERAS_JSON, CFG_ARGS, PLY_NAME, write_cameras_json,
@@ -86,16 +86,18 @@ class SplatFilter:
         return out
 
 
-def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = None) -> Path:
+def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = None,
+                 antialiased: bool = False) -> Path:
     """Write splat params to ``path`` in ``fmt`` (a FORMATS key); a .spz keeps ``spz_sh_bits``
-    of its SH coefficients (default SPZ_SH_BITS)."""
+    of its SH coefficients (default SPZ_SH_BITS) and flags ``antialiased`` splats (the other
+    files have no such flag)."""
     from fieldkit.splats.compressed_ply import write_compressed_ply
     from fieldkit.splats.splat_file import write_splat_file
     from fieldkit.splats.spz import write_spz
 
     if fmt == ".spz":
         bits = check_spz_sh_bits(spz_sh_bits)
-        return write_spz(path, params, sh_bits=(bits, bits))
+        return write_spz(path, params, sh_bits=(bits, bits), antialiased=antialiased)
     writers = {".ply": write_splat_ply, ".compressed.ply": write_compressed_ply,
                ".splat": write_splat_file}
     return writers[fmt](path, params)
@@ -129,8 +131,13 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     norm = Normalisation.from_dict(cfg["normalisation"])
     params = splats_to_world(keep.apply(model.export_params()), norm)
     n = len(params["means"])
+    antialiased = model.config.render.antialiased
+    if antialiased and fmt != ".spz":
+        warn(f"{run_dir} was trained in the antialiased mode, which a {fmt or '.ply'} file "
+             "cannot record; viewers will draw its small Gaussians too strongly (a .spz keeps "
+             "it)")
     if not folder:
-        return write_splats(out, params, fmt, spz_sh_bits), n
+        return write_splats(out, params, fmt, spz_sh_bits, antialiased), n
     if out.exists() and not out.is_dir():
         raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
                             "output layout")

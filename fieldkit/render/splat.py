@@ -4,7 +4,10 @@ One camera at a time, in three stages (the structure of 3DGS and gsplat):
 
 1. ``project``: EWA splatting. Each 3D Gaussian becomes a 2D one in pixels (centre ``means2d``,
    inverse covariance ``conics``) with a low-pass ``eps2d`` added to its covariance, and an exact
-   pixel bounding box: the ellipse outside which its alpha is below 1/255.
+   pixel bounding box: the ellipse outside which its alpha is below 1/255. In the antialiased
+   mode (Mip-Splatting's 2D filter, gsplat's ``rasterize_mode="antialiased"``) the opacity is
+   scaled by sqrt(det(cov2d) / det(cov2d + eps2d I)), so that the low-pass filter keeps a
+   Gaussian's total weight instead of inflating small or distant ones.
 2. ``bin_tiles``: (tile, Gaussian) intersections sorted by tile, then front to back.
 3. ``composite``: batches of tiles. Each intersection expands into the pixels of its bounding
    box inside its tile; pairs whose alpha is below 1/255 are dropped; the rest are grouped per
@@ -67,11 +70,12 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
 
 def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor,
             K: Tensor, width: int, height: int, near: float = 0.01, far: float = 1e10,
-            eps2d: float = 0.3) -> Projection:
+            eps2d: float = 0.3, antialiased: bool = False) -> Projection:
     """EWA projection of N Gaussians through one pinhole camera.
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations, not logs), opacities [N] in
     [0, 1]; viewmat [4, 4] world-to-camera (OpenCV axes); K [3, 3] intrinsics in pixels.
+    ``antialiased``: opacities scaled by the low-pass filter's compensation (see the module).
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     p = means @ R.T + t  # [N, 3]
@@ -94,6 +98,9 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     det = a * c - b * b
     det_safe = torch.where(det > 0, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    if antialiased:
+        det_raw = cov2d[:, 0, 0] * cov2d[:, 1, 1] - b * b
+        opacities = opacities * torch.sqrt((det_raw / det_safe).clamp_min(0.0))
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
     with torch.no_grad():
         # Half-size of the box outside which alpha = opacity * exp(-k^2 / 2) < 1/255.
@@ -271,15 +278,17 @@ def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, heig
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmat: Tensor, K: Tensor, width: int, height: int,
               background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
-              eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22
-              ) -> tuple[dict[str, Tensor], Projection]:
+              eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22,
+              antialiased: bool = False) -> tuple[dict[str, Tensor], Projection]:
     """Render N Gaussians into one camera (pure PyTorch, differentiable).
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],
     colors [N, D]; viewmat [4, 4] world-to-camera (OpenCV); K [3, 3]; background [D] or None.
     Returns ({"rgb" [H, W, D], "depth" [H, W, 1] camera z, "alpha" [H, W, 1]}, projection);
     ``projection.means2d`` carries the view-space gradient densification needs.
+    ``antialiased``: gsplat's antialiased mode (``project``).
     """
-    proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d)
+    proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d,
+                   antialiased)
     bins = bin_tiles(proj, width, height, tile_size)
     return composite(proj, bins, colors, width, height, background, batch_pairs), proj

@@ -65,14 +65,15 @@ def _radii_n2(radii: Tensor) -> Tensor:
 def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
                      colors: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
                      background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
-                     eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22
-                     ) -> tuple[dict[str, Tensor], Projection]:
+                     eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22,
+                     antialiased: bool = False) -> tuple[dict[str, Tensor], Projection]:
     """Render N Gaussians into one camera with gsplat's CUDA kernels (differentiable).
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],
     colors [N, D]; viewmat [4, 4] world-to-camera (OpenCV); K [3, 3]; background [D] or None.
     Returns ({"rgb" [H, W, D], "depth" [H, W, 1] camera z, "alpha" [H, W, 1]}, projection);
     ``projection.means2d`` carries the view-space gradient densification needs.
+    ``antialiased``: gsplat's ``rasterize_mode="antialiased"``.
     """
     try:
         from gsplat import rasterization
@@ -91,7 +92,8 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
         f32(means), f32(quats), f32(scales), f32(opacities), f32(colors),
         f32(viewmat)[None], f32(K)[None], int(width), int(height),
         near_plane=near, far_plane=far, eps2d=eps2d, tile_size=tile_size,
-        render_mode="RGB+ED", backgrounds=bg, packed=False, rasterize_mode="classic",
+        render_mode="RGB+ED", backgrounds=bg, packed=False,
+        rasterize_mode="antialiased" if antialiased else "classic",
         sh_degree=None)
     # render [1, H, W, D + 1]: the colours then the expected depth; alphas [1, H, W, 1].
     out = {"rgb": render[0, ..., :d].to(dtype), "depth": render[0, ..., d:].to(dtype),

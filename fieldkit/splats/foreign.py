@@ -123,3 +123,25 @@ def _splatfacto_dataset(run: Path, scene: Path | None,
         return None, downscale, False
     turned = turns_colmap_world(cfg) and detect_format(dataset[0]) == "colmap"
     return dataset[0], dataset[1] if downscale == 1 else downscale, turned
+
+
+def antialiased_of(path: Path) -> bool:
+    """Whether the Gaussians of ``path`` were trained in gsplat's antialiased mode, and must be
+    drawn so: a .spz whose header flags it, a file of a gsplat results folder whose cfg.yml has
+    ``antialiased: true``, a splatfacto run whose config.yml has ``rasterize_mode:
+    antialiased``. Other files say nothing of it (a 3DGS .ply, the other web files): False."""
+    from fieldkit.splats.gsplat_folder import read_config_yaml, read_gsplat_cfg, result_folder_of
+    from fieldkit.splats.nerfstudio_run import CONFIG, config_value, run_folder_of
+    from fieldkit.splats.spz import spz_antialiased
+
+    path = Path(path)
+    if path.suffix.lower() == ".spz":
+        return spz_antialiased(path)
+    run = run_folder_of(path)
+    if run is not None:
+        cfg = read_config_yaml(run / CONFIG, "ns-train")
+        return config_value(cfg, "pipeline", "model", "rasterize_mode") == "antialiased"
+    folder = result_folder_of(path)
+    if folder is not None:
+        return bool(read_gsplat_cfg(folder).get("antialiased", False))
+    return False

@@ -367,7 +367,8 @@ def gsplat_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None
 
 
 def write_gsplat_result(folder: Path, params: dict[str, torch.Tensor], step: int,
-                        data_dir: str, data_factor: int = 1, normalize: bool = True) -> Path:
+                        data_dir: str, data_factor: int = 1, normalize: bool = True,
+                        antialiased: bool = False) -> Path:
     """A gsplat results folder holding ``params`` (already in the frame its cfg.yml implies)
     as the checkpoint of ``step``; returns the checkpoint. The inverse of the readers above,
     for tests and benchmarks."""
@@ -377,7 +378,8 @@ def write_gsplat_result(folder: Path, params: dict[str, torch.Tensor], step: int
     (folder / "ckpts").mkdir(parents=True, exist_ok=True)
     cfg = {"data_dir": str(data_dir), "data_factor": int(data_factor),
            "normalize_world_space": bool(normalize), "result_dir": str(folder),
-           "test_every": 8, "sh_degree": int(round(np.sqrt(params["shN"].shape[1] + 1))) - 1}
+           "test_every": 8, "sh_degree": int(round(np.sqrt(params["shN"].shape[1] + 1))) - 1,
+           "antialiased": bool(antialiased)}
     (folder / GSPLAT_CFG).write_text(yaml.safe_dump(cfg))
     path = folder / "ckpts" / f"ckpt_{step}_rank0.pt"
     torch.save({"step": step, "splats": {k: v.detach().clone() for k, v in params.items()}},

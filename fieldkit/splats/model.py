@@ -40,6 +40,11 @@ class SplatRenderConfig:
     """Low-pass filter added to every projected covariance, in pixels^2 (3DGS)."""
     tile_size: int = 16
     """Tile side in pixels for binning."""
+    antialiased: bool = False
+    """gsplat's antialiased mode (Mip-Splatting's 2D filter): each Gaussian's opacity is scaled
+    so that the ``eps2d`` low-pass keeps its total weight. Splats trained this way (gsplat's
+    --antialiased, splatfacto's rasterize_mode antialiased, a .spz flagged so) must be drawn
+    this way; others not."""
     backend: str = "auto"
     """auto (gsplat's CUDA kernels on a GPU when they build, else the pure-torch twin), cuda
     or torch."""
@@ -220,7 +225,7 @@ class SplatModel(nn.Module):
                          torch.sigmoid(p["opacities"]), self.colors(c2w[:3, 3]), viewmat,
                          camera.K[0], int(camera.width[0]), int(camera.height[0]),
                          background=background, near=rc.near, eps2d=rc.eps2d,
-                         tile_size=rc.tile_size)
+                         tile_size=rc.tile_size, antialiased=rc.antialiased)
 
     @torch.no_grad()
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
@@ -264,8 +269,8 @@ class SplatModel(nn.Module):
             f"({self.num_params:,} parameters, {self.num_params * 4 / 2**20:.1f} MiB as float32)",
             f"  densify   refine steps {c.densify.refine_start}-{c.densify.refine_stop} every "
             f"{c.densify.refine_every}, cap {c.densify.max_gaussians:,} Gaussians",
-            f"  renderer  tiles {c.render.tile_size} px, eps2d {c.render.eps2d}, bound "
-            f"{c.render.bound:g}"])
+            f"  renderer  tiles {c.render.tile_size} px, eps2d {c.render.eps2d}"
+            f"{' (antialiased)' if c.render.antialiased else ''}, bound {c.render.bound:g}"])
 
     # ------------------------------------------------------------------ persistence
     def load_state_dict(self, state: dict[str, Tensor], strict: bool = True, assign: bool = False):

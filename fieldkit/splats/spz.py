@@ -58,6 +58,8 @@ COLOR_SCALE = 0.15
 SH1_BITS, SH_REST_BITS = 5, 4
 """Bits the writer keeps of degree-1 and of higher SH coefficients (the reference's defaults)."""
 SQRT1_2 = math.sqrt(0.5)
+FLAG_ANTIALIASED = 0x1
+"""Header flag: the splats were trained with the antialiased (Mip-Splatting 2D filter) mode."""
 MAX_COUNT = 1 << 26
 """More Gaussians than this in a header means a corrupt file (the reference stops at 10M)."""
 
@@ -105,10 +107,12 @@ def _quantize_sh(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3,
-              sh_bits: tuple[int, int] = (SH1_BITS, SH_REST_BITS)) -> Path:
+              sh_bits: tuple[int, int] = (SH1_BITS, SH_REST_BITS),
+              antialiased: bool = False) -> Path:
     """Write splat params (fieldkit's layout, see ``fieldkit/splats/ply.py``) as a .spz file of
     ``version`` 2 or 3, keeping ``sh_bits`` (degree 1, higher degrees; 1..8) of each SH
-    coefficient's byte. Returns the path."""
+    coefficient's byte; ``antialiased`` sets the flag of splats trained in gsplat's
+    antialiased mode. Returns the path."""
     from fieldkit.splats.ply import sh_degree_of
 
     if version not in (2, 3):
@@ -144,7 +148,7 @@ def write_spz(path: str | Path, params: dict[str, Tensor], version: int = 3,
         sh = np.concatenate([_quantize_sh(rest[:, :3], sh_bits[0]),
                              _quantize_sh(rest[:, 3:], sh_bits[1])], axis=1).reshape(n, -1)
     body = b"".join([
-        HEADER.pack(MAGIC, version, n, degree, frac, 0, 0),
+        HEADER.pack(MAGIC, version, n, degree, frac, FLAG_ANTIALIASED if antialiased else 0, 0),
         np.ascontiguousarray(positions).tobytes(),
         alphas.clip(0, 255).astype(np.uint8).tobytes(),
         colors.clip(0, 255).astype(np.uint8).tobytes(),
@@ -212,6 +216,21 @@ def _check_header(version: int, n: int, degree: int, frac: int, fail) -> None:
     if n > MAX_COUNT or degree > 4 or frac > 23:
         raise fail(f"implausible header ({n} Gaussians, SH degree {degree}, {frac} fractional "
                    "bits); the file is corrupt")
+
+
+def spz_antialiased(path: str | Path) -> bool:
+    """Whether a .spz file's header flags its splats as trained in the antialiased mode (False
+    for a file too short or not an SPZ: ``read_spz`` reports those)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEADER.size)
+            if head[:4] != MAGIC_BYTES:   # versions 2-3: the header is inside the gzip stream
+                f.seek(0)
+                head = gzip.GzipFile(fileobj=f).read(HEADER.size)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return len(head) == HEADER.size and bool(HEADER.unpack(head)[5] & FLAG_ANTIALIASED)
 
 
 def _gzip_stream(raw: bytes, fail) -> tuple[int, int, int, int, list[np.ndarray]]:

@@ -52,6 +52,7 @@ class ViewerConfig:
     """Most training cameras drawn (evenly subsampled)."""
     splats_in_browser: bool = True
     """Splat models: rasterize in the browser (viser's WebGL splats) rather than on the
-    server. Depth and opacity outputs are always rendered on the server."""
+    server. Depth and opacity outputs, and splats of the antialiased mode (which viser does
+    not draw), are always rendered on the server at first."""
     verbose: bool = True
     """Print the URL when the server starts."""

@@ -43,7 +43,9 @@ class Session:
                                max_resolution=viewer.config.max_resolution,
                                preview_resolution=viewer.config.preview_resolution)
         self.path = CameraPath()
-        self.splats_in_browser = viewer.config.splats_in_browser and self.single_splat
+        # viser's WebGL splats have no antialiased mode: such splats are drawn on the server
+        self.splats_in_browser = (viewer.config.splats_in_browser and self.single_splat
+                                  and not getattr(src.model.config.render, "antialiased", False))
         self.splat_node = None
         self.handles: dict = {}
         """GUI handles by name (tests and panels look them up)."""

@@ -98,7 +98,7 @@ class Source:
         ``fieldkit/splats/foreign.py``)."""
         from fieldkit.splats.model import SplatConfig, SplatModel
         from fieldkit.splats.frame import splat_normalisation
-        from fieldkit.splats.foreign import dataset_world, read_splats
+        from fieldkit.splats.foreign import antialiased_of, dataset_world, read_splats
         from fieldkit.splats.ply import sh_degree_of
 
         params = read_splats(path)
@@ -107,6 +107,7 @@ class Source:
         params, scene, downscale = dataset_world(Path(path), params, scene, downscale,
                                                  ply_transform)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
+        model.config.render.antialiased = antialiased_of(Path(path))
         model.set_gaussians(params)
         frame = splat_normalisation(params["means"], params["opacities"])  # opaque ones
         model.config.render.bound = max(1.0 / frame.scale, 1e-3)

@@ -148,17 +148,17 @@ def fake_gsplat(radii_per_axis: bool) -> types.ModuleType:
     def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
                       near_plane, far_plane, eps2d, tile_size, render_mode, backgrounds,
                       packed, rasterize_mode, sh_degree):
-        assert (render_mode, packed, rasterize_mode, sh_degree) == ("RGB+ED", False, "classic",
-                                                                    None)
+        assert (render_mode, packed, sh_degree) == ("RGB+ED", False, None)
+        assert rasterize_mode in ("classic", "antialiased")
         assert viewmats.shape == (1, 4, 4) and Ks.shape == (1, 3, 3)
         tensors = (means, quats, scales, opacities, colors, viewmats, Ks)
         assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
         p = project(means, quats, scales, opacities, viewmats[0], Ks[0], width, height,
-                    near_plane, far_plane, eps2d)
+                    near_plane, far_plane, eps2d, rasterize_mode == "antialiased")
         culled = ~p.visible
         nan = lambda t: torch.where(culled.view(-1, *[1] * (t.dim() - 1)), math.nan, t)  # noqa
         means2d, conics, depths = nan(p.means2d)[None], nan(p.conics)[None], nan(p.depths)[None]
-        used = Projection(means2d[0], conics[0], depths[0], p.radii, opacities)
+        used = Projection(means2d[0], conics[0], depths[0], p.radii, p.opacities)
         feats = torch.cat([colors, depths[0, :, None]], 1)
         bg = None if backgrounds is None else torch.cat([backgrounds[0], torch.zeros(1)])
         out = composite(used, bin_tiles(used, width, height, tile_size), feats, width, height,
@@ -167,7 +167,7 @@ def fake_gsplat(radii_per_axis: bool) -> types.ModuleType:
                             out["rgb"][..., -1:] / out["alpha"].clamp(min=1e-10)], -1)
         radii = p.radii.int() if radii_per_axis else p.radii.max(-1).values.int()
         meta = {"means2d": means2d, "conics": conics, "depths": depths, "radii": radii[None],
-                "opacities": opacities[None]}
+                "opacities": p.opacities[None]}
         return render[None], out["alpha"][None], meta
 
     return types.SimpleNamespace(rasterization=rasterization)
@@ -175,9 +175,10 @@ def fake_gsplat(radii_per_axis: bool) -> types.ModuleType:
 
 @pytest.mark.parametrize("radii_per_axis", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("with_background", [False, True])
+@pytest.mark.parametrize("with_background,antialiased", [(False, False), (True, False),
+                                                         (True, True)])
 def test_adapter_matches_twin_through_fake_gsplat(monkeypatch, radii_per_axis, dtype,
-                                                   with_background):
+                                                   with_background, antialiased):
     monkeypatch.setitem(sys.modules, "gsplat", fake_gsplat(radii_per_axis))
     params, view, K = random_scene(60, 40, 30, seed=3, dtype=dtype)
     bg = torch.tensor([0.2, 0.5, 0.9], dtype=dtype) if with_background else None
@@ -185,12 +186,13 @@ def test_adapter_matches_twin_through_fake_gsplat(monkeypatch, radii_per_axis, d
     up = {k: torch.rand(30, 40, c, generator=g, dtype=dtype) for k, c in
           (("rgb", 3), ("alpha", 1), ("depth", 1))}
     with torch.no_grad():
-        mask = (rasterize(*params, view, K, 40, 30, background=bg, tile_size=8)[0]["alpha"]
-                > 0.1).to(dtype)
+        mask = (rasterize(*params, view, K, 40, 30, background=bg, tile_size=8,
+                          antialiased=antialiased)[0]["alpha"] > 0.1).to(dtype)
     results = []
     for fn in (rasterize, rasterize_gsplat):
         leaves = [p.clone().requires_grad_() for p in params]
-        out, proj = fn(*leaves, view, K, 40, 30, background=bg, tile_size=8)
+        out, proj = fn(*leaves, view, K, 40, 30, background=bg, tile_size=8,
+                       antialiased=antialiased)
         proj.means2d.retain_grad()  # what the trainer does
         loss = sum((out[k] * up[k] * (mask if k == "depth" else 1)).sum() for k in up)
         loss.backward()
@@ -265,14 +267,17 @@ SIZES = [(64, 48), (128, 96), (72, 45)]  # the last: partial tiles on two sides
 
 @pytest.mark.parametrize("width,height", SIZES)
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("with_background", [False, True])
-def test_gsplat_forward_matches_twin(gsplat_cuda, width, height, seed, with_background):
+@pytest.mark.parametrize("with_background,antialiased", [(False, False), (True, False),
+                                                         (True, True)])
+def test_gsplat_forward_matches_twin(gsplat_cuda, width, height, seed, with_background,
+                                     antialiased):
     params, view, K = random_scene(200, width, height, seed, device=gsplat_cuda)
     bg = torch.tensor([0.2, 0.5, 0.9], device=gsplat_cuda) if with_background else None
     with torch.no_grad():
-        out_t, proj_t = rasterize(*params, view, K, width, height, background=bg, tile_size=16)
+        out_t, proj_t = rasterize(*params, view, K, width, height, background=bg, tile_size=16,
+                                  antialiased=antialiased)
         out_g, proj_g = rasterize_gsplat(*params, view, K, width, height, background=bg,
-                                         tile_size=16)
+                                         tile_size=16, antialiased=antialiased)
     assert culled_exists(proj_t)
     # Projection: the same float32 formulas; radii are ceil() of fast-math sqrt/log, so a box
     # may be one pixel larger or smaller, and that can flip visibility at the image edge.
@@ -307,18 +312,21 @@ GRAD_REL = {"means": 5e-3, "quats": 5e-3, "scales": 5e-3, "opacities": 5e-3, "co
 
 @pytest.mark.parametrize("width,height", SIZES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_gsplat_backward_matches_twin(gsplat_cuda, width, height, seed):
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_gsplat_backward_matches_twin(gsplat_cuda, width, height, seed, antialiased):
     params, view, K = random_scene(200, width, height, seed, device=gsplat_cuda)
     bg = torch.tensor([0.2, 0.5, 0.9], device=gsplat_cuda)
     g = torch.Generator(device=gsplat_cuda).manual_seed(seed)
     up = {k: torch.randn(height, width, c, device=gsplat_cuda, generator=g) for k, c in
           (("rgb", 3), ("alpha", 1), ("depth", 1))}
     with torch.no_grad():  # one mask for both: depth gradients only where alpha is substantial
-        mask = (rasterize(*params, view, K, width, height, background=bg)[0]["alpha"] > 0.1)
+        mask = (rasterize(*params, view, K, width, height, background=bg,
+                          antialiased=antialiased)[0]["alpha"] > 0.1)
     grads = []
     for fn in (rasterize, rasterize_gsplat):
         leaves = [p.clone().requires_grad_() for p in params]
-        out, proj = fn(*leaves, view, K, width, height, background=bg, tile_size=16)
+        out, proj = fn(*leaves, view, K, width, height, background=bg, tile_size=16,
+                       antialiased=antialiased)
         proj.means2d.retain_grad()  # as the trainer does; gsplat's must be filled too
         loss = ((out["rgb"] * up["rgb"]).sum() + (out["alpha"] * up["alpha"]).sum()
                 + (out["depth"] * up["depth"] * mask).sum())

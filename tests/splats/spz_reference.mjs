@@ -16,14 +16,15 @@ const UNSPECIFIED = spz.CoordinateSystem.UNSPECIFIED;
 if (mode === 'load') {
   const cloud = spz.loadSpzFromBuffer(new Uint8Array(readFileSync(input)), { to: UNSPECIFIED });
   if (!cloud || cloud.numPoints === 0) throw new Error(`the reference could not load ${input}`);
-  const out = { numPoints: cloud.numPoints, shDegree: cloud.shDegree };
+  const out = { numPoints: cloud.numPoints, shDegree: cloud.shDegree,
+                antialiased: cloud.antialiased };
   // JSON has no infinities: an opacity byte of 0 or 255 decodes to a logit of -inf or +inf
   for (const f of FIELDS) out[f] = Array.from(cloud[f], (v) => (Number.isFinite(v) ? v : (v > 0 ? 1e30 : -1e30)));
   writeFileSync(output, JSON.stringify(out));
 } else if (mode === 'save') {
   const data = JSON.parse(readFileSync(input, 'utf8'));
-  const cloud = { numPoints: data.numPoints, shDegree: data.shDegree, antialiased: false,
-                  extensions: [] };
+  const cloud = { numPoints: data.numPoints, shDegree: data.shDegree,
+                  antialiased: Boolean(data.antialiased), extensions: [] };
   for (const f of FIELDS) cloud[f] = new Float32Array(data[f]);
   const bytes = spz.saveSpzToBuffer(cloud, { version: Number(version), from: UNSPECIFIED,
                                              sh1Bits: 5, shRestBits: 4 });

@@ -21,7 +21,7 @@ from fieldkit.splats.compressed_ply import write_compressed_ply
 from fieldkit.splats.foreign import read_splats
 from fieldkit.splats.ply import read_splat_ply, write_splat_ply
 from fieldkit.splats.splat_file import write_splat_file
-from fieldkit.splats.spz import read_spz, write_spz
+from fieldkit.splats.spz import read_spz, spz_antialiased, write_spz
 from tests.splats.test_web_formats import _params
 
 NPM = Path(__file__).resolve().parents[2] / ".ci/npm/node_modules"
@@ -59,10 +59,12 @@ def test_spz_files_agree_with_the_reference_library(tmp_path):
         assert np.abs(arr["sh"].reshape(n, 15, 3) - got["shN"].numpy()).max() < 1e-6
 
     p = _params(n=300)
-    write_spz(tmp_path / "ours.spz", p)
+    write_spz(tmp_path / "ours.spz", p, antialiased=True)
     _reference("load", str(tmp_path / "ours.spz"), str(tmp_path / "ours.json"))
-    same(json.loads((tmp_path / "ours.json").read_text()), read_spz(tmp_path / "ours.spz"), 300)
-    cloud = {"numPoints": 300, "shDegree": 3,
+    ref = json.loads((tmp_path / "ours.json").read_text())
+    same(ref, read_spz(tmp_path / "ours.spz"), 300)
+    assert ref["antialiased"] is True                   # the header flag, as the library reads it
+    cloud = {"numPoints": 300, "shDegree": 3, "antialiased": True,
              "positions": p["means"].flatten().tolist(), "scales": p["scales"].flatten().tolist(),
              "rotations": p["quats"][:, [1, 2, 3, 0]].flatten().tolist(),
              "alphas": p["opacities"].tolist(), "colors": p["sh0"].flatten().tolist(),
@@ -73,6 +75,7 @@ def test_spz_files_agree_with_the_reference_library(tmp_path):
         _reference("save", str(tmp_path / "in.json"), str(spz), str(version))
         _reference("load", str(spz), str(tmp_path / f"ref{version}.json"))
         same(json.loads((tmp_path / f"ref{version}.json").read_text()), read_spz(spz), 300)
+        assert spz_antialiased(spz)
 
 
 def _agree(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], what: str) -> None:
