@@ -139,6 +139,9 @@ def crop_model(model: nn.Module, box: CropBox | None, what: str = "the model") -
     ``what`` is left."""
     if box is None:
         return model
+    if not all(a < b for a, b in zip(box.lo, box.hi)):   # the viewer's boxes are not checked
+        raise FieldkitError(f"the crop box's minimum corner {box.lo} must lie below its maximum "
+                            f"corner {box.hi} on every axis")
     if getattr(model, "kind", None) == "splat":
         params = crop_splat_params(model.export_params(), box)
         if len(params["means"]) == 0:

@@ -24,3 +24,12 @@ def test_crop_grid_empties_the_cells_outside_only(levels):
     assert not bool(grid.occupied_at(torch.tensor([[-0.5, 0.0, 0.0]])))
     assert bool(grid.occupied_at(torch.tensor([[0.5, 0.0, 0.0]])))
     assert kept.sum() < grid.num_cells // 2 + grid.num_cells // 8
+
+
+def test_crop_model_refuses_an_inverted_box():
+    """The viewer's min/max fields are free: an export with min > max says so in one line."""
+    from fieldkit.errors import FieldkitError
+    from fieldkit.render.crop import crop_model
+
+    with pytest.raises(FieldkitError, match="minimum corner .* must lie below"):
+        crop_model(torch.nn.Module(), CropBox((0.5, 0.0, 0.0), (0.0, 1.0, 1.0)))
