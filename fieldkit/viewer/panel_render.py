@@ -10,7 +10,8 @@ from fieldkit.viewer.scene_nodes import add_crop_outline
 def _describe(source) -> str:
     m = source.model
     if source.is_splat:
-        return f"**{source.label}**: splat, {m.num_gaussians:,} Gaussians"
+        aa = ", antialiased (drawn on the server)" if m.config.render.antialiased else ""
+        return f"**{source.label}**: splat, {m.num_gaussians:,} Gaussians{aa}"
     return f"**{source.label}**: {source.kind}, {m.num_params:,} parameters"
 
 
