@@ -137,11 +137,14 @@ def export_points_job(session, out: Path, num: int, progress) -> Path:
                       crop=session.view.settings.crop)[0]
 
 
-def export_splats_job(session, out: Path, progress) -> Path:
-    """The Gaussians shown (inside the crop box when one is on)."""
+def export_splats_job(session, out: Path, progress, keep=None) -> Path:
+    """The Gaussians shown (inside the crop box when one is on), less those ``keep`` (a
+    ``SplatFilter``) leaves out."""
+    from fieldkit.export.splats import SplatFilter
+
     progress(None)
     src = session.viewer.sources[0]
-    crop = session.view.settings.crop
+    crop, keep = session.view.settings.crop, (keep or SplatFilter()).check()
     if src.run_dir is None:  # a bare splat file: write the Gaussians shown
         from fieldkit.export.splats import splat_format, write_splats
         from fieldkit.render.crop import crop_splat_params
@@ -149,7 +152,8 @@ def export_splats_job(session, out: Path, progress) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.lock:
             params = src.model.export_params()
-        return write_splats(out, crop_splat_params(params, crop), splat_format(out))
+        return write_splats(out, keep.apply(crop_splat_params(params, crop)), splat_format(out),
+                            antialiased=src.model.config.render.antialiased)
     from fieldkit.export.splats import export_splats
 
-    return export_splats(checkpointed_run(session), out, crop=crop)[0]
+    return export_splats(checkpointed_run(session), out, crop=crop, keep=keep)[0]

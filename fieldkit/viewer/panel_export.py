@@ -31,6 +31,12 @@ def build_export_panel(session) -> None:
             "splat file", tuple(FORMATS), initial_value=".ply", visible=src.is_splat,
             hint=".ply: any 3DGS tool; .spz: about a tenth of it, for web viewers; "
                  ".compressed.ply: SuperSplat; .splat: base colours only")
+        h["splat_min_opacity"] = gui.add_number(
+            "min opacity", 0.0, min=0.0, max=0.99, step=0.01, visible=src.is_splat,
+            hint="leave out fainter Gaussians (export splats --min-opacity)")
+        h["splat_sh_degree"] = gui.add_dropdown(
+            "SH degree", ("3", "2", "1", "0"), initial_value="3", visible=src.is_splat,
+            hint="keep the view-dependent colour up to this degree (--max-sh-degree)")
         h["export_splats"] = gui.add_button("export splats", visible=src.is_splat,
                                             disabled=not src.is_splat)
         h["export_progress"] = gui.add_progress_bar(0.0, visible=False)
@@ -47,5 +53,11 @@ def build_export_panel(session) -> None:
         h["mesh_method"].value)))
     h["export_points"].on_click(lambda _: start("points", lambda p: export_points_job(
         session, out_dir / "points.ply", int(h["points_num"].value), p)))
+    def splat_filter():
+        from fieldkit.export.splats import SplatFilter
+
+        return SplatFilter(float(h["splat_min_opacity"].value),
+                           int(h["splat_sh_degree"].value))
+
     h["export_splats"].on_click(lambda _: start("splats", lambda p: export_splats_job(
-        session, out_dir / f"splats{h['splat_file'].value}", p)))
+        session, out_dir / f"splats{h['splat_file'].value}", p, splat_filter())))

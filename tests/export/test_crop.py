@@ -101,6 +101,11 @@ def test_the_viewers_exports_apply_its_crop_box(demo_splat_run, tmp_path):
     out = export_splats_job(session, tmp_path / "v.ply", lambda _: None)
     means = _to_box(demo_splat_run, read_splats(out)["means"].double().numpy())
     assert len(means) > 100 and means[:, 0].min() >= 0
+    from fieldkit.export.splats import SplatFilter       # the panel's min opacity, SH degree
+
+    faint = export_splats_job(session, tmp_path / "f.ply", lambda _: None, SplatFilter(0.3, 1))
+    back = read_splats(faint)
+    assert len(back["means"]) < len(means) and back["shN"].shape[1] == 3
     out = export_points_job(session, tmp_path / "p.ply", 5000, lambda _: None)
     p = _to_box(demo_splat_run, np.asarray(o3d.io.read_point_cloud(str(out)).points))
     assert len(p) > 1000 and p[:, 0].min() >= 0
