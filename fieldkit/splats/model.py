@@ -166,13 +166,17 @@ class SplatModel(nn.Module):
         """Initial Gaussians for training on ``scene``: a splat file (3DGS .ply, .spz, ...;
         world units) when given, else the scene's sparse points (COLMAP), else ``init_points`` drawn as ``init_region``
         says; sets the scene extent."""
-        from fieldkit.splats.foreign import read_splats
+        from fieldkit.errors import warn
+        from fieldkit.splats.foreign import antialiased_of, read_splats
         from fieldkit.splats.init import frustum_points
         from fieldkit.splats.transform import splats_to_box
 
         centers = scene.cameras.positions[scene.split("train")]
         extent = 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max())
         if init_file is not None:
+            if antialiased_of(init_file) and not self.config.render.antialiased:
+                warn(f"{Path(init_file).name} was trained in the antialiased mode; pass "
+                     "--splat.render.antialiased to go on in it")
             self.set_gaussians(splats_to_box(read_splats(init_file), scene.normalisation))
             self.config.scene_extent = extent
             return

@@ -1,6 +1,6 @@
 """Splats trained in the antialiased mode stay so through files and folders: the .spz header
 flag both ways, gsplat's cfg.yml, splatfacto's config.yml, a run trained with the mode, and a
-one-line warning when the file written cannot record it."""
+one-line warning when the file written cannot record it or a classic run starts from it."""
 from __future__ import annotations
 
 import pytest
@@ -56,6 +56,10 @@ def test_a_run_trained_antialiased_exports_the_flag(tmp_path, capsys):
     assert main(["export", "splats", str(run), "--out", str(tmp_path / "aa.spz")]) == 0
     assert spz_antialiased(tmp_path / "aa.spz")
     capsys.readouterr()
+    assert main(["train", str(DEMO_SCENE), "--model", "splat", "--downscale", "2",
+                 "--max-steps", "2", "--init", str(tmp_path / "aa.spz"), "--out",
+                 str(tmp_path / "from_aa"), "--no-final-eval", "--no-video"]) == 0
+    assert "pass --splat.render.antialiased to go on in it" in capsys.readouterr().err
     assert main(["export", "splats", str(run), "--out", str(tmp_path / "aa.ply")]) == 0
     err = capsys.readouterr().err
     assert "antialiased mode" in err and len(err.strip().splitlines()) == 1
