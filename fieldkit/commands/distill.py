@@ -30,8 +30,8 @@ class Distill(ModelOptions):
 
     teacher: Positional[Path]
     """Teacher run directory, a 3D Gaussian Splatting .ply file from any trainer (or a web
-    viewer's .spz, .splat, .sog or SuperSplat .compressed.ply; an unbundled SOG folder), the
-    original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
+    viewer's .spz, .splat, .ksplat, .sog or SuperSplat .compressed.ply; an unbundled SOG
+    folder), the original 3DGS trainer's output folder (its latest point_cloud.ply and its cameras.json),
     gsplat's simple_trainer results folder or checkpoint (ckpts/ckpt_*.pt), or a nerfstudio
     splatfacto run folder or checkpoint (nerfstudio_models/step-*.ckpt); the dataset their
     config names gives the views when it is here."""

@@ -49,8 +49,8 @@ class Train(ModelOptions):
     distortion_weight: float = 0.0
     """Weight of mip-NeRF 360's distortion loss (volumetric models; 0: off)."""
     init: Path | None = None
-    """--model splat: start from this splat file (.ply, .spz, .splat; the scene's world units)
-    instead of the scene's sparse points or random points."""
+    """--model splat: start from this splat file (.ply, .spz, .splat, .ksplat, .sog; the scene's
+    world units) instead of the scene's sparse points or random points."""
     weights: Literal["float32", "float16"] = "float32"
     """Precision of the weights in RUN/model.safetensors (float16: about half the file, renders
     within 0.003 dB of float32 on the demo; checkpoints stay float32)."""

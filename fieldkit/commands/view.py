@@ -12,9 +12,8 @@ class View:
     """Open the browser viewer on a run or a splat file (optionally beside a second run)."""
 
     target: Positional[Path]
-    """Run directory, splat file (3DGS .ply, .compressed.ply, .spz, .splat, .sog, or a SOG
-    folder), 3DGS output folder (its latest .ply, and its
-    cameras.json for the first view and the frustums), or gsplat's results folder or
+    """Run directory, splat file (3DGS .ply, .compressed.ply, .spz, .splat, .ksplat, .sog, or a
+    SOG folder), 3DGS output folder (its latest .ply, and its cameras.json for the first view and the frustums), or gsplat's results folder or
     checkpoint, or a splatfacto run folder or checkpoint (in its dataset's world, with its
     cameras, when that dataset is here)."""
     other: Positional[Path | None] = None

@@ -22,15 +22,17 @@ import torch
 
 from fieldkit.errors import FieldkitError, warn
 
-SPLAT_FILES = (".ply", ".spz", ".splat", ".sog", ".pt", ".ckpt")
+SPLAT_FILES = (".ply", ".spz", ".splat", ".ksplat", ".sog", ".pt", ".ckpt")
 """Files read as Gaussians: a 3DGS .ply (or SuperSplat's compressed .ply), a .spz, a .splat, a
-SOG bundle, a gsplat checkpoint, a splatfacto checkpoint. (An unbundled SOG is a folder.)"""
+GaussianSplats3D .ksplat, a SOG bundle, a gsplat checkpoint, a splatfacto checkpoint. (An
+unbundled SOG is a folder.)"""
 
 
 def read_splats(path: Path) -> dict[str, torch.Tensor]:
-    """Splat params of a 3DGS or compressed .ply, a .spz, a .splat, a SOG (.sog or the meta.json
-    of a folder), a splatfacto checkpoint (.ckpt) or a gsplat checkpoint (.pt)."""
+    """Splat params of a 3DGS or compressed .ply, a .spz, a .splat, a .ksplat, a SOG (.sog or the
+    meta.json of a folder), a splatfacto checkpoint (.ckpt) or a gsplat checkpoint (.pt)."""
     from fieldkit.splats.gsplat_folder import read_gsplat_checkpoint
+    from fieldkit.splats.ksplat import read_ksplat
     from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
     from fieldkit.splats.ply import read_splat_ply
     from fieldkit.splats.sog import META, read_sog
@@ -41,7 +43,7 @@ def read_splats(path: Path) -> dict[str, torch.Tensor]:
     if path.name == META:
         return read_sog(path)
     readers = {".ply": read_splat_ply, ".spz": read_spz, ".splat": read_splat_file,
-               ".sog": read_sog, ".ckpt": read_splatfacto_checkpoint}
+               ".ksplat": read_ksplat, ".sog": read_sog, ".ckpt": read_splatfacto_checkpoint}
     return readers.get(path.suffix.lower(), read_gsplat_checkpoint)(path)
 
 

@@ -198,9 +198,18 @@ def test_a_spz_file_is_a_distillation_teacher_and_a_viewer_source(demo_splat_run
     ("e.spz", struct.pack("<IIIBBBBI12x", 0x5053474E, 4, 10, 0, 12, 0, 5, 4096), "table"),
     ("f.splat", b"\0" * 33, "not a whole number"),
     ("g.splat", struct.pack("<6f8B", math.nan, 0, 0, 1, 1, 1, *[128] * 8), "non-finite"),
+    ("h.ksplat", b"\0" * 100, "fewer than the 4096-byte"),
+    ("i.ksplat", struct.pack("<BB2xI12xH", 0, 1, 1, 7).ljust(4096 + 1024, b"\0"),
+     "compression level 7"),
+    ("j.ksplat", None, "truncated"),
+    ("k.ksplat", "nan", "non-finite"),
 ])
 def test_malformed_web_files_give_one_line_errors(tmp_path, capsys, name, data, needle):
     path = tmp_path / name
+    if data is None:    # a whole .ksplat, cut short
+        data = ksplat_bytes(level=1)[:-10]
+    elif data == "nan":
+        data = ksplat_bytes(level=0, centres=[[math.nan, 0, 0]] * 3)
     path.write_bytes(data)
     with pytest.raises(FieldkitError, match=needle):
         read_splats(path)
@@ -255,6 +264,66 @@ def test_export_leaves_out_faint_gaussians_and_high_sh_bands(demo_splat_run, tmp
         assert main(["export", "splats", str(demo_splat_run), "--out", str(out),
                      flag, value]) == 1
         assert needle in capsys.readouterr().err
+
+
+def ksplat_bytes(level: int, centres=None) -> bytes:
+    """A .ksplat of 3 splats in one section, built from its layout (fieldkit/splats/ksplat.py):
+    SH degree 1; at levels 1-2, buckets of 2 (one full, one partly filled with 1) of block size
+    2, centres (0, 0, 0) and (1, 1, 1), the default scale range."""
+    centres = np.asarray(centres if centres is not None else
+                         [[0.1, -0.2, 0.3], [-0.5, 0.25, 0.0], [1.2, 0.9, 1.0]], np.float64)
+    head = bytearray(4096)
+    struct.pack_into("<BB2xIIII", head, 0, 0, 1, 1, 1, 3, 3)
+    struct.pack_into("<H", head, 20, level)
+    struct.pack_into("<5f", head, 24, 0, 0, 0, -2.0, 2.0)           # scene centre, SH range
+    section = bytearray(1024)
+    buckets = level >= 1
+    struct.pack_into("<IIIIf", section, 0, 3, 3, 2 if buckets else 0, 2 if buckets else 0,
+                     2.0 if buckets else 0.0)
+    struct.pack_into("<H", section, 20, 12 if buckets else 0)
+    struct.pack_into("<IIII", section, 24, 0, 0, 1 if buckets else 0, 1 if buckets else 0)
+    struct.pack_into("<H", section, 40, 1)
+    body = b""
+    if buckets:
+        body += struct.pack("<I", 1) + struct.pack("<6f", 0, 0, 0, 1, 1, 1)
+    bucket_of = [0, 0, 1]
+    for i, c in enumerate(centres):
+        if level == 0:
+            body += struct.pack("<3f", *c)
+        else:   # (v - 32767) * (1 / 32767) + bucket centre
+            q = np.round((c - bucket_of[i]) * 32767 + 32767).astype(np.uint16)
+            body += q.astype("<u2").tobytes()
+        rest = np.array([0.01 * (i + 1), 0.02, 0.03, 1.0, 0.0, 0.0, 0.0])   # scale, w x y z
+        body += rest.astype("<f4" if level == 0 else "<f2").tobytes()
+        body += bytes([200, 100, 50, 128])
+        sh = np.linspace(-1, 1, 9) * (i + 1) / 3                            # R0-2 G0-2 B0-2
+        if level == 2:
+            body += np.floor((sh + 2) / 4 * 255).astype(np.uint8).tobytes()
+        else:
+            body += sh.astype("<f4" if level == 0 else "<f2").tobytes()
+    return bytes(head + section) + body
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_a_hand_built_ksplat_reads_as_its_layout_says(tmp_path, level):
+    from fieldkit.encoders.sh import C0
+    from fieldkit.splats.ksplat import read_ksplat
+
+    path = tmp_path / "h.ksplat"
+    path.write_bytes(ksplat_bytes(level))
+    p = read_splats(path)
+    assert set(p) == {"means", "scales", "quats", "opacities", "sh0", "shN"}
+    step = 1e-6 if level == 0 else 1 / 32767
+    want = torch.tensor([[0.1, -0.2, 0.3], [-0.5, 0.25, 0.0], [1.2, 0.9, 1.0]])
+    assert (p["means"] - want).abs().max() <= step
+    assert torch.allclose(p["scales"][:, 0].exp(), torch.tensor([0.01, 0.02, 0.03]), rtol=1e-3)
+    assert torch.allclose(p["quats"], torch.tensor([[1.0, 0, 0, 0]] * 3))
+    assert torch.allclose(p["sh0"][0, 0], (torch.tensor([200, 100, 50]) / 255 - 0.5) / C0)
+    assert torch.allclose(torch.sigmoid(p["opacities"]), torch.full((3,), 128 / 255), atol=1e-6)
+    sh = (torch.linspace(-1, 1, 9) * 2 / 3).reshape(3, 3).T        # splat 1: [coef, rgb]
+    tol = 1e-6 if level == 0 else (2e-3 if level == 1 else 4 / 255)
+    assert p["shN"].shape == (3, 3, 3) and (p["shN"][1] - sh).abs().max() <= tol
+    assert torch.equal(read_ksplat(path)["means"], p["means"])
 
 
 def _webp(pixels: list[tuple[int, int, int, int]], width: int) -> bytes:

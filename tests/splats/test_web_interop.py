@@ -4,7 +4,9 @@
 - the reference SPZ library (nianticlabs/spz as WebAssembly, npm @adobe/spz): our .spz and its
   versions 2-4, both ways;
 - PlayCanvas splat-transform (SuperSplat's converter): it reads our .spz, .compressed.ply and
-  .splat as we do, and we read its .spz, .compressed.ply, .splat and .sog as it does.
+  .splat as we do, and we read its .spz, .compressed.ply, .splat and .sog as it does;
+- GaussianSplats3D (npm @mkkellogg/gaussian-splats-3d): we read the .ksplat it makes from a
+  .ply, at its three compression levels, as it reads them.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tests.splats.test_web_formats import _params
 NPM = Path(__file__).resolve().parents[2] / ".ci/npm/node_modules"
 REFERENCE = NPM / "@adobe/spz/dist/spz.js"
 SPLAT_TRANSFORM = NPM / ".bin/splat-transform"
+KSPLAT_LIB = NPM / "@mkkellogg/gaussian-splats-3d/build/gaussian-splats-3d.module.js"
 NO_NODE = shutil.which("node") is None
 
 
@@ -115,3 +118,45 @@ def test_splat_transform_reads_our_files_and_we_read_its_files(tmp_path):
         _splat_transform(tmp_path / name, tmp_path / f"{name}.ply")
         _agree(read_splats(tmp_path / name), read_splat_ply(tmp_path / f"{name}.ply"),
                f"us reading {name}")
+
+
+@pytest.mark.skipif(NO_NODE or not KSPLAT_LIB.is_file(),
+                    reason="needs node and GaussianSplats3D (.ci/setup test installs "
+                           "@mkkellogg/gaussian-splats-3d and three with npm)")
+@pytest.mark.parametrize("level,degree", [(0, 2), (1, 1), (2, 2)])
+def test_we_read_ksplat_files_as_gaussiansplats3d_does(tmp_path, level, degree):
+    """Its converter (sections, buckets, half floats, 8-bit SH) on a .ply of ours; then every
+    splat as its getters decode it against ours, and against the .ply where the format is
+    exact (level 0: centres, scales, SH)."""
+    from fieldkit.splats.ksplat import read_ksplat
+
+    script = str(Path(__file__).with_name("ksplat_reference.mjs"))
+    ply = write_splat_ply(tmp_path / "in.ply", _params(n=700))
+    ksplat, decoded = tmp_path / "x.ksplat", tmp_path / "x.json"
+    for args in (("make", str(ply), str(ksplat), str(level), str(degree)),
+                 ("read", str(ksplat), str(decoded))):
+        subprocess.run(["node", script, str(KSPLAT_LIB), *args], check=True,
+                       capture_output=True, timeout=120)
+    ref = json.loads(decoded.read_text())
+    ours = read_ksplat(ksplat)
+    n = ref["n"]
+    assert n > 600 and len(ours["means"]) == n and ours["shN"].shape == (n, (degree + 1) ** 2 - 1, 3)
+    arr = {k: np.asarray(ref[k], np.float64) for k in ("centers", "scales", "rotations", "colors")}
+    assert np.abs(arr["centers"].reshape(n, 3) - ours["means"].numpy()).max() < 1e-6
+    assert np.abs(arr["scales"].reshape(n, 3) - ours["scales"].exp().numpy()).max() < 1e-6
+    assert np.abs(arr["rotations"].reshape(n, 4) - ours["quats"].numpy()).max() < 1e-6
+    from fieldkit.encoders.sh import C0
+
+    colour = (ours["sh0"].reshape(n, 3).numpy() * C0 + 0.5) * 255
+    assert np.abs(arr["colors"].reshape(n, 4)[:, :3] - colour).max() < 1e-3
+    alpha = torch.sigmoid(ours["opacities"]).numpy() * 255
+    assert np.abs(arr["colors"].reshape(n, 4)[:, 3] - alpha).max() < 0.51     # ends clamped
+    sh = np.asarray(ref["sh"], np.float64).reshape(n, -1, 3)
+    assert np.abs(sh - ours["shN"].numpy()).max() < 1e-6
+    if level == 0:   # float32 throughout: the .ply's own values, matched by centre
+        src = read_splat_ply(ply)
+        at = {tuple(m): i for i, m in enumerate(src["means"].numpy())}
+        pick = np.array([at[tuple(m)] for m in ours["means"].numpy()])
+        assert np.abs(src["scales"].numpy()[pick] - ours["scales"].numpy()).max() < 1e-5
+        k = ours["shN"].shape[1]
+        assert np.abs(src["shN"].numpy()[pick][:, :k] - ours["shN"].numpy()).max() < 1e-6
