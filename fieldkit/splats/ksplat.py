@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.encoders.sh import C0
-from fieldkit.errors import FieldkitError
-from fieldkit.splats.splat_file import byte_opacity_logits
+from fieldkit.splats.splat_file import byte_opacity_logits, splat_file_bytes
 
 HEADER_BYTES, SECTION_BYTES = 4096, 1024
 SH_PER_DEGREE = {0: 0, 1: 9, 2: 24}
@@ -55,14 +54,7 @@ def read_ksplat(path: str | Path) -> dict[str, Tensor]:
     [N, 4] (w, x, y, z), opacities [N] logits, sh0 [N, 1, 3], shN [N, K-1, 3]; SH degree at
     most 2, the lowest of its sections)."""
     path = Path(path)
-
-    def fail(problem: str) -> FieldkitError:
-        return FieldkitError(f"cannot read splat file {path}: {problem}")
-
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise fail(f"{e.strerror or e}; check the path") from None
+    raw, fail = splat_file_bytes(path)
     if len(raw) < HEADER_BYTES:
         raise fail(f"{len(raw)} bytes, fewer than the 4096-byte .ksplat header")
     major, minor = raw[0], raw[1]

@@ -12,6 +12,7 @@ files (``gsplat.exporter.splat2splat_bytes``); fieldkit reads them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,24 +55,31 @@ def write_splat_file(path: str | Path, params: dict[str, Tensor]) -> Path:
     return path
 
 
+def splat_file_bytes(path: Path) -> tuple[bytes, Callable[[str], FieldkitError]]:
+    """(the bytes of ``path``, ``fail``): ``fail(problem)`` makes the one-line error "cannot
+    read splat file PATH: problem" the binary readers raise; an unreadable file raises it
+    now."""
+    def fail(problem: str) -> FieldkitError:
+        return FieldkitError(f"cannot read splat file {path}: {problem}")
+
+    try:
+        return Path(path).read_bytes(), fail
+    except OSError as e:
+        raise fail(f"{e.strerror or e}; check the path") from None
+
+
 def read_splat_file(path: str | Path) -> dict[str, Tensor]:
     """Read a .splat file into float32 splat params of SH degree 0."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise FieldkitError(f"cannot read splat file {path}: {e.strerror or e}; check the path") \
-            from None
+    raw, fail = splat_file_bytes(path)
     if not raw or len(raw) % RECORD.itemsize:
-        raise FieldkitError(f"cannot read splat file {path}: {len(raw)} bytes is not a whole "
-                            f"number of {RECORD.itemsize}-byte Gaussians; the file is truncated "
-                            "or not a .splat file")
+        raise fail(f"{len(raw)} bytes is not a whole number of {RECORD.itemsize}-byte "
+                   "Gaussians; the file is truncated or not a .splat file")
     rec = np.frombuffer(raw, RECORD)
     n = len(rec)
     sigmas = rec["sigmas"].astype(np.float32)
     if not (np.isfinite(rec["means"]).all() and np.isfinite(sigmas).all()) or (sigmas < 0).any():
-        raise FieldkitError(f"cannot read splat file {path}: it holds non-finite centres or "
-                            "negative sizes; it is not a .splat file")
+        raise fail("it holds non-finite centres or negative sizes; it is not a .splat file")
     quat = rec["quat"].astype(np.float32) - 128.0
     norm = np.linalg.norm(quat, axis=1, keepdims=True)
     quat = np.where(norm > 0, quat / np.maximum(norm, 1e-12), np.array([1, 0, 0, 0], np.float32))

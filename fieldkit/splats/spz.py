@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError, warn
-from fieldkit.splats.splat_file import byte_opacity_logits
+from fieldkit.splats.splat_file import byte_opacity_logits, splat_file_bytes
 from fieldkit.train.checkpoint import atomic_write_bytes
 
 MAGIC = 0x5053474E
@@ -164,14 +164,7 @@ def read_spz(path: str | Path) -> dict[str, Tensor]:
     """Read a .spz file (version 2, 3 or 4) into float32 splat params (means [N, 3], scales
     [N, 3], quats [N, 4] (w, x, y, z), opacities [N], sh0 [N, 1, 3], shN [N, K-1, 3])."""
     path = Path(path)
-
-    def fail(problem: str) -> FieldkitError:
-        return FieldkitError(f"cannot read splat file {path}: {problem}")
-
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise fail(f"{e.strerror or e}; check the path") from None
+    raw, fail = splat_file_bytes(path)
     version, n, degree, frac, arrays = (_zstd_streams(raw, fail) if raw[:4] == MAGIC_BYTES
                                         else _gzip_stream(raw, fail))
     positions, alphas, colors, scales, rotations, sh = arrays
