@@ -70,7 +70,9 @@ class Export:
     """Output file (.ply, .obj or .glb for meshes). splats: a 3DGS .ply; for web viewers a
     .spz (about a tenth of the .ply), a .compressed.ply (SuperSplat) or a .splat (base colours
     only); or a folder (no suffix) in the original 3DGS trainer's output layout:
-    point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json."""
+    point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json. Any
+    kind: .html writes one self-contained web page that opens offline in any browser (viser's
+    WebGL client; splats in base colours)."""
     method: Literal["mc", "tsdf", "poisson"] = "mc"
     """Mesh extraction: mc (marching cubes on the density; density fields), tsdf (fused
     rendered depth) or poisson (screened Poisson on the rendered point cloud); tsdf and

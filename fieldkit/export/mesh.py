@@ -18,10 +18,12 @@ from torch import Tensor
 
 from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
+from fieldkit.export.web_page import PageView, is_page, mesh_page
 from fieldkit.progress import progress_iter
 from fieldkit.render.crop import CropBox, crop_model
 
-MESH_SUFFIXES = (".ply", ".obj", ".glb")
+MESH_SUFFIXES = (".ply", ".obj", ".glb", ".html")
+"""Mesh files `export mesh` writes (.html: a self-contained web page, ``web_page.py``)."""
 
 
 @dataclass
@@ -214,9 +216,14 @@ def extract_mesh(model, config: MeshConfig, normalisation: Normalisation | None 
     return mesh
 
 
-def write_mesh(mesh, out: Path) -> Path:
-    """Write .ply (binary), .obj or .glb; raises a one-line error for other suffixes."""
+def write_mesh(mesh, out: Path, run_dir: Path | None = None) -> Path:
+    """Write .ply (binary), .obj, .glb or a web page (.html, opening at ``run_dir``'s first
+    training camera); raises a one-line error for other suffixes."""
     out = check_suffix(out, MESH_SUFFIXES)
+    if is_page(out):
+        if run_dir is None:
+            raise FieldkitError("a web page of a mesh needs its run (for the first view)")
+        return mesh_page(out, mesh, PageView.of_run(run_dir), Path(run_dir).name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if out.suffix.lower() == ".glb":
@@ -244,4 +251,4 @@ def export_mesh(run_dir: Path, out: Path, config: MeshConfig):
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     mesh = extract_mesh(model, config, normalisation)
-    return write_mesh(mesh, out), mesh
+    return write_mesh(mesh, out, run_dir), mesh

@@ -78,4 +78,4 @@ def export_mesh_poisson(run_dir: Path, out: Path, config: PoissonConfig):
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     mesh = extract_mesh_poisson(model, run_train_cameras(run_dir), config, norm)
-    return write_mesh(mesh, out), mesh
+    return write_mesh(mesh, out, run_dir), mesh

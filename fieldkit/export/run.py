@@ -53,7 +53,10 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     ``crop``: only what lies in this box (box coordinates)."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
-    units = "world units" if crop is None else "world units, inside the crop box"
+    from fieldkit.export.web_page import is_page
+
+    units = "box coordinates" if is_page(out) else "world units"
+    units += "" if crop is None else ", inside the crop box"
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 

@@ -1,6 +1,7 @@
 """`fieldkit export splats`: a splat run as a standard 3DGS .ply in the scene's world units, as
-one of the web viewers' smaller files (.spz, .splat, SuperSplat's .compressed.ply), or as the
-output folder of the original 3DGS trainer (the .ply and its cameras.json)."""
+one of the web viewers' smaller files (.spz, .splat, SuperSplat's .compressed.ply), as a
+self-contained web page (.html, ``web_page.py``), or as the output folder of the original 3DGS
+trainer (the .ply and its cameras.json)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ FORMATS = {
     ".compressed.ply": "SuperSplat compressed layout (Gaussians of opacity >= 1/255)",
     ".spz": "SPZ version 3",
     ".splat": ".splat layout (base colours only)",
+    ".html": "web page (viser's WebGL splats, base colours)",
 }
 """Files ``export splats`` writes, by suffix, and how the summary describes them."""
 
@@ -33,7 +35,7 @@ def splat_format(out: Path) -> str:
     name = out.name.lower()
     if name.endswith(".compressed.ply"):
         return ".compressed.ply"
-    return check_suffix(out, (".ply", ".spz", ".splat")).suffix.lower()
+    return check_suffix(out, (".ply", ".spz", ".splat", ".html")).suffix.lower()
 
 
 SPZ_SH_BITS = 6
@@ -129,13 +131,18 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     crop_model(model, crop, str(run_dir))
     cfg = read_config(run_dir)
     norm = Normalisation.from_dict(cfg["normalisation"])
-    params = splats_to_world(keep.apply(model.export_params()), norm)
+    params = keep.apply(model.export_params())
     n = len(params["means"])
     antialiased = model.config.render.antialiased
     if antialiased and fmt != ".spz":
         warn(f"{run_dir} was trained in the antialiased mode, which a {fmt or '.ply'} file "
              "cannot record; viewers will draw its small Gaussians too strongly (a .spz keeps "
              "it)")
+    if fmt == ".html":   # drawn in the box, as the viewer draws it (``PageView``)
+        from fieldkit.export.web_page import PageView, splats_page
+
+        return splats_page(out, params, PageView.of_run(run_dir), Path(run_dir).name), n
+    params = splats_to_world(params, norm)
     if not folder:
         return write_splats(out, params, fmt, spz_sh_bits, antialiased), n
     if out.exists() and not out.is_dir():

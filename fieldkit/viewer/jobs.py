@@ -147,12 +147,15 @@ def export_splats_job(session, out: Path, progress, keep=None) -> Path:
     crop, keep = session.view.settings.crop, (keep or SplatFilter()).check()
     if src.run_dir is None:  # a bare splat file: write the Gaussians shown
         from fieldkit.export.splats import splat_format, write_splats
+        from fieldkit.export.web_page import PAGE_SUFFIX, PageView, splats_page
         from fieldkit.render.crop import crop_splat_params
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.lock:
-            params = src.model.export_params()
-        return write_splats(out, keep.apply(crop_splat_params(params, crop)), splat_format(out),
+            params = keep.apply(crop_splat_params(src.model.export_params(), crop))
+        if splat_format(out) == PAGE_SUFFIX:
+            return splats_page(out, params, PageView.of_source(src), src.label)
+        return write_splats(out, params, splat_format(out),
                             antialiased=src.model.config.render.antialiased)
     from fieldkit.export.splats import export_splats
 

@@ -30,7 +30,8 @@ def build_export_panel(session) -> None:
         h["splat_file"] = gui.add_dropdown(
             "splat file", tuple(FORMATS), initial_value=".ply", visible=src.is_splat,
             hint=".ply: any 3DGS tool; .spz: about a tenth of it, for web viewers; "
-                 ".compressed.ply: SuperSplat; .splat: base colours only")
+                 ".compressed.ply: SuperSplat; .splat: base colours only; .html: a web page "
+                 "that opens offline in any browser")
         h["splat_min_opacity"] = gui.add_number(
             "min opacity", 0.0, min=0.0, max=0.99, step=0.01, visible=src.is_splat,
             hint="leave out fainter Gaussians (export splats --min-opacity)")

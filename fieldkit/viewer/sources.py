@@ -21,7 +21,6 @@ from torch import Tensor
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
 from fieldkit.encoders.hashgrid_fast import compile_for_inference
-from fieldkit.encoders.sh import C0
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.render.crop import CropBox, crop_splat_params, cropped_volume
 
@@ -248,18 +247,11 @@ class Source:
     def splats_for_browser(self, crop: CropBox | None = None) -> dict[str, np.ndarray]:
         """The Gaussians as viser wants them: centers [N, 3], covariances [N, 3, 3], rgbs
         [N, 3] (base colour, SH degree 0) and opacities [N, 1], float32, box coordinates."""
-        from fieldkit.splats.transform import quat_to_rotmat
+        from fieldkit.export.web_page import browser_splats
 
         with self.lock:
             p = crop_splat_params(self.model.export_params(), crop)
-        p = {k: v.float().cpu() for k, v in p.items()}
-        R = quat_to_rotmat(p["quats"])                                # [N, 3, 3]
-        S = torch.exp(p["scales"])                                    # [N, 3]
-        M = R * S[:, None, :]
-        cov = M @ M.transpose(1, 2)
-        rgb = (p["sh0"][:, 0] * C0 + 0.5).clamp(0, 1)
-        return {"centers": p["means"].numpy(), "covariances": cov.numpy(),
-                "rgbs": rgb.numpy(), "opacities": torch.sigmoid(p["opacities"])[:, None].numpy()}
+        return browser_splats(p)
 
     def snapshot(self) -> Source:
         """A copy with a frozen copy of the model (videos and exports of a live source run on
