@@ -87,6 +87,42 @@ class PageView:
                    background=tuple(source.background))
 
 
+FILE_PAGE_WORKERS = """<script>
+if (location.protocol === "file:") {
+  /* A page opened from disk has an opaque origin, where Chromium will not start a module
+     worker from a blob: URL; viser's splat sorter is one, and without it splats are drawn
+     unsorted. The same source as a data: URL starts. */
+  const sources = new Map(), srcOf = new WeakMap();
+  const NativeBlob = window.Blob;
+  window.Blob = class extends NativeBlob {
+    constructor(parts, options) {
+      super(parts, options);
+      if (/javascript/.test((options && options.type) || "") && Array.isArray(parts) &&
+          parts.every((p) => typeof p === "string")) srcOf.set(this, parts.join(""));
+    }
+  };
+  const createURL = URL.createObjectURL;
+  URL.createObjectURL = function (obj) {
+    const url = createURL.call(URL, obj);
+    if (srcOf.has(obj)) sources.set(url, srcOf.get(obj));
+    return url;
+  };
+  const NativeWorker = window.Worker;
+  window.Worker = class extends NativeWorker {
+    constructor(url, options) {
+      const src = sources.get(String(url));
+      if (src !== undefined && options && options.type === "module")
+        url = "data:text/javascript;charset=utf-8," + encodeURIComponent(src);
+      super(url, options);
+    }
+  };
+}
+</script>"""
+"""Injected first in a page's <head>: makes viser's module workers start when the page is
+opened from disk (tests/viewer/test_web_page_browser.py draws two overlapping splats whose
+order is right only when the sorter runs)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,6 +156,8 @@ def write_page(out: Path, view: PageView, add: Callable[[object], None],
         finally:
             server.stop()
     page = page.replace("<title>Viser</title>", f"<title>{html.escape(title)}</title>", 1)
+    head = page.index("<head>") + len("<head>")
+    page = page[:head] + FILE_PAGE_WORKERS + page[head:]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
