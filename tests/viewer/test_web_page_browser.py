@@ -64,3 +64,30 @@ def test_splat_page_draws_offline_what_fieldkit_renders(browser, tiny_splat_run,
     psnr_other, _ = similarity(shot, (other.clamp(0, 1).numpy() * 255).astype(np.uint8))
     print(f"from the opposite side: {psnr_other:.2f} dB")
     assert psnr_other < psnr - 1, (psnr_other, psnr)
+
+
+def test_a_page_opened_from_disk_sorts_its_splats(browser, tmp_path):
+    """Two half-transparent discs, the red one in front but first in the file: blended back
+    to front (viser's sorter, a module worker) red dominates the centre; in file order, as
+    viser draws them until its sorter answers, blue would."""
+    from fieldkit.encoders.sh import C0
+    from fieldkit.export.web_page import PageView, splats_page
+
+    colour = torch.tensor([[1.0, 0.1, 0.1], [0.1, 0.1, 1.0]])
+    params = {"means": torch.tensor([[0.0, -0.3, 0.0], [0.0, 0.3, 0.0]]),
+              "scales": torch.log(torch.tensor([[0.6, 0.01, 0.6]] * 2)),
+              "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2),
+              "opacities": torch.zeros(2),                       # alpha 0.5 at the centre
+              "sh0": ((colour - 0.5) / C0)[:, None], "shN": torch.zeros(2, 0, 3)}
+    view = PageView(position=np.array([0.0, -3.0, 0.0]), look_at=np.zeros(3),
+                    up=np.array([0.0, 0.0, 1.0]), fov=0.8, background=(1.0, 1.0, 1.0))
+    out = splats_page(tmp_path / "discs.html", params, view, "discs")
+    page = browser.new_page(viewport=SMALL_VIEWPORT)
+    page.goto(out.resolve().as_uri())
+    page.wait_for_timeout(6000)
+    shot = canvas_pixels(page).astype(int)
+    page.close()
+    h, w = shot.shape[:2]
+    centre = shot[h // 2 - 10:h // 2 + 10, w // 2 - 10:w // 2 + 10].reshape(-1, 3).mean(0)
+    # sorted: (198, 83, 141) over white; in file order: (141, 83, 197)
+    assert centre[0] > centre[2] + 30, centre
