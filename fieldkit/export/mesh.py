@@ -216,6 +216,19 @@ def extract_mesh(model, config: MeshConfig, normalisation: Normalisation | None 
     return mesh
 
 
+def to_trimesh(mesh, vertices: np.ndarray | None = None):
+    """An open3d TriangleMesh as a trimesh.Trimesh (normals, 8-bit vertex colours); given
+    ``vertices`` [V, 3] (the mesh moved to another frame), those, without the normals, which
+    trimesh then recomputes."""
+    import trimesh
+
+    colors = (np.asarray(mesh.vertex_colors) * 255).round().astype(np.uint8)
+    normals = np.asarray(mesh.vertex_normals) if vertices is None else None
+    return trimesh.Trimesh(np.asarray(mesh.vertices) if vertices is None else vertices,
+                           np.asarray(mesh.triangles), vertex_normals=normals,
+                           vertex_colors=colors if len(colors) else None, process=False)
+
+
 def write_mesh(mesh, out: Path, run_dir: Path | None = None) -> Path:
     """Write .ply (binary), .obj, .glb or a web page (.html, opening at ``run_dir``'s first
     training camera); raises a one-line error for other suffixes."""
@@ -229,13 +242,7 @@ def write_mesh(mesh, out: Path, run_dir: Path | None = None) -> Path:
     if out.suffix.lower() == ".glb":
         # open3d's own .glb cannot be read back by its importer (buffer views out of range);
         # trimesh writes glTF that open3d, trimesh and Blender read.
-        import trimesh
-
-        colors = (np.asarray(mesh.vertex_colors) * 255).round().astype(np.uint8)
-        trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
-                        vertex_normals=np.asarray(mesh.vertex_normals),
-                        vertex_colors=colors if len(colors) else None,
-                        process=False).export(str(tmp))
+        to_trimesh(mesh).export(str(tmp))
     elif not require_open3d().io.write_triangle_mesh(str(tmp), mesh, write_ascii=False,
                                            write_vertex_normals=True, write_vertex_colors=True):
         raise FieldkitError(f"could not write {out}; check the folder is writable")

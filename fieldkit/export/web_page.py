@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import html
 import io
-import math
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -61,20 +60,18 @@ class PageView:
 
     @classmethod
     def of_run(cls, run_dir: Path) -> PageView:
-        """The run's first training camera, looking at the point its cameras look at, +z up
-        (a run's normalisation turns the capture upright), in its box."""
-        from fieldkit.export.paths import orbit_center
+        """The viewer's first view of the run: its first training camera, looking at the
+        point its cameras look at, +z up (a run's normalisation turns the capture upright),
+        in its box."""
         from fieldkit.train.run import read_config, run_train_cameras
-        from fieldkit.viewer.sources import BACKGROUND_COLORS
+        from fieldkit.viewer.sources import BACKGROUND_COLORS, Source
 
         cfg = read_config(run_dir)
-        cams = run_train_cameras(run_dir)
-        fov = 2 * math.atan(0.5 * float(cams.height[0]) / float(cams.K[0, 1, 1]))
-        bg = cfg.get("train", {}).get("background", "white")
-        return cls(position=cams.positions[0].double().numpy(), look_at=orbit_center(cams),
-                   up=np.array([0.0, 0.0, 1.0]), fov=fov,
-                   background=BACKGROUND_COLORS.get(bg, (1.0, 1.0, 1.0)),
-                   normalisation=Normalisation.from_dict(cfg["normalisation"]))
+        norm = Normalisation.from_dict(cfg["normalisation"])
+        bg = BACKGROUND_COLORS.get(cfg.get("train", {}).get("background"), (1.0, 1.0, 1.0))
+        source = Source(label=Path(run_dir).name, model=None, run_dir=Path(run_dir),
+                        normalisation=norm, cameras=run_train_cameras(run_dir), background=bg)
+        return replace(cls.of_source(source), normalisation=norm)
 
     @classmethod
     def of_source(cls, source) -> PageView:
@@ -188,13 +185,11 @@ def splats_page(out: Path, params: dict[str, Tensor], view: PageView, title: str
 
 def mesh_page(out: Path, mesh, view: PageView, title: str) -> Path:
     """A page of an open3d TriangleMesh (vertex colours, world units)."""
-    import trimesh
+    from fieldkit.export.mesh import to_trimesh
 
     if len(mesh.triangles) == 0:
         raise FieldkitError("the mesh is empty; nothing to put on a page")
-    colors = (np.asarray(mesh.vertex_colors) * 255).round().astype(np.uint8)
-    tm = trimesh.Trimesh(view.to_page(np.asarray(mesh.vertices)), np.asarray(mesh.triangles),
-                         vertex_colors=colors if len(colors) else None, process=False)
+    tm = to_trimesh(mesh, view.to_page(np.asarray(mesh.vertices)))
     return write_page(out, view, lambda scene: scene.add_mesh_trimesh("/mesh", tm), title)
 
 
