@@ -1,8 +1,11 @@
-"""GUI panel "Export": mesh, point cloud and splat file, written by the library functions the
-CLI uses, with progress, then offered for download. Files go to RUN/viewer/exports/."""
+"""GUI panel "Export": mesh, point cloud and splat file (or a web page of any of them), written
+by the library functions the CLI uses, with progress, then offered for download. Files go to
+RUN/viewer/exports/."""
 from __future__ import annotations
 
+from fieldkit.export.mesh import MESH_SUFFIXES
 from fieldkit.export.splats import FORMATS
+from fieldkit.export.web_page import PAGE_SUFFIX
 from fieldkit.viewer.jobs import (export_mesh_job, export_points_job, export_splats_job,
                                   run_job)
 
@@ -23,9 +26,15 @@ def build_export_panel(session) -> None:
                                        visible=has_run,
                                        hint="lattice points (mc), voxels (tsdf) or octree "
                                             "cells (poisson) a side")
+        h["mesh_file"] = gui.add_dropdown(
+            "mesh file", MESH_SUFFIXES, initial_value=".ply", visible=has_run,
+            hint=".html: a web page that opens offline in any browser")
         h["export_mesh"] = gui.add_button("export mesh", visible=has_run)
         h["points_num"] = gui.add_number("points", 1_000_000, min=1000, max=50_000_000,
                                          step=1000, visible=has_run)
+        h["points_file"] = gui.add_dropdown(
+            "points file", (".ply", PAGE_SUFFIX), initial_value=".ply", visible=has_run,
+            hint=".html: a web page that opens offline in any browser")
         h["export_points"] = gui.add_button("export points", visible=has_run)
         h["splat_file"] = gui.add_dropdown(
             "splat file", tuple(FORMATS), initial_value=".ply", visible=src.is_splat,
@@ -50,10 +59,10 @@ def build_export_panel(session) -> None:
         run_job(session, name, work, h["export_progress"], h["export_status"])
 
     h["export_mesh"].on_click(lambda _: start("mesh", lambda p: export_mesh_job(
-        session, out_dir / "mesh.ply", int(h["mesh_res"].value), p,
+        session, out_dir / f"mesh{h['mesh_file'].value}", int(h["mesh_res"].value), p,
         h["mesh_method"].value)))
     h["export_points"].on_click(lambda _: start("points", lambda p: export_points_job(
-        session, out_dir / "points.ply", int(h["points_num"].value), p)))
+        session, out_dir / f"points{h['points_file'].value}", int(h["points_num"].value), p)))
     def splat_filter():
         from fieldkit.export.splats import SplatFilter
 

@@ -138,6 +138,12 @@ def test_export_button_writes_file_and_applies_the_crop_box(browser, tiny_splat_
         spz = viewer.output_dir / "exports" / "splats.spz"
         wait_for(lambda: "wrote" in s.handles["export_status"].content, 30, "the .spz export")
         assert len(read_spz(spz)["means"]) == sources[0].model.num_gaussians
+        s.handles["splat_file"].value = ".html"  # a web page of them, from the same button
+        s.handles["export_status"].content = ""
+        page.get_by_role("button", name="export splats").click()
+        wait_for(lambda: "wrote" in s.handles["export_status"].content, 30, "the page export")
+        html = (viewer.output_dir / "exports" / "splats.html").read_text(encoding="utf-8")
+        assert "__VISER_EMBED_DATA__" in html and f"<title>{tiny_splat_run.name}<" in html
         page.close()
 
 
