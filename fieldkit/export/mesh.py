@@ -229,14 +229,15 @@ def to_trimesh(mesh, vertices: np.ndarray | None = None):
                            vertex_colors=colors if len(colors) else None, process=False)
 
 
-def write_mesh(mesh, out: Path, run_dir: Path | None = None) -> Path:
-    """Write .ply (binary), .obj, .glb or a web page (.html, opening at ``run_dir``'s first
-    training camera); raises a one-line error for other suffixes."""
+def write_mesh(mesh, out: Path, run_dir: Path | None = None,
+               page: PageView | None = None) -> Path:
+    """Write .ply (binary), .obj, .glb or a web page (.html, opening at ``page``, default
+    ``run_dir``'s first view); raises a one-line error for other suffixes."""
     out = check_suffix(out, MESH_SUFFIXES)
     if is_page(out):
         if run_dir is None:
             raise FieldkitError("a web page of a mesh needs its run (for the first view)")
-        return mesh_page(out, mesh, PageView.of_run(run_dir), Path(run_dir).name)
+        return mesh_page(out, mesh, page or PageView.of_run(run_dir), Path(run_dir).name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if out.suffix.lower() == ".glb":
@@ -250,12 +251,13 @@ def write_mesh(mesh, out: Path, run_dir: Path | None = None) -> Path:
     return out
 
 
-def export_mesh(run_dir: Path, out: Path, config: MeshConfig):
-    """Mesh of a run's model in world units, written to ``out``; returns (path, mesh)."""
+def export_mesh(run_dir: Path, out: Path, config: MeshConfig, page: PageView | None = None):
+    """Mesh of a run's model in world units, written to ``out`` (a web page opens at
+    ``page``, default the run's first view); returns (path, mesh)."""
     from fieldkit.train.run import load_model, read_config
 
     check_suffix(out, MESH_SUFFIXES)   # before the (long) extraction
     normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     mesh = extract_mesh(model, config, normalisation)
-    return write_mesh(mesh, out, run_dir), mesh
+    return write_mesh(mesh, out, run_dir, page), mesh

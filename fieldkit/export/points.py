@@ -98,9 +98,9 @@ def extract_points(model, cameras: Cameras, config: PointsConfig,
     return cloud
 
 
-def export_points(run_dir: Path, out: Path, config: PointsConfig):
-    """Point cloud of a run in world units written to ``out`` (.ply, or .html: a web page);
-    returns (path, cloud)."""
+def export_points(run_dir: Path, out: Path, config: PointsConfig, page=None):
+    """Point cloud of a run in world units written to ``out`` (.ply, or .html: a web page
+    opening at ``page``, default the run's first view); returns (path, cloud)."""
     from fieldkit.train.run import load_model, read_config, run_train_cameras
 
     from fieldkit.export.web_page import PageView, is_page, points_page
@@ -110,7 +110,7 @@ def export_points(run_dir: Path, out: Path, config: PointsConfig):
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     cloud = extract_points(model, run_train_cameras(run_dir), config, normalisation)
     if is_page(out):
-        return points_page(out, cloud, PageView.of_run(run_dir), Path(run_dir).name), cloud
+        return points_page(out, cloud, page or PageView.of_run(run_dir), Path(run_dir).name), cloud
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.ply")
     if not require_open3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):

@@ -69,7 +69,7 @@ def extract_mesh_poisson(model, cameras: Cameras, config: PoissonConfig, norm: N
     return mesh
 
 
-def export_mesh_poisson(run_dir: Path, out: Path, config: PoissonConfig):
+def export_mesh_poisson(run_dir: Path, out: Path, config: PoissonConfig, page=None):
     """Poisson mesh of a run in world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
     from fieldkit.train.run import load_model, read_config, run_train_cameras
@@ -78,4 +78,4 @@ def export_mesh_poisson(run_dir: Path, out: Path, config: PoissonConfig):
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     mesh = extract_mesh_poisson(model, run_train_cameras(run_dir), config, norm)
-    return write_mesh(mesh, out, run_dir), mesh
+    return write_mesh(mesh, out, run_dir, page), mesh

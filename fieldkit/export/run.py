@@ -36,8 +36,8 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
                views: int | None = None, threshold: str | float | None = "auto",
                target_faces: int | None = None, num: int | None = None,
                spz_sh_bits: int | None = None, crop: CropBox | None = None,
-               min_opacity: float = 0.0, max_sh_degree: int | None = None
-               ) -> tuple[Path, str]:
+               min_opacity: float = 0.0, max_sh_degree: int | None = None,
+               page=None) -> tuple[Path, str]:
     """Export ``kind`` (mesh, points or splats) from ``run_dir`` to ``out``; (path, summary).
 
     mesh: marching cubes on the density (``method`` mc, ``resolution`` lattice points a side,
@@ -50,7 +50,8 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
     Gaussians of a splat run (.ply, .compressed.ply, .spz with ``spz_sh_bits``, .splat or a
     3DGS output folder), leaving out the Gaussians fainter than ``min_opacity`` and the SH
     bands above ``max_sh_degree`` (``SplatFilter``). ``views`` None: each method's default.
-    ``crop``: only what lies in this box (box coordinates)."""
+    ``crop``: only what lies in this box (box coordinates). ``page``: where a web page (.html)
+    opens (a ``web_page.PageView``; default the run's first view)."""
     if kind not in KINDS:
         raise FieldkitError(f"cannot export {kind!r}: choose one of {', '.join(KINDS)}")
     from fieldkit.export.web_page import is_page
@@ -61,14 +62,14 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         from fieldkit.export.points import PointsConfig, export_points
 
         path, cloud = export_points(run_dir, out, PointsConfig(crop=crop, **_views(views),
-                                                                  **_num(num)))
+                                                                  **_num(num)), page)
         return path, (f"points     {path}: {len(cloud.points):,} points with colours and "
                       f"normals, {units}")
     if kind == "splats":
         from fieldkit.export.splats import FORMATS, SplatFilter, export_splats, splat_format
 
         path, n = export_splats(run_dir, out, spz_sh_bits=spz_sh_bits, crop=crop,
-                                keep=SplatFilter(min_opacity, max_sh_degree))
+                                keep=SplatFilter(min_opacity, max_sh_degree), page=page)
         folder = Path(out).suffix == ""
         cams = " (+ cameras.json: 3DGS output folder)" if folder else ""
         layout = FORMATS[".ply" if folder else splat_format(Path(out))]
@@ -85,20 +86,20 @@ def export_run(kind: str, run_dir: Path, out: Path, method: str = "mc", resoluti
         points = replace(PoissonConfig().points, **_views(views), **_num(num))
         path, mesh = export_mesh_poisson(run_dir, out, PoissonConfig(
             depth=round(math.log2(max(resolution, 2))), points=points,
-            target_faces=target_faces, crop=crop))
+            target_faces=target_faces, crop=crop), page)
         how = " (screened Poisson)"
     elif method == "tsdf":
         from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
 
         path, mesh = export_mesh_tsdf(run_dir, out, TsdfConfig(
-            resolution=resolution, target_faces=target_faces, crop=crop, **_views(views)))
+            resolution=resolution, target_faces=target_faces, crop=crop, **_views(views)), page)
         how = " (TSDF fusion)"
     else:
         from fieldkit.export.mesh import MeshConfig, export_mesh
 
         path, mesh = export_mesh(run_dir, out, MeshConfig(
             resolution=resolution, threshold=parse_threshold(threshold),
-            target_faces=target_faces, crop=crop))
+            target_faces=target_faces, crop=crop), page)
         how = ""
     return path, (f"mesh       {path}: {len(mesh.vertices):,} vertices, "
                   f"{len(mesh.triangles):,} faces{how}, {units}")

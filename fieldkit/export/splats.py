@@ -106,15 +106,16 @@ def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = N
 
 
 def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
-                  crop: CropBox | None = None, keep: SplatFilter = SplatFilter()
-                  ) -> tuple[Path, int]:
+                  crop: CropBox | None = None, keep: SplatFilter = SplatFilter(),
+                  page=None) -> tuple[Path, int]:
     """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
     a .compressed.ply, a .spz or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS
     model folder: ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
     ``out/cameras.json`` (its training cameras) and ``out/cfg_args`` (its scene folder and
     downscale). ``spz_sh_bits``: see ``write_splats``. ``crop``: only the Gaussians whose
     centres lie in this box (box coordinates); ``keep``: the faint Gaussians and the SH bands
-    left out. Returns (the file's path, number of Gaussians written)."""
+    left out; ``page``: where a web page (.html) opens (default the run's first view). Returns
+    (the file's path, number of Gaussians written)."""
     from fieldkit.train.run import last_log_entry, load_model, read_config
 
     out = Path(out)
@@ -141,7 +142,7 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     if fmt == ".html":   # drawn in the box, as the viewer draws it (``PageView``)
         from fieldkit.export.web_page import PageView, splats_page
 
-        return splats_page(out, params, PageView.of_run(run_dir), Path(run_dir).name), n
+        return splats_page(out, params, page or PageView.of_run(run_dir), Path(run_dir).name), n
     params = splats_to_world(params, norm)
     if not folder:
         return write_splats(out, params, fmt, spz_sh_bits, antialiased), n

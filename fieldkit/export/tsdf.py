@@ -104,7 +104,7 @@ def extract_mesh_tsdf(model, cameras: Cameras, config: TsdfConfig, norm: Normali
     return mesh
 
 
-def export_mesh_tsdf(run_dir, out, config: TsdfConfig):
+def export_mesh_tsdf(run_dir, out, config: TsdfConfig, page=None):
     """TSDF mesh of a run in world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
     from fieldkit.train.run import load_model, read_config, run_train_cameras
@@ -113,4 +113,4 @@ def export_mesh_tsdf(run_dir, out, config: TsdfConfig):
     norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
     model = crop_model(load_model(run_dir), config.crop, str(run_dir))
     mesh = extract_mesh_tsdf(model, run_train_cameras(run_dir), config, norm)
-    return write_mesh(mesh, out, run_dir), mesh
+    return write_mesh(mesh, out, run_dir, page), mesh

@@ -115,6 +115,24 @@ def checkpointed_run(session) -> Path:
     return src.run_dir
 
 
+def page_view(session):
+    """Where a web page exported from this browser opens: where it looks now, on the
+    background it shows (``web_page.PageView``; None without a browser camera)."""
+    import numpy as np
+
+    from fieldkit.export.web_page import PageView
+
+    camera = getattr(getattr(session, "client", None), "camera", None)
+    if camera is None:
+        return None
+    src = session.viewer.sources[0]
+    return PageView(position=np.asarray(camera.position, dtype=np.float64),
+                    look_at=np.asarray(camera.look_at, dtype=np.float64),
+                    up=np.asarray(camera.up_direction, dtype=np.float64), fov=float(camera.fov),
+                    background=tuple(session.view.settings.background),
+                    normalisation=src.normalisation)
+
+
 def export_mesh_job(session, out: Path, resolution: int, progress,
                     method: str | None = None) -> Path:
     """The mesh of the model shown (inside the crop box when one is on), by ``method`` (mc,
@@ -125,7 +143,7 @@ def export_mesh_job(session, out: Path, resolution: int, progress,
     run_dir = checkpointed_run(session)
     method = method or ("tsdf" if session.viewer.sources[0].is_splat else "mc")
     return export_run("mesh", run_dir, out, method, resolution,
-                      crop=session.view.settings.crop)[0]
+                      crop=session.view.settings.crop, page=page_view(session))[0]
 
 
 def export_points_job(session, out: Path, num: int, progress) -> Path:
@@ -134,7 +152,7 @@ def export_points_job(session, out: Path, num: int, progress) -> Path:
 
     progress(None)
     return export_run("points", checkpointed_run(session), out, num=num,
-                      crop=session.view.settings.crop)[0]
+                      crop=session.view.settings.crop, page=page_view(session))[0]
 
 
 def export_splats_job(session, out: Path, progress, keep=None) -> Path:
@@ -154,9 +172,11 @@ def export_splats_job(session, out: Path, progress, keep=None) -> Path:
         with src.lock:
             params = keep.apply(crop_splat_params(src.model.export_params(), crop))
         if splat_format(out) == PAGE_SUFFIX:
-            return splats_page(out, params, PageView.of_source(src), src.label)
+            view = page_view(session) or PageView.of_source(src)
+            return splats_page(out, params, view, src.label)
         return write_splats(out, params, splat_format(out),
                             antialiased=src.model.config.render.antialiased)
     from fieldkit.export.splats import export_splats
 
-    return export_splats(checkpointed_run(session), out, crop=crop, keep=keep)[0]
+    return export_splats(checkpointed_run(session), out, crop=crop, keep=keep,
+                         page=page_view(session))[0]

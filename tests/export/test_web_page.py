@@ -173,3 +173,32 @@ def test_the_viewers_page_of_a_bare_splat_file(demo_splat_run, tmp_path):
     np.testing.assert_allclose(np.sort(centres[:, 0]), np.sort(means[inside, 0]), atol=1e-6)
     pos = scene["SetCameraPositionMessage"][-1]["position"]
     np.testing.assert_allclose(pos, source.home_pose()[0], atol=1e-5)
+
+
+def test_the_viewers_page_opens_where_its_browser_looks(demo_run, tmp_path):
+    """From the viewer's Export panel a page opens at the browser's camera, on its
+    background, not at the run's first view."""
+    from types import SimpleNamespace
+
+    from fieldkit.data.normalize import Normalisation
+    from fieldkit.viewer.jobs import export_points_job
+
+    norm = Normalisation.from_dict(read_config(demo_run)["normalisation"])
+    camera = SimpleNamespace(position=(0.5, -2.5, 1.0), look_at=(0.1, 0.0, 0.2),
+                             up_direction=(0.0, 0.0, 1.0), fov=0.9)
+    session = SimpleNamespace(
+        client=SimpleNamespace(camera=camera),
+        viewer=SimpleNamespace(sources=[SimpleNamespace(run_dir=demo_run, normalisation=norm)],
+                               live=None),
+        view=SimpleNamespace(settings=SimpleNamespace(crop=None, background=(0.0, 0.0, 0.0))))
+    page = export_points_job(session, tmp_path / "points.html", 3000, lambda _: None)
+    scene = embedded_scene(page)
+    assert scene["SetCameraPositionMessage"][-1]["position"] == list(camera.position)
+    assert scene["SetCameraLookAtMessage"][-1]["look_at"] == list(camera.look_at)
+    assert scene["SetCameraFovMessage"][-1]["fov"] == pytest.approx(camera.fov)
+    from PIL import Image
+
+    png = scene["BackgroundImageMessage"][-1]["rgb_data"]
+    assert (np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) == 0).all()
+    pts = scene["PointCloudMessage"][0]["props"]["points"].reshape(-1, 3).astype(np.float64)
+    assert len(pts) == 3000 and np.median(np.abs(scene_sdf(_to_world(demo_run, pts)))) < 0.05
