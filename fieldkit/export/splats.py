@@ -125,6 +125,11 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     if fmt == ".spz":
         check_spz_sh_bits(spz_sh_bits)          # before the model is loaded
     model = load_model(run_dir)
+    if getattr(model, "kind", None) != "splat" and fmt == ".html":
+        raise FieldkitError(f"{run_dir} holds a {model.kind} model, not splats; for a web page "
+                            f"of it run `fieldkit export mesh {run_dir} --out {out}` (or "
+                            f"points), or distil it to splats first (`fieldkit distill "
+                            f"{run_dir} --to splat`)")
     if getattr(model, "kind", None) != "splat":
         raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
                             f"run (train one with --model splat, or convert this one with "

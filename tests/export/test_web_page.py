@@ -140,7 +140,8 @@ def test_points_page_holds_the_points(demo_run, tmp_path, capsys):
 def test_page_errors_are_one_line(demo_run, tmp_path, capsys):
     assert main(["export", "splats", str(demo_run), "--out", str(tmp_path / "s.html")]) == 1
     err = capsys.readouterr().err
-    assert "needs a splat run" in err and "distill" in err and "Traceback" not in err
+    assert "export mesh" in err and "distill" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert main(["export", "mesh", str(demo_run), "--out", str(tmp_path / "m.htm")]) == 1
     assert ".html" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
