@@ -210,43 +210,69 @@ def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, heig
 
     colors [N, D]; background [D] or None (black). Returns "rgb" [H, W, D], "depth" [H, W, 1]
     (expected camera z of the visible surface) and "alpha" [H, W, 1].
+
+    Tiles are visited in batches of about ``batch_pairs`` box pixels. Batches hold whole tiles,
+    so their pixels are disjoint: without gradients each batch is composited and dropped before
+    the next, and memory stays bounded whatever the depth complexity (a 3M-Gaussian 3DGS file
+    needs ~10^8 pairs a view). With gradients every pair is kept for the backward pass.
     """
-    # Pairs, grouped per pixel, front to back (no gradient needed to find them). Tiles are
-    # visited in batches of about ``batch_pairs`` box pixels to bound the memory.
+    d = colors.shape[1]
+    # What a pair needs, gathered one column at a time from the [N] per-Gaussian columns:
+    # slicing columns out of one gathered [P, 7 + D] tensor made every slice's backward
+    # zero-fill a full [P, 7 + D] gradient (45% of a training step's time, measured), and
+    # the gathered tensor's cat / split cost another ~20%; per-column gathers scatter their
+    # gradients into [N] columns instead.
+    per_gaussian = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
+                              proj.depths[:, None], colors], 1)       # [N, 7 + D], small
+    acc = torch.zeros(height * width, d + 2, dtype=per_gaussian.dtype, device=colors.device)
+    batches = _pair_batches(proj, bins, width, height, batch_pairs)
+    if per_gaussian.requires_grad:
+        pairs = list(batches)
+        g = torch.cat([b[0] for b in pairs]) if pairs else acc.new_zeros(0, dtype=torch.long)
+        pix = torch.cat([b[1] for b in pairs]) if pairs else g
+        acc = acc.index_add(0, pix, _pair_values(per_gaussian, g, pix, width))
+    else:
+        for g, pix in batches:
+            acc.index_add_(0, pix, _pair_values(per_gaussian, g, pix, width))
+    rgb, alpha_img, depth = acc[:, :d], acc[:, d], acc[:, d + 1]
+    depth = depth / alpha_img.clamp_min(1e-10)
+    if background is not None:
+        rgb = rgb + (1 - alpha_img)[:, None] * background.to(rgb)
+    return {"rgb": rgb.reshape(height, width, d), "depth": depth.reshape(height, width, 1),
+            "alpha": alpha_img.reshape(height, width, 1)}
+
+
+def _pair_batches(proj: Projection, bins: TileBins, width: int, height: int, batch_pairs: int):
+    """Yields (gaussian [P], pixel [P]) of batches of whole tiles of about ``batch_pairs`` box
+    pixels, each grouped per pixel, front to back within a pixel (no gradient needed)."""
     with torch.no_grad():
         box = pixel_boxes(proj, width, height)
         ts, n = bins.tile_size, len(bins.gaussian)
+        if n == 0:
+            return
         tx0 = (bins.tile % bins.tiles_x) * ts
         ty0 = (bins.tile // bins.tiles_x) * ts
         b = box[bins.gaussian]
         area = ((torch.minimum(b[:, 2], tx0 + ts) - torch.maximum(b[:, 0], tx0)).clamp_min(0)
                 * (torch.minimum(b[:, 3], ty0 + ts) - torch.maximum(b[:, 1], ty0)).clamp_min(0))
         cum = torch.cumsum(area, 0)
-        total = int(cum[-1]) if n else 0
-        marks = torch.arange(1, total // batch_pairs + 1, device=cum.device) * batch_pairs
+        marks = torch.arange(1, int(cum[-1]) // batch_pairs + 1, device=cum.device) * batch_pairs
         cuts = bins.offsets[bins.tile[torch.searchsorted(cum, marks).clamp_max(n - 1)]]
         bounds = [0] + torch.unique(cuts).tolist() + [n]
-        gs, pixs = [], []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if hi > lo:
                 g, pix = _row_pairs(proj, bins, box, lo, hi, width)
                 order = torch.argsort(pix, stable=True)
-                gs.append(g[order])
-                pixs.append(pix[order])
-        g = torch.cat(gs) if gs else torch.zeros(0, dtype=torch.long, device=colors.device)
-        pix = torch.cat(pixs) if pixs else g
-        first = torch.ones_like(pix, dtype=torch.bool)
-        first[1:] = pix[1:] != pix[:-1]
-        seg = torch.cumsum(first.long(), 0) - 1
-        starts = torch.nonzero(first).squeeze(1)
-    # What a pair needs, gathered one column at a time from the [N] per-Gaussian columns:
-    # slicing columns out of one gathered [P, 7 + D] tensor made every slice's backward
-    # zero-fill a full [P, 7 + D] gradient (45% of a training step's time, measured), and
-    # the gathered tensor's cat / split cost another ~20%; per-column gathers scatter their
-    # gradients into [N] columns instead.
-    d = colors.shape[1]
-    per_gaussian = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
-                              proj.depths[:, None], colors], 1)       # [N, 7 + D], small
+                yield g[order], pix[order]
+
+
+def _pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int) -> Tensor:
+    """Weighted colour, weight and weighted depth [P, D + 2] of pairs grouped per pixel, front
+    to back: a segmented exclusive cumsum of log(1 - alpha) per pixel, 3DGS's stop at T_MIN."""
+    first = torch.ones_like(pix, dtype=torch.bool)
+    first[1:] = pix[1:] != pix[:-1]
+    seg = torch.cumsum(first.long(), 0) - 1
+    starts = torch.nonzero(first).squeeze(1)
     if per_gaussian.requires_grad:
         cols = [col.index_select(0, g) for col in per_gaussian.unbind(1)]
         head, pair_colors = cols[:7], torch.stack(cols[7:], 1)      # 7 x [P], [P, D]
@@ -264,15 +290,7 @@ def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, heig
     incl = incl - (incl - log1m)[starts][seg]  # per pixel: sum of log(1 - alpha) so far
     w = alpha * torch.exp(incl - log1m).to(alpha.dtype)
     w = torch.where(incl.detach() > math.log(T_MIN), w, torch.zeros_like(w))  # 3DGS stop
-    vals = torch.cat([w[:, None] * pair_colors, w[:, None], (w * z)[:, None]], 1)
-    acc = torch.zeros(height * width, d + 2, dtype=vals.dtype, device=vals.device)
-    acc = acc.index_add(0, pix, vals)
-    rgb, alpha_img, depth = acc[:, :d], acc[:, d], acc[:, d + 1]
-    depth = depth / alpha_img.clamp_min(1e-10)
-    if background is not None:
-        rgb = rgb + (1 - alpha_img)[:, None] * background.to(rgb)
-    return {"rgb": rgb.reshape(height, width, d), "depth": depth.reshape(height, width, 1),
-            "alpha": alpha_img.reshape(height, width, 1)}
+    return torch.cat([w[:, None] * pair_colors, w[:, None], (w * z)[:, None]], 1)
 
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,

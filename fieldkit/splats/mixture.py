@@ -28,51 +28,73 @@ deviation."""
 
 
 def _cell_keys(ijk: Tensor, dims: Tensor) -> Tensor:
-    return (ijk[..., 0] * dims[1] + ijk[..., 1]) * dims[2] + ijk[..., 2]
+    """ijk [..., 3] cell indices, dims [..., 3] cells per axis -> flat keys [...]."""
+    return (ijk[..., 0] * dims[..., 1] + ijk[..., 1]) * dims[..., 2] + ijk[..., 2]
+
+
+POINT_BLOCK = 1 << 20
+"""Points whose cells are looked up together (bounds the [points, levels] lookup tables)."""
 
 
 def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_cells: int
            ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
     """Chunks of (point, Gaussian) pairs that may overlap, given the Gaussians' support radii
     [N]: (first point s, end point e, pt [P] point index within s..e, g [P] Gaussian index),
-    about ``max_pairs`` pairs each."""
+    about ``max_pairs`` pairs each.
+
+    The Gaussians are registered in levels of cells, each level's cells twice the size of the
+    last: a Gaussian goes to the finest level whose cell is at least its support radius, so it
+    overlaps at most 3 cells an axis (27 registrations) whatever its size. A single grid made
+    a 3DGS scene's large background Gaussians register in up to a million cells each. A point
+    meets the Gaussians of its own cell at every level.
+    """
     with torch.no_grad():
-        lo_all = torch.minimum(points.detach().min(0).values,
-                               (means.detach() - radius[:, None]).min(0).values)
-        hi_all = torch.maximum(points.detach().max(0).values,
-                               (means.detach() + radius[:, None]).max(0).values)
-        # Cells about the size of a typical Gaussian's support, at most max_cells per side.
+        mu = means.detach()
+        lo_all = torch.minimum(points.detach().min(0).values, (mu - radius[:, None]).min(0).values)
+        hi_all = torch.maximum(points.detach().max(0).values, (mu + radius[:, None]).max(0).values)
+        # Finest cells about the size of a typical Gaussian's support, at most max_cells a side.
         span = (hi_all - lo_all).max().clamp_min(1e-6)
-        cell = torch.maximum(CELL_FACTOR * radius.median(), span / max_cells)
-        dims = torch.ceil((hi_all - lo_all) / cell).long().clamp_min(1)
-        g_lo = ((means.detach() - radius[:, None] - lo_all) / cell).floor().long()
-        g_hi = ((means.detach() + radius[:, None] - lo_all) / cell).floor().long()
-        g_lo, g_hi = g_lo.clamp(min=0), torch.minimum(g_hi, dims - 1)
-        ext = g_hi - g_lo + 1  # [N, 3]
+        cell0 = torch.maximum(CELL_FACTOR * radius.median(), span / max_cells)
+        level = torch.ceil(torch.log2((radius / cell0).clamp_min(1.0))).long()
+        used = torch.unique(level)                                  # [L]
+        size = cell0 * torch.pow(2.0, used.to(cell0.dtype))         # [L]
+        dims = torch.ceil((hi_all - lo_all)[None] / size[:, None]).long().clamp_min(1)  # [L, 3]
+        cells = dims.prod(1)
+        base = torch.cumsum(cells, 0) - cells                       # first key of each level
+        li = torch.searchsorted(used, level)                        # [N] index into used
+        c, d = size[li][:, None], dims[li]
+        g_lo = ((mu - radius[:, None] - lo_all) / c).floor().long().clamp(min=0)
+        g_hi = torch.minimum(((mu + radius[:, None] - lo_all) / c).floor().long(), d - 1)
+        ext = g_hi - g_lo + 1  # [N, 3], at most 3 an axis
         counts = ext.prod(1)
-        owner = torch.repeat_interleave(torch.arange(len(means), device=means.device), counts)
-        rank = torch.arange(len(owner), device=means.device) - (torch.cumsum(counts, 0)
-                                                                - counts)[owner]
+        owner = torch.repeat_interleave(torch.arange(len(mu), device=mu.device), counts)
+        rank = torch.arange(len(owner), device=mu.device) - (torch.cumsum(counts, 0)
+                                                             - counts)[owner]
         e = ext[owner]
         ijk = g_lo[owner] + torch.stack([rank // (e[:, 1] * e[:, 2]),
                                          (rank // e[:, 2]) % e[:, 1], rank % e[:, 2]], 1)
-        keys = _cell_keys(ijk, dims)
+        keys = base[li[owner]] + _cell_keys(ijk, d[owner])
         order = torch.argsort(keys)
         keys, cell_gauss = keys[order], owner[order]
-        p_cell = ((points.detach() - lo_all) / cell).floor().long()
-        p_keys = _cell_keys(torch.minimum(p_cell.clamp(min=0), dims - 1), dims)
-        start = torch.searchsorted(keys, p_keys)
-        n_pairs = torch.searchsorted(keys, p_keys, right=True) - start
-        cum = torch.cumsum(n_pairs, 0)
-    m, s = len(points), 0
-    while s < m:
-        e_ = int(torch.searchsorted(cum, (cum[s - 1] if s else 0) + max_pairs, right=True))
-        e_ = max(e_, s + 1)
-        cnt = n_pairs[s:e_]
-        pt = torch.repeat_interleave(torch.arange(e_ - s, device=points.device), cnt)
-        r = torch.arange(len(pt), device=points.device) - (torch.cumsum(cnt, 0) - cnt)[pt]
-        yield s, e_, pt, cell_gauss[start[s:e_][pt] + r]
-        s = e_
+        del owner, rank, e, ijk, order
+    n_levels = len(used)
+    for b0 in range(0, len(points), POINT_BLOCK):
+        block = points[b0:b0 + POINT_BLOCK]
+        with torch.no_grad():
+            p_cell = ((block.detach() - lo_all)[:, None] / size[None, :, None]).floor().long()
+            p_keys = base + _cell_keys(torch.minimum(p_cell.clamp(min=0), dims - 1), dims)
+            start = torch.searchsorted(keys, p_keys.reshape(-1))   # [M * L], point-major
+            n_pairs = torch.searchsorted(keys, p_keys.reshape(-1), right=True) - start
+            cum = torch.cumsum(n_pairs.reshape(-1, n_levels).sum(1), 0)   # [M]
+        m, s = len(block), 0
+        while s < m:
+            e_ = int(torch.searchsorted(cum, (cum[s - 1] if s else 0) + max_pairs, right=True))
+            e_ = max(e_, s + 1)
+            cnt = n_pairs[s * n_levels:e_ * n_levels]
+            q = torch.repeat_interleave(torch.arange(len(cnt), device=points.device), cnt)
+            r = torch.arange(len(q), device=points.device) - (torch.cumsum(cnt, 0) - cnt)[q]
+            yield b0 + s, b0 + e_, q // n_levels, cell_gauss[start[s * n_levels:][q] + r]
+            s = e_
 
 
 def _weights(points: Tensor, means: Tensor, A: Tensor, radius: Tensor, opacities: Tensor,
@@ -90,7 +112,7 @@ def _weights(points: Tensor, means: Tensor, A: Tensor, radius: Tensor, opacities
 
 
 def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
-                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 64
+                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 1024
                     ) -> Tensor:
     """points [M, 3], means [N, 3], quats [N, 4], scales [N, 3] (standard deviations),
     opacities [N] in [0, 1] -> [M] density (differentiable in the Gaussians and the points)."""
@@ -110,7 +132,7 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
 @torch.no_grad()
 def mixture_field(points: Tensor, dirs: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
                   opacities: Tensor, sh: Tensor, max_pairs: int = 1 << 21,
-                  max_cells: int = 64) -> tuple[Tensor, Tensor]:
+                  max_cells: int = 1024) -> tuple[Tensor, Tensor]:
     """points [M, 3], unit view directions dirs [M, 3], Gaussians as in ``mixture_density``
     and their spherical-harmonics colours sh [N, K, 3] (K = (degree + 1)^2, colour =
     sh . basis(d) + 0.5, clamped at 0) -> (rgb [M, 3], density [M]); rgb is 0 where the

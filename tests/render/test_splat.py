@@ -154,6 +154,31 @@ def test_tiled_matches_dense_forward_and_backward(seed, tile, batch):
         assert a.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("tile,batch", [(8, 64), (4, 1 << 22)])
+def test_render_without_grad_composites_batch_by_batch(tile, batch, monkeypatch):
+    """Without gradients each batch of tiles is composited and dropped before the next, so a
+    3DGS file of millions of Gaussians renders in bounded memory; the image is the same."""
+    import fieldkit.render.splat as splat_mod
+    W, H = 37, 29
+    view, K = camera(W, H, f=30.0)
+    params = random_scene(200, 3)
+    bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    sizes, pair_values = [], splat_mod._pair_values
+    monkeypatch.setattr(splat_mod, "_pair_values",
+                        lambda pg, g, *a: sizes.append(len(g)) or pair_values(pg, g, *a))
+    with torch.no_grad():
+        out, proj = rasterize(*params, view, K, W, H, background=bg, tile_size=tile,
+                              batch_pairs=batch)
+    ref = dense_reference(proj, params[4], W, H, bg)
+    for key in ("rgb", "alpha", "depth"):
+        assert torch.allclose(out[key], ref[key], atol=1e-10), key
+    if batch == 64:   # many batches, none holding much more than a batch (whole tiles)
+        assert len(sizes) > 10 and max(sizes) < 64 + 200 * tile * tile
+        assert sum(sizes) > 3 * max(sizes)
+    else:
+        assert len(sizes) == 1
+
+
 def test_opaque_stacks_match_dense_gradients():
     """Gaussians stacked in front of each other, the nearest opaque past ALPHA_MAX: gradients
     through the alpha clamp and 3DGS's stop, against the dense reference's."""

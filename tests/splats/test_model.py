@@ -158,6 +158,29 @@ def test_mixture_density_matches_brute_force():
     assert (got[-50:] >= opac[:50] - 1e-6).all()  # at a centre, at least its own opacity
 
 
+def test_mixture_density_of_gaussians_of_every_size():
+    """A 3DGS scene's Gaussians span orders of magnitude (background ones as wide as the scene):
+    each registers in a level of cells fitted to its size. In one grid of 1024 cells a side,
+    the widest here would register in ~10^9 cells and exhaust the memory."""
+    g = torch.Generator().manual_seed(2)
+    n = 400
+    means = torch.cat([torch.rand(n, 3, generator=g) * 2 - 1, torch.zeros(3, 3)])
+    quats = torch.randn(n + 3, 4, generator=g)
+    scales = torch.cat([torch.exp(torch.randn(n, 3, generator=g) * 0.4 - 4.0),
+                        torch.tensor([[30.0, 20.0, 25.0], [2.0, 0.5, 1.0], [0.3, 0.3, 0.1]])])
+    opac = torch.rand(n + 3, generator=g) * 0.9 + 0.05
+    pts = torch.cat([torch.rand(3000, 3, generator=g) * 2.4 - 1.2, means[:50],
+                     torch.rand(200, 3, generator=g) * 160 - 80])
+    got = mixture_density(pts, means, quats, scales, opac, max_pairs=20000, max_cells=1024)
+    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
+    diff = pts[:, None] - means[None]
+    d2 = torch.einsum("nij,pnj->pni", A, diff).pow(2).sum(-1)
+    inside = diff.pow(2).sum(-1) <= (3 * scales.max(1).values) ** 2
+    ref = (opac * torch.exp(-0.5 * d2) * inside).sum(1)
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert (got[-200:] > 0).sum() > 50  # far points inside the widest Gaussian's support
+
+
 def test_model_file_reloads_with_its_own_gaussian_count(tmp_path):
     from fieldkit.fields.registry import build_model
 
