@@ -171,19 +171,27 @@ def bin_tiles(proj: Projection, width: int, height: int, tile_size: int = 16) ->
 
 def _row_pairs(proj: Projection, bins: TileBins, box: Tensor, lo: int, hi: int, width: int
                ) -> tuple[Tensor, Tensor]:
-    """The (Gaussian, pixel) pairs of intersections ``lo:hi`` whose alpha can reach 1/255.
-
-    Row by row, the pixels where alpha >= 1/255 form an interval (the ellipse's chord), solved
-    in closed form, so no candidate is generated only to be discarded. The chord is widened by
-    a hair; ``composite`` zeroes the few pairs that land below 1/255. Returns gaussian [P] and
-    pixel id [P] (row-major), in intersection order (so front to back within each pixel).
-    """
+    """The (Gaussian, pixel) pairs of intersections ``lo:hi`` whose alpha can reach 1/255, in
+    intersection order (so front to back within each pixel): ``chord_pairs`` of each
+    Gaussian's box cut to its tile."""
     g, tile = bins.gaussian[lo:hi], bins.tile[lo:hi]
     ts = bins.tile_size
     tx0, ty0 = (tile % bins.tiles_x) * ts, (tile // bins.tiles_x) * ts
     b = box[g]
-    x0, x1 = torch.maximum(b[:, 0], tx0), torch.minimum(b[:, 2], tx0 + ts)
-    y0, y1 = torch.maximum(b[:, 1], ty0), torch.minimum(b[:, 3], ty0 + ts)
+    return chord_pairs(proj, g, torch.maximum(b[:, 0], tx0), torch.minimum(b[:, 2], tx0 + ts),
+                       torch.maximum(b[:, 1], ty0), torch.minimum(b[:, 3], ty0 + ts), width)
+
+
+def chord_pairs(proj: Projection, g: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,
+                width: int) -> tuple[Tensor, Tensor]:
+    """The (Gaussian, pixel) pairs of Gaussians ``g`` [M] inside pixel rectangles [x0, x1) x
+    [y0, y1) (each [M]) whose alpha can reach 1/255.
+
+    Row by row, the pixels where alpha >= 1/255 form an interval (the ellipse's chord), solved
+    in closed form, so no candidate is generated only to be discarded. The chord is widened by
+    a hair; compositing zeroes the few pairs that land below 1/255. Returns gaussian [P] and
+    pixel id [P] (row-major), in the order of ``g``, then row, then column.
+    """
     row_owner, r = _expand((y1 - y0).clamp_min(0))
     gr = g[row_owner]
     y = y0[row_owner] + r
@@ -209,31 +217,26 @@ def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, heig
     """Front-to-back alpha compositing of the binned Gaussians (differentiable).
 
     colors [N, D]; background [D] or None (black). Returns "rgb" [H, W, D], "depth" [H, W, 1]
-    (expected camera z of the visible surface) and "alpha" [H, W, 1].
-
-    Tiles are visited in batches of about ``batch_pairs`` box pixels. Batches hold whole tiles,
-    so their pixels are disjoint: without gradients each batch is composited and dropped before
-    the next, and memory stays bounded whatever the depth complexity (a 3M-Gaussian 3DGS file
-    needs ~10^8 pairs a view). With gradients every pair is kept for the backward pass.
+    (expected camera z of the visible surface) and "alpha" [H, W, 1]. Pairs are found in
+    batches of tiles of about ``batch_pairs`` box pixels; all of them are kept for the backward
+    pass (rendering without gradients goes through ``splat_render`` in bounded memory).
     """
     d = colors.shape[1]
-    # What a pair needs, gathered one column at a time from the [N] per-Gaussian columns:
-    # slicing columns out of one gathered [P, 7 + D] tensor made every slice's backward
-    # zero-fill a full [P, 7 + D] gradient (45% of a training step's time, measured), and
-    # the gathered tensor's cat / split cost another ~20%; per-column gathers scatter their
-    # gradients into [N] columns instead.
     per_gaussian = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
                               proj.depths[:, None], colors], 1)       # [N, 7 + D], small
-    acc = torch.zeros(height * width, d + 2, dtype=per_gaussian.dtype, device=colors.device)
-    batches = _pair_batches(proj, bins, width, height, batch_pairs)
-    if per_gaussian.requires_grad:
-        pairs = list(batches)
-        g = torch.cat([b[0] for b in pairs]) if pairs else acc.new_zeros(0, dtype=torch.long)
-        pix = torch.cat([b[1] for b in pairs]) if pairs else g
-        acc = acc.index_add(0, pix, _pair_values(per_gaussian, g, pix, width))
-    else:
-        for g, pix in batches:
-            acc.index_add_(0, pix, _pair_values(per_gaussian, g, pix, width))
+    pairs = list(_pair_batches(proj, bins, width, height, batch_pairs))
+    g = (torch.cat([b[0] for b in pairs]) if pairs
+         else torch.zeros(0, dtype=torch.long, device=colors.device))
+    pix = torch.cat([b[1] for b in pairs]) if pairs else g
+    vals, _ = pair_values(per_gaussian, g, pix, width)
+    acc = torch.zeros(height * width, d + 2, dtype=vals.dtype, device=vals.device)
+    return finish(acc.index_add(0, pix, vals), d, width, height, background)
+
+
+def finish(acc: Tensor, d: int, width: int, height: int, background: Tensor | None
+           ) -> dict[str, Tensor]:
+    """Per-pixel sums [H * W, D + 2] of weighted colour, weight and weighted depth -> the
+    "rgb" [H, W, D] (over ``background``), "depth" [H, W, 1] and "alpha" [H, W, 1] images."""
     rgb, alpha_img, depth = acc[:, :d], acc[:, d], acc[:, d + 1]
     depth = depth / alpha_img.clamp_min(1e-10)
     if background is not None:
@@ -266,13 +269,22 @@ def _pair_batches(proj: Projection, bins: TileBins, width: int, height: int, bat
                 yield g[order], pix[order]
 
 
-def _pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int) -> Tensor:
+def pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int,
+                prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weighted colour, weight and weighted depth [P, D + 2] of pairs grouped per pixel, front
-    to back: a segmented exclusive cumsum of log(1 - alpha) per pixel, 3DGS's stop at T_MIN."""
+    to back, and their log(1 - alpha) [P] (float64): a segmented exclusive cumsum of
+    log(1 - alpha) per pixel, 3DGS's stop at T_MIN. per_gaussian [N, 7 + D]: means2d, conics,
+    opacity, depth, colour. ``prior`` [P] float64: the log transmittance each pair's pixel
+    already had before these pairs (pixels composited in several passes)."""
     first = torch.ones_like(pix, dtype=torch.bool)
     first[1:] = pix[1:] != pix[:-1]
     seg = torch.cumsum(first.long(), 0) - 1
     starts = torch.nonzero(first).squeeze(1)
+    # With gradients, what a pair needs is gathered one column at a time from the [N]
+    # per-Gaussian columns: slicing columns out of one gathered [P, 7 + D] tensor made every
+    # slice's backward zero-fill a full [P, 7 + D] gradient (45% of a training step's time,
+    # measured), and the gathered tensor's cat / split cost another ~20%; per-column gathers
+    # scatter their gradients into [N] columns instead.
     if per_gaussian.requires_grad:
         cols = [col.index_select(0, g) for col in per_gaussian.unbind(1)]
         head, pair_colors = cols[:7], torch.stack(cols[7:], 1)      # 7 x [P], [P, D]
@@ -288,9 +300,11 @@ def _pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int) -> Te
     log1m = torch.log1p(-alpha.double())
     incl = torch.cumsum(log1m, 0)
     incl = incl - (incl - log1m)[starts][seg]  # per pixel: sum of log(1 - alpha) so far
+    if prior is not None:
+        incl = incl + prior
     w = alpha * torch.exp(incl - log1m).to(alpha.dtype)
     w = torch.where(incl.detach() > math.log(T_MIN), w, torch.zeros_like(w))  # 3DGS stop
-    return torch.cat([w[:, None] * pair_colors, w[:, None], (w * z)[:, None]], 1)
+    return torch.cat([w[:, None] * pair_colors, w[:, None], (w * z)[:, None]], 1), log1m
 
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
@@ -308,5 +322,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     """
     proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d,
                    antialiased)
+    if not (torch.is_grad_enabled() and any(
+            t.requires_grad for t in (means, quats, scales, opacities, colors))):
+        from fieldkit.render.splat_render import BATCH_PAIRS, render_front_to_back
+        return render_front_to_back(proj, colors, width, height, background,
+                                    min(batch_pairs, BATCH_PAIRS)), proj
     bins = bin_tiles(proj, width, height, tile_size)
     return composite(proj, bins, colors, width, height, background, batch_pairs), proj
