@@ -24,6 +24,7 @@ from torch import Tensor
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.targets import RayBank, TeacherViews
 from fieldkit.distill.teacher import Teacher
+from fieldkit.errors import warn
 from fieldkit.train.trainer import Trainer
 
 
@@ -42,6 +43,15 @@ SPLAT_POINT_BANK = 1 << 19
 never changes). On lego, splats -> hash grid at 500 steps against the photos: 27.00 dB with
 2^18, 27.17 with 2^19 (~3 s more: ~6 s in all), 27.14 with 2^20 (~12 s);
 apps/results/distill_lego_cpu_v5/sweep.md."""
+POINT_BANK_SHARE = 0.1
+"""Under a time budget, the bank may take at most this share of the student's optimisation
+time: the first points are timed and only as many answered as fit (a 3DGS file of 2.3M
+Gaussians answers ~6k points a second here, and 2^19 of them took the whole 60 s of a 120 s
+distillation; apps/results/splat_scale_cpu)."""
+POINT_BANK_MIN = 1 << 15
+"""The bank never holds fewer points than this (nor more than asked)."""
+POINT_BANK_CHUNK = 1 << 14
+"""Points answered at a time while the bank is built (the first chunk times the teacher)."""
 
 
 class FieldDistillTrainer(Trainer):
@@ -117,9 +127,31 @@ class FieldDistillTrainer(Trainer):
         if self.point_bank is None:  # from its own seed: the same bank after a resume
             pts, dirs = self.draw_points(size, torch.Generator().manual_seed(
                 self.distill.seed + 3))
-            self.point_bank = (pts, dirs, *self.teacher.query(pts, dirs))
-        pick = torch.randint(size, (n,), generator=self.generator).to(self.device)
-        return tuple(t[pick] for t in self.point_bank)
+            self.point_bank = self.answer_bank(pts, dirs)
+        bank = self.point_bank
+        pick = torch.randint(len(bank[0]), (n,), generator=self.generator).to(self.device)
+        return tuple(t[pick] for t in bank)
+
+    def answer_bank(self, pts: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(points, dirs, teacher colour, teacher density) of the first of ``pts`` [n, 3] that
+        the teacher answers within POINT_BANK_SHARE of a time budget (all without one)."""
+        size, budget = len(pts), self.config.max_time
+        keep, done, t0 = size, 0, time.perf_counter()
+        answers: list[tuple[Tensor, Tensor]] = []
+        while done < keep:
+            end = min(done + POINT_BANK_CHUNK, keep)
+            answers.append(self.teacher.query(pts[done:end], dirs[done:end]))
+            done = end
+            if budget and done == min(POINT_BANK_CHUNK, size) and done < size:
+                each = (time.perf_counter() - t0) / done
+                fit = int(POINT_BANK_SHARE * budget / max(each, 1e-12))
+                keep = max(min(POINT_BANK_MIN, size), min(size, fit))
+        if keep < size:
+            warn(f"the splat teacher's stage-1 point bank was cut to {keep:,} of {size:,} "
+                 f"points to fit the time budget ({(time.perf_counter() - t0) / keep * 1e3:.2g}"
+                 " ms a point); a longer --max-time gives the student more")
+        rgb, sigma = (torch.cat(t) for t in zip(*answers))
+        return pts[:keep], dirs[:keep], rgb, sigma
 
     def draw_points(self, n: int, generator: torch.Generator | None = None
                     ) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ only the Gaussians of its own cell.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -36,23 +37,36 @@ POINT_BLOCK = 1 << 20
 """Points whose cells are looked up together (bounds the [points, levels] lookup tables)."""
 
 
-def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_cells: int
-           ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
-    """Chunks of (point, Gaussian) pairs that may overlap, given the Gaussians' support radii
-    [N]: (first point s, end point e, pt [P] point index within s..e, g [P] Gaussian index),
-    about ``max_pairs`` pairs each.
+@dataclass
+class GaussianCells:
+    """Gaussians registered in levels of cells, each level's cells twice the size of the last:
+    a Gaussian goes to the finest level whose cell is at least its support radius, so it
+    overlaps at most 3 cells an axis (27 registrations) whatever its size. (A single grid made
+    a 3DGS scene's large background Gaussians register in up to a million cells each.) A point
+    meets the Gaussians of its own cell at every level. Built once per set of Gaussians
+    (``index_gaussians``) and queried by any points: a point outside the cells' box takes the
+    nearest cell, whose Gaussians the support test then turns away."""
 
-    The Gaussians are registered in levels of cells, each level's cells twice the size of the
-    last: a Gaussian goes to the finest level whose cell is at least its support radius, so it
-    overlaps at most 3 cells an axis (27 registrations) whatever its size. A single grid made
-    a 3DGS scene's large background Gaussians register in up to a million cells each. A point
-    meets the Gaussians of its own cell at every level.
-    """
+    lo: Tensor
+    """[3] corner of the cells' box."""
+    size: Tensor
+    """[L] cell side of each level in use."""
+    dims: Tensor
+    """[L, 3] cells a side of each level."""
+    base: Tensor
+    """[L] first key of each level."""
+    keys: Tensor
+    """[R] sorted cell keys of the registrations."""
+    gaussian: Tensor
+    """[R] Gaussian of each registration."""
+
+
+def index_gaussians(means: Tensor, radius: Tensor, max_cells: int = 1024) -> GaussianCells:
+    """Register Gaussians (means [N, 3], support radii [N]) in levels of cells; the finest
+    cells are about CELL_FACTOR median radii, at most ``max_cells`` a side."""
     with torch.no_grad():
         mu = means.detach()
-        lo_all = torch.minimum(points.detach().min(0).values, (mu - radius[:, None]).min(0).values)
-        hi_all = torch.maximum(points.detach().max(0).values, (mu + radius[:, None]).max(0).values)
-        # Finest cells about the size of a typical Gaussian's support, at most max_cells a side.
+        lo_all, hi_all = (mu - radius[:, None]).min(0).values, (mu + radius[:, None]).max(0).values
         span = (hi_all - lo_all).max().clamp_min(1e-6)
         cell0 = torch.maximum(CELL_FACTOR * radius.median(), span / max_cells)
         level = torch.ceil(torch.log2((radius / cell0).clamp_min(1.0))).long()
@@ -60,7 +74,7 @@ def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_ce
         size = cell0 * torch.pow(2.0, used.to(cell0.dtype))         # [L]
         dims = torch.ceil((hi_all - lo_all)[None] / size[:, None]).long().clamp_min(1)  # [L, 3]
         cells = dims.prod(1)
-        base = torch.cumsum(cells, 0) - cells                       # first key of each level
+        base = torch.cumsum(cells, 0) - cells
         li = torch.searchsorted(used, level)                        # [N] index into used
         c, d = size[li][:, None], dims[li]
         g_lo = ((mu - radius[:, None] - lo_all) / c).floor().long().clamp(min=0)
@@ -75,16 +89,22 @@ def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_ce
                                          (rank // e[:, 2]) % e[:, 1], rank % e[:, 2]], 1)
         keys = base[li[owner]] + _cell_keys(ijk, d[owner])
         order = torch.argsort(keys)
-        keys, cell_gauss = keys[order], owner[order]
-        del owner, rank, e, ijk, order
-    n_levels = len(used)
+        return GaussianCells(lo_all, size, dims, base, keys[order], owner[order])
+
+
+def _pairs(points: Tensor, cells: GaussianCells, max_pairs: int
+           ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Chunks of (point, Gaussian) pairs that may overlap: (first point s, end point e, pt [P]
+    point index within s..e, g [P] Gaussian index), about ``max_pairs`` pairs each."""
+    n_levels, keys = len(cells.size), cells.keys
     for b0 in range(0, len(points), POINT_BLOCK):
         block = points[b0:b0 + POINT_BLOCK]
         with torch.no_grad():
-            p_cell = ((block.detach() - lo_all)[:, None] / size[None, :, None]).floor().long()
-            p_keys = base + _cell_keys(torch.minimum(p_cell.clamp(min=0), dims - 1), dims)
-            start = torch.searchsorted(keys, p_keys.reshape(-1))   # [M * L], point-major
-            n_pairs = torch.searchsorted(keys, p_keys.reshape(-1), right=True) - start
+            p_cell = ((block.detach() - cells.lo)[:, None] / cells.size[None, :, None]).floor()
+            p_cell = torch.minimum(p_cell.long().clamp(min=0), cells.dims - 1)
+            p_keys = (cells.base + _cell_keys(p_cell, cells.dims)).reshape(-1)  # point-major
+            start = torch.searchsorted(keys, p_keys)
+            n_pairs = torch.searchsorted(keys, p_keys, right=True) - start
             cum = torch.cumsum(n_pairs.reshape(-1, n_levels).sum(1), 0)   # [M]
         m, s = len(block), 0
         while s < m:
@@ -93,7 +113,7 @@ def _pairs(points: Tensor, means: Tensor, radius: Tensor, max_pairs: int, max_ce
             cnt = n_pairs[s * n_levels:e_ * n_levels]
             q = torch.repeat_interleave(torch.arange(len(cnt), device=points.device), cnt)
             r = torch.arange(len(q), device=points.device) - (torch.cumsum(cnt, 0) - cnt)[q]
-            yield b0 + s, b0 + e_, q // n_levels, cell_gauss[start[s * n_levels:][q] + r]
+            yield b0 + s, b0 + e_, q // n_levels, cells.gaussian[start[s * n_levels:][q] + r]
             s = e_
 
 
@@ -112,10 +132,11 @@ def _weights(points: Tensor, means: Tensor, A: Tensor, radius: Tensor, opacities
 
 
 def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
-                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 1024
-                    ) -> Tensor:
+                    opacities: Tensor, max_pairs: int = 1 << 22, max_cells: int = 1024,
+                    cells: GaussianCells | None = None) -> Tensor:
     """points [M, 3], means [N, 3], quats [N, 4], scales [N, 3] (standard deviations),
-    opacities [N] in [0, 1] -> [M] density (differentiable in the Gaussians and the points)."""
+    opacities [N] in [0, 1] -> [M] density (differentiable in the Gaussians and the points).
+    ``cells``: these Gaussians' ``index_gaussians`` (CUTOFF radii), to reuse across calls."""
     m = len(points)
     if m == 0 or len(means) == 0:
         return points.new_zeros(m)
@@ -123,7 +144,8 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]  # [N, 3, 3]
     radius = CUTOFF * scales.detach().max(1).values
     out = []
-    for s, e, pt, g in _pairs(points, means, radius, max_pairs, max_cells):
+    cells = cells or index_gaussians(means, radius, max_cells)
+    for s, e, pt, g in _pairs(points, cells, max_pairs):
         pt, _, w = _weights(points[s:e], means, A, radius, opacities, pt, g)
         out.append(points.new_zeros(e - s).index_add(0, pt, w))
     return torch.cat(out)
@@ -132,11 +154,13 @@ def mixture_density(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor
 @torch.no_grad()
 def mixture_field(points: Tensor, dirs: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
                   opacities: Tensor, sh: Tensor, max_pairs: int = 1 << 21,
-                  max_cells: int = 1024) -> tuple[Tensor, Tensor]:
+                  max_cells: int = 1024, cells: GaussianCells | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """points [M, 3], unit view directions dirs [M, 3], Gaussians as in ``mixture_density``
     and their spherical-harmonics colours sh [N, K, 3] (K = (degree + 1)^2, colour =
     sh . basis(d) + 0.5, clamped at 0) -> (rgb [M, 3], density [M]); rgb is 0 where the
-    density is 0. Not differentiable (a teacher's targets)."""
+    density is 0. Not differentiable (a teacher's targets). ``cells`` as in
+    ``mixture_density``."""
     m = len(points)
     if m == 0 or len(means) == 0:
         return points.new_zeros(m, 3), points.new_zeros(m)
@@ -145,7 +169,8 @@ def mixture_field(points: Tensor, dirs: Tensor, means: Tensor, quats: Tensor, sc
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
     radius = CUTOFF * scales.max(1).values
     rgbs, sigmas = [], []
-    for s, e, pt, g in _pairs(points, means, radius, max_pairs, max_cells):
+    cells = cells or index_gaussians(means, radius, max_cells)
+    for s, e, pt, g in _pairs(points, cells, max_pairs):
         pt, g, w = _weights(points[s:e], means, A, radius, opacities, pt, g)
         color = (torch.einsum("pk,pkc->pc", basis[s:e].index_select(0, pt),
                               sh.index_select(0, g)) + 0.5).clamp_min(0)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from fieldkit.cli import main
 from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.run import distill
+from fieldkit.errors import FieldkitWarning
 from fieldkit.fields.registry import preset_config
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import load_run_scene
@@ -214,7 +216,7 @@ def test_a_field_teachers_point_bank_is_asked_once():
 
     trainer = object.__new__(FieldDistillTrainer)
     trainer.teacher, trainer.point_bank = FieldTeacher(), None
-    trainer.distill = DistillConfig(point_bank=1000)
+    trainer.distill, trainer.config = DistillConfig(point_bank=1000), TrainConfig(max_time=60)
     trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
     trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
                                              torch.randn(n, 3, generator=g))
@@ -227,6 +229,49 @@ def test_a_field_teachers_point_bank_is_asked_once():
     trainer.point_targets(64)
     trainer.point_targets(64)
     assert FieldTeacher.calls == 3 and trainer.point_bank is None
+
+
+def test_a_slow_splat_teachers_point_bank_fits_the_time_budget(monkeypatch):
+    """A 3DGS file of millions of Gaussians answers a few thousand points a second: the bank's
+    first points are timed and only as many answered as fit POINT_BANK_SHARE of the student's
+    time (never fewer than POINT_BANK_MIN), with a warning; without a time budget, all."""
+    from fieldkit.distill import field
+
+    monkeypatch.setattr(field, "POINT_BANK_CHUNK", 1000)
+    monkeypatch.setattr(field, "POINT_BANK_MIN", 1500)
+
+    class SlowSplats:
+        is_splat, asked = True, 0
+
+        def query(self, pts, dirs):
+            SlowSplats.asked += len(pts)
+            time.sleep(len(pts) * 1e-4)                 # 10k points a second
+            return pts * 0.5, pts[:, 0].abs()
+
+    def trainer_with(config):
+        trainer = object.__new__(field.FieldDistillTrainer)
+        trainer.teacher, trainer.point_bank, trainer.config = SlowSplats(), None, config
+        trainer.distill = DistillConfig(point_bank=20000)
+        trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
+        trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
+                                                 torch.randn(n, 3, generator=g))
+        return trainer
+
+    trainer = trainer_with(TrainConfig(max_time=3.0))    # 0.3 s for the bank: ~3000 points
+    with pytest.warns(FieldkitWarning, match="point bank was cut to"):
+        pts, _, rgb, sigma = trainer.point_targets(64)
+    kept = len(trainer.point_bank[0])
+    assert 1500 <= kept < 6000 and SlowSplats.asked == kept
+    assert torch.equal(rgb, pts * 0.5) and torch.equal(sigma, pts[:, 0].abs())
+    assert all(len(t) == kept for t in trainer.point_bank)
+    trainer = trainer_with(TrainConfig(max_time=0.05))   # the minimum
+    with pytest.warns(FieldkitWarning):
+        trainer.point_targets(64)
+    assert len(trainer.point_bank[0]) == 1500
+    SlowSplats.asked = 0
+    trainer = trainer_with(TrainConfig(max_steps=10))    # no time budget: every point
+    trainer.point_targets(64)
+    assert len(trainer.point_bank[0]) == 20000 == SlowSplats.asked
 
 
 def test_resume_continues_an_interrupted_distillation_with_its_crop(demo_run, tmp_path):
