@@ -43,11 +43,12 @@ SPLAT_POINT_BANK = 1 << 19
 never changes). On lego, splats -> hash grid at 500 steps against the photos: 27.00 dB with
 2^18, 27.17 with 2^19 (~3 s more: ~6 s in all), 27.14 with 2^20 (~12 s);
 apps/results/distill_lego_cpu_v5/sweep.md."""
-POINT_BANK_SHARE = 0.1
+POINT_BANK_SHARE = 0.2
 """Under a time budget, the bank may take at most this share of the student's optimisation
-time: the first points are timed and only as many answered as fit (a 3DGS file of 2.3M
-Gaussians answers ~6k points a second here, and 2^19 of them took the whole 60 s of a 120 s
-distillation; apps/results/splat_scale_cpu)."""
+time: its first points are timed and only as many answered as fit. Lego's 23k Gaussians
+answer 2^19 points in ~10 s of a 69 s optimisation (a tenth cut it to 372k); a 3DGS file of
+2.3M Gaussians answers ~14k points a second, and 2^19 of them took the whole 60 s of a
+120 s distillation before (apps/results/splat_scale_cpu)."""
 POINT_BANK_MIN = 1 << 15
 """The bank never holds fewer points than this (nor more than asked)."""
 POINT_BANK_CHUNK = 1 << 14
@@ -136,6 +137,12 @@ class FieldDistillTrainer(Trainer):
         """(points, dirs, teacher colour, teacher density) of the first of ``pts`` [n, 3] that
         the teacher answers within POINT_BANK_SHARE of a time budget (all without one)."""
         size, budget = len(pts), self.config.max_time
+        # mixed, so that the timed first points cost what the rest do (the draw puts surface,
+        # mass and uniform points in blocks); a fixed order: a resume draws the same bank
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(0)).to(pts.device)
+        pts, dirs = pts[order], dirs[order]
+        if self.teacher.is_splat:
+            self.teacher.cells()   # registered once, before the timing
         keep, done, t0 = size, 0, time.perf_counter()
         answers: list[tuple[Tensor, Tensor]] = []
         while done < keep:

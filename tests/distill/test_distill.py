@@ -243,6 +243,9 @@ def test_a_slow_splat_teachers_point_bank_fits_the_time_budget(monkeypatch):
     class SlowSplats:
         is_splat, asked = True, 0
 
+        def cells(self):
+            return None
+
         def query(self, pts, dirs):
             SlowSplats.asked += len(pts)
             time.sleep(len(pts) * 1e-4)                 # 10k points a second

@@ -140,6 +140,15 @@ def test_fox_without_sparse_points_trains_from_the_photos_rays(tmp_path):
     assert metrics["psnr"] > FOX_PSNR_FLOOR
 
 
+def brute_weights(pts, means, quats, scales, opac):
+    """[P, N] o_g g_g(x_p) of every point against every Gaussian, truncated at 3 sigma."""
+    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
+    diff = pts[:, None] - means[None]
+    d2 = torch.einsum("nij,pnj->pni", A, diff).pow(2).sum(-1)
+    inside = diff.pow(2).sum(-1) <= (3 * scales.max(1).values) ** 2
+    return opac * torch.exp(-0.5 * d2) * inside
+
+
 def test_mixture_density_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     n = 300
@@ -149,11 +158,7 @@ def test_mixture_density_matches_brute_force():
     opac = torch.rand(n, generator=g)
     pts = torch.cat([torch.rand(3000, 3, generator=g) * 2.4 - 1.2, means[:50]])
     got = mixture_density(pts, means, quats, scales, opac, max_pairs=5000)
-    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
-    diff = pts[:, None] - means[None]
-    d2 = torch.einsum("nij,pnj->pni", A, diff).pow(2).sum(-1)
-    inside = diff.pow(2).sum(-1) <= (3 * scales.max(1).values) ** 2
-    ref = (opac * torch.exp(-0.5 * d2) * inside).sum(1)
+    ref = brute_weights(pts, means, quats, scales, opac).sum(1)
     assert torch.allclose(got, ref, atol=1e-6)
     assert (got[-50:] >= opac[:50] - 1e-6).all()  # at a centre, at least its own opacity
 
@@ -172,11 +177,7 @@ def test_mixture_density_of_gaussians_of_every_size():
     pts = torch.cat([torch.rand(3000, 3, generator=g) * 2.4 - 1.2, means[:50],
                      torch.rand(200, 3, generator=g) * 160 - 80])
     got = mixture_density(pts, means, quats, scales, opac, max_pairs=20000, max_cells=1024)
-    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
-    diff = pts[:, None] - means[None]
-    d2 = torch.einsum("nij,pnj->pni", A, diff).pow(2).sum(-1)
-    inside = diff.pow(2).sum(-1) <= (3 * scales.max(1).values) ** 2
-    ref = (opac * torch.exp(-0.5 * d2) * inside).sum(1)
+    ref = brute_weights(pts, means, quats, scales, opac).sum(1)
     assert torch.allclose(got, ref, atol=1e-6)
     assert (got[-200:] > 0).sum() > 50  # far points inside the widest Gaussian's support
 
@@ -211,11 +212,7 @@ def test_mixture_field_matches_brute_force():
     dirs = torch.nn.functional.normalize(torch.randn(len(pts), 3, generator=g), dim=-1)
     rgb, sigma = mixture_field(pts, dirs, means, quats, scales, opac, sh, max_pairs=3000)
     assert torch.allclose(sigma, mixture_density(pts, means, quats, scales, opac), atol=1e-6)
-    A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
-    diff = pts[:, None] - means[None]
-    d2 = torch.einsum("nij,pnj->pni", A, diff).pow(2).sum(-1)
-    inside = diff.pow(2).sum(-1) <= (3 * scales.max(1).values) ** 2
-    w = opac * torch.exp(-0.5 * d2) * inside                          # [P, N]
+    w = brute_weights(pts, means, quats, scales, opac)                # [P, N]
     color = (torch.einsum("pk,nkc->pnc", sh_encode(dirs, 3), sh) + 0.5).clamp_min(0)
     ref = (w[..., None] * color).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
     hit = w.sum(1) > 1e-6
