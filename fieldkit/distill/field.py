@@ -47,7 +47,7 @@ POINT_BANK_SHARE = 0.2
 """Under a time budget, the bank may take at most this share of the student's optimisation
 time: its first points are timed and only as many answered as fit. Lego's 23k Gaussians
 answer 2^19 points in ~10 s of a 69 s optimisation (a tenth cut it to 372k); a 3DGS file of
-2.3M Gaussians answers ~14k points a second, and 2^19 of them took the whole 60 s of a
+2.3M Gaussians answers ~10k points a second, and 2^19 of them took the whole 60 s of a
 120 s distillation before (apps/results/splat_scale_cpu)."""
 POINT_BANK_MIN = 1 << 15
 """The bank never holds fewer points than this (nor more than asked)."""
