@@ -17,6 +17,8 @@ so its peak resident memory is its own.
   skipped).
 - mixture: ``mixture_density`` at 2^19 points, half near Gaussians, half uniform in their box.
 - distill: the whole command, wall time and peak memory, and its report.
+- export: `fieldkit export` of the file alone (no run): to .spz and to a web page, and a TSDF
+  mesh from the scene's cameras; for the large file and for the run's own (small) .ply.
 
 Expected before the run (after profiling the 2.3M file): render about 1.9 s against 5.3 s,
 memory bounded by the batches; before these changes, distilling such a file ran out of 24 GiB.
@@ -142,6 +144,35 @@ def run_distill(ply: Path, scene: str, downscale: int, max_time: float, out: Pat
     return res
 
 
+EXPORTS = {
+    "spz": ["splats", "{ply}", "--out", "{work}/{name}.spz"],
+    "html": ["splats", "{ply}", "--out", "{work}/{name}.html"],
+    "mesh": ["mesh", "{ply}", "--out", "{work}/{name}_mesh.ply", "--scene", "{scene}",
+             "--downscale", "{downscale}"],
+}
+"""`fieldkit export` of a splat file alone, as a user with another trainer's file runs it."""
+
+
+def run_exports(plys: dict[str, Path], scene: str, downscale: int, work: Path) -> dict:
+    out = {}
+    for name, ply in plys.items():
+        for what, args in EXPORTS.items():
+            cmd = [str(ROOT / ".venv/bin/fieldkit"), "export"] + [a.format(
+                ply=ply, work=work, name=name, scene=scene, downscale=downscale) for a in args]
+            t0 = time.perf_counter()
+            proc = subprocess.run(["/usr/bin/time", "-f", "peak_kib %M"] + cmd,
+                                  capture_output=True, text=True, cwd=ROOT)
+            peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("peak_kib ")]
+            said = [ln for ln in proc.stdout.splitlines() if ln.startswith(("splats", "mesh"))]
+            out[f"{name}_{what}"] = {
+                "command": " ".join(["fieldkit"] + cmd[1:]), "rc": proc.returncode,
+                "wall_seconds": time.perf_counter() - t0,
+                "peak_rss_gib": int(peak[-1].split()[1]) / 2**20 if peak else None,
+                "summary": said[-1] if said else proc.stderr.strip().splitlines()[-2:]}
+            print(name, what, out[f"{name}_{what}"], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splat-run", type=Path, default=Path("runs/lego_splat"))
@@ -153,7 +184,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/splat_scale"))
     ap.add_argument("--out", type=Path, default=Path("apps/results/splat_scale_cpu"))
     ap.add_argument("--only", nargs="+", default=None,
-                    help="measure only these (render_before render mixture distill), keeping the "
+                    help="measure only these (render_before render mixture distill export), keeping the "
                          "others from OUT/bench.json")
     ap.add_argument("--child", default=None)
     ap.add_argument("--ply", type=Path, default=None)
@@ -169,7 +200,7 @@ def main() -> None:
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "command": "python " + " ".join(sys.argv), "gaussians": n,
                "ply_mib": big.stat().st_size / 2**20}
-    wanted = args.only or ["render_before", "render", "mixture", "distill"]
+    wanted = args.only or ["render_before", "render", "mixture", "distill", "export"]
     for what in ("render_before", "render", "mixture"):
         if what in wanted:
             results[what] = run_child(what, big, args.size)
@@ -182,6 +213,9 @@ def main() -> None:
         results["distill"] = run_distill(big, args.scene, args.downscale, args.max_time,
                                          student)
         print("distill", results["distill"], flush=True)
+    if "export" in wanted:
+        results["export"] = run_exports({"small": args.work / "small.ply", "large": big},
+                                        args.scene, args.downscale, args.work)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=1))
 

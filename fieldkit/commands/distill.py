@@ -43,8 +43,8 @@ class Distill(ModelOptions):
     cameras.json of the 3DGS output folder the .ply lies in gives the views; without either,
     they circle a box that holds the Gaussians."""
     downscale: int = 1
-    """.ply teacher: the image downscale factor of its views (--scene's images, or its
-    cameras.json's full-size cameras)."""
+    """.ply teacher: the image downscale factor of its views (--scene's images, its
+    cameras.json's full-size cameras, or the 256 px views around it)."""
     ply_transform: Path | None = None
     """.ply teacher: the dataparser_transforms.json of the nerfstudio run that exported it
     (splatfacto's `ns-export gaussian-splat` writes the Gaussians in nerfstudio's frame, not in

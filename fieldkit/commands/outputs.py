@@ -60,12 +60,16 @@ class Render:
 
 @dataclass
 class Export:
-    """Export a mesh, point cloud or splat file from a run (world units and axes)."""
+    """Export a mesh, point cloud or splat file from a run or a splat file (world units and
+    axes)."""
 
     kind: Positional[Literal["mesh", "points", "splats"]]
     """What to export."""
     run_dir: Positional[Path]
-    """Run directory."""
+    """Run directory, or a splat file of any trainer (3DGS .ply, .compressed.ply, .spz,
+    .splat, .ksplat, .sog, a SOG folder, a gsplat or splatfacto checkpoint) or its folder (as
+    `fieldkit view` takes them): `export splats` converts it to another format, `export mesh`
+    and `export points` work from its renders."""
     out: Path
     """Output file (.ply, .obj or .glb for meshes). splats: a 3DGS .ply; for web viewers a
     .spz (about a tenth of the .ply), a .compressed.ply (SuperSplat) or a .splat (base colours
@@ -73,10 +77,11 @@ class Export:
     point_cloud/iteration_N/point_cloud.ply and the training cameras in cameras.json. Any
     kind: .html writes one self-contained web page that opens offline in any browser (viser's
     WebGL client; splats in base colours)."""
-    method: Literal["mc", "tsdf", "poisson"] = "mc"
+    method: Literal["mc", "tsdf", "poisson"] | None = None
     """Mesh extraction: mc (marching cubes on the density; density fields), tsdf (fused
     rendered depth) or poisson (screened Poisson on the rendered point cloud); tsdf and
-    poisson mesh every model, splats included."""
+    poisson mesh every model, splats included. Default: mc for a density field, tsdf for
+    splats."""
     resolution: int = 256
     """Marching-cubes lattice points per side of the box (mc), voxels per side of the
     region of interest (tsdf), or octree cells per side of the points' extent (poisson,
@@ -101,9 +106,19 @@ class Export:
     default: all the run has)."""
     crop: Crop = None
     """Export only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
-    Crop box panel shows them): a mesh's lattice covers the box alone, at the spacing
-    --resolution gives its longest side, and surfaces it cuts are closed; splats keep the
-    Gaussians whose centres lie inside."""
+    Crop box panel shows them; a splat file's own coordinates): a mesh's lattice covers the
+    box alone, at the spacing --resolution gives its longest side, and surfaces it cuts are
+    closed; splats keep the Gaussians whose centres lie inside."""
+    scene: Path | None = None
+    """A splat file's dataset, in whose world units it is (as `fieldkit distill --scene`):
+    its training cameras give the views that meshes and points are made from. Without it,
+    the cameras.json of the 3DGS output folder the file lies in, else views around it."""
+    downscale: int = 1
+    """A splat file's views: the image downscale of --scene's cameras, of cameras.json's, or
+    of the 256 px views around it."""
+    ply_transform: Path | None = None
+    """A splat file's frame, as for `fieldkit distill`: nerfstudio's
+    dataparser_transforms.json or `gsplat`."""
 
     def run(self) -> None:
         from fieldkit.export.run import export_run
@@ -112,5 +127,7 @@ class Export:
         _, summary = export_run(self.kind, self.run_dir, self.out, self.method, self.resolution,
                                 self.views, self.threshold, self.target_faces, self.num,
                                 spz_sh_bits=self.spz_sh_bits, crop=CropBox.from_flat(self.crop),
-                                min_opacity=self.min_opacity, max_sh_degree=self.max_sh_degree)
+                                min_opacity=self.min_opacity, max_sh_degree=self.max_sh_degree,
+                                scene=self.scene, downscale=self.downscale,
+                                ply_transform=self.ply_transform)
         print(summary)

@@ -10,7 +10,7 @@ A .ply written by any 3DGS trainer (fieldkit, gsplat, nerfstudio's splatfacto, t
   .ply), when that scene folder is on this machine: as with ``--scene``;
 - that folder's cameras.json: its cameras give the views and, with the Gaussians, the box;
 - the Gaussians alone: a box that holds most of them (``fieldkit/splats/frame.py``) and a
-  sphere of views around it.
+  sphere of views around it (DEFAULT_SIZE pixels a side, divided by the downscale).
 A checkpoint of gsplat's simple_trainer or of nerfstudio's splatfacto, or the folder it lies
 in, is read as that .ply would be, after its Gaussians are brought back from that trainer's
 frame into the world of the dataset its folder names, or of ``--scene``, which then gives the
@@ -111,7 +111,7 @@ def framing_radius(box: dict[str, torch.Tensor]) -> float:
 
 def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
               given: Path | None = None, ply_transform: Path | None = None) -> TeacherSource:
-    from fieldkit.distill.views import sphere_cameras
+    from fieldkit.distill.views import DEFAULT_SIZE, sphere_cameras
     from fieldkit.splats.gs_folder import cameras_json_for, dataset_of
     from fieldkit.splats.foreign import antialiased_of, dataset_world, read_splats
     from fieldkit.splats.model import SplatConfig, SplatModel
@@ -136,7 +136,8 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     elif scene is None:
         norm = splat_normalisation(params["means"], params["opacities"])
         box = splats_to_box(params, norm)
-        cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box))
+        cameras = sphere_cameras(SPHERE_VIEWS, norm.bound, radius=framing_radius(box),
+                                 size=max(16, round(DEFAULT_SIZE / downscale)))
         source, scene_path = "sphere", ""
     else:
         from fieldkit.data.scene import load_cameras

@@ -229,15 +229,16 @@ def to_trimesh(mesh, vertices: np.ndarray | None = None):
                            vertex_colors=colors if len(colors) else None, process=False)
 
 
-def write_mesh(mesh, out: Path, run_dir: Path | None = None,
-               page: PageView | None = None) -> Path:
+def write_mesh(mesh, out: Path, subject=None, page: PageView | None = None) -> Path:
     """Write .ply (binary), .obj, .glb or a web page (.html, opening at ``page``, default
-    ``run_dir``'s first view); raises a one-line error for other suffixes."""
+    the first view of ``subject``, an export's ``Subject``); raises a one-line error for other
+    suffixes."""
     out = check_suffix(out, MESH_SUFFIXES)
     if is_page(out):
-        if run_dir is None:
+        if subject is None and page is None:
             raise FieldkitError("a web page of a mesh needs its run (for the first view)")
-        return mesh_page(out, mesh, page or PageView.of_run(run_dir), Path(run_dir).name)
+        return mesh_page(out, mesh, page or PageView.of_subject(subject),
+                         subject.label if subject is not None else out.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if out.suffix.lower() == ".glb":
@@ -251,13 +252,14 @@ def write_mesh(mesh, out: Path, run_dir: Path | None = None,
     return out
 
 
-def export_mesh(run_dir: Path, out: Path, config: MeshConfig, page: PageView | None = None):
-    """Mesh of a run's model in world units, written to ``out`` (a web page opens at
-    ``page``, default the run's first view); returns (path, mesh)."""
-    from fieldkit.train.run import load_model, read_config
+def export_mesh(source, out: Path, config: MeshConfig, page: PageView | None = None):
+    """Mesh of a run's model (``source``: a run folder or an export ``Subject``) in world
+    units, written to ``out`` (a web page opens at ``page``, default the run's first view);
+    returns (path, mesh)."""
+    from fieldkit.export.subject import open_subject
 
     check_suffix(out, MESH_SUFFIXES)   # before the (long) extraction
-    normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
-    mesh = extract_mesh(model, config, normalisation)
-    return write_mesh(mesh, out, run_dir, page), mesh
+    subject = open_subject(source)
+    model = crop_model(subject.model, config.crop, subject.label)
+    mesh = extract_mesh(model, config, subject.normalisation)
+    return write_mesh(mesh, out, subject, page), mesh

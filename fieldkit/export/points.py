@@ -98,19 +98,19 @@ def extract_points(model, cameras: Cameras, config: PointsConfig,
     return cloud
 
 
-def export_points(run_dir: Path, out: Path, config: PointsConfig, page=None):
-    """Point cloud of a run in world units written to ``out`` (.ply, or .html: a web page
-    opening at ``page``, default the run's first view); returns (path, cloud)."""
-    from fieldkit.train.run import load_model, read_config, run_train_cameras
-
+def export_points(source, out: Path, config: PointsConfig, page=None):
+    """Point cloud of a run or a splat file (``source``: its path or an export ``Subject``) in
+    world units written to ``out`` (.ply, or .html: a web page opening at ``page``, default its
+    first view); returns (path, cloud)."""
+    from fieldkit.export.subject import open_subject
     from fieldkit.export.web_page import PageView, is_page, points_page
 
     out = check_suffix(out, (".ply", ".html"))
-    normalisation = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
-    cloud = extract_points(model, run_train_cameras(run_dir), config, normalisation)
+    subject = open_subject(source)
+    model = crop_model(subject.model, config.crop, subject.label)
+    cloud = extract_points(model, subject.cameras, config, subject.normalisation)
     if is_page(out):
-        return points_page(out, cloud, page or PageView.of_run(run_dir), Path(run_dir).name), cloud
+        return points_page(out, cloud, page or PageView.of_subject(subject), subject.label), cloud
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.ply")
     if not require_open3d().io.write_point_cloud(str(tmp), cloud, write_ascii=False):

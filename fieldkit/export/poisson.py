@@ -12,7 +12,6 @@ the scene's world units throughout.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -69,13 +68,14 @@ def extract_mesh_poisson(model, cameras: Cameras, config: PoissonConfig, norm: N
     return mesh
 
 
-def export_mesh_poisson(run_dir: Path, out: Path, config: PoissonConfig, page=None):
-    """Poisson mesh of a run in world units written to ``out``; returns (path, mesh)."""
+def export_mesh_poisson(source, out, config: PoissonConfig, page=None):
+    """Poisson mesh of a run or a splat file (``source``: its path or an export ``Subject``) in
+    world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
-    from fieldkit.train.run import load_model, read_config, run_train_cameras
+    from fieldkit.export.subject import open_subject
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) reconstruction
-    norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
-    mesh = extract_mesh_poisson(model, run_train_cameras(run_dir), config, norm)
-    return write_mesh(mesh, out, run_dir, page), mesh
+    subject = open_subject(source)
+    model = crop_model(subject.model, config.crop, subject.label)
+    mesh = extract_mesh_poisson(model, subject.cameras, config, subject.normalisation)
+    return write_mesh(mesh, out, subject, page), mesh

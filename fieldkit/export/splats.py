@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
 from fieldkit.export.mesh import check_suffix
 from fieldkit.render.crop import CropBox, crop_model
@@ -105,18 +104,19 @@ def write_splats(path: Path, params: dict, fmt: str, spz_sh_bits: int | None = N
     return writers[fmt](path, params)
 
 
-def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
+def export_splats(source, out: Path, spz_sh_bits: int | None = None,
                   crop: CropBox | None = None, keep: SplatFilter = SplatFilter(),
                   page=None) -> tuple[Path, int]:
-    """Write the Gaussians of a splat run to ``out`` (world units): a .ply (INRIA 3DGS layout),
-    a .compressed.ply, a .spz or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS
-    model folder: ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
-    ``out/cameras.json`` (its training cameras) and ``out/cfg_args`` (its scene folder and
-    downscale). ``spz_sh_bits``: see ``write_splats``. ``crop``: only the Gaussians whose
-    centres lie in this box (box coordinates); ``keep``: the faint Gaussians and the SH bands
-    left out; ``page``: where a web page (.html) opens (default the run's first view). Returns
-    (the file's path, number of Gaussians written)."""
-    from fieldkit.train.run import last_log_entry, load_model, read_config
+    """Write the Gaussians of a splat run or of a splat file (``source``: its path or an export
+    ``Subject``) to ``out`` (world units): a .ply (INRIA 3DGS layout), a .compressed.ply, a .spz
+    or a .splat (``FORMATS``), or, when ``out`` has no suffix, a 3DGS model folder:
+    ``out/point_cloud/iteration_N/point_cloud.ply`` (N: the run's steps),
+    ``out/cameras.json`` (its training cameras, or the views a file was opened with) and
+    ``out/cfg_args`` (its scene folder and downscale). ``spz_sh_bits``: see ``write_splats``.
+    ``crop``: only the Gaussians whose centres lie in this box (box coordinates); ``keep``: the
+    faint Gaussians and the SH bands left out; ``page``: where a web page (.html) opens
+    (default the run's first view). Returns (the file's path, number of Gaussians written)."""
+    from fieldkit.export.subject import open_subject
 
     out = Path(out)
     folder = out.suffix == ""
@@ -124,58 +124,43 @@ def export_splats(run_dir: Path, out: Path, spz_sh_bits: int | None = None,
     keep.check()
     if fmt == ".spz":
         check_spz_sh_bits(spz_sh_bits)          # before the model is loaded
-    model = load_model(run_dir)
+    subject = open_subject(source)
+    model, name = subject.model, subject.run_dir or subject.label
     if getattr(model, "kind", None) != "splat" and fmt == ".html":
-        raise FieldkitError(f"{run_dir} holds a {model.kind} model, not splats; for a web page "
-                            f"of it run `fieldkit export mesh {run_dir} --out {out}` (or "
+        raise FieldkitError(f"{name} holds a {model.kind} model, not splats; for a web page "
+                            f"of it run `fieldkit export mesh {name} --out {out}` (or "
                             f"points), or distil it to splats first (`fieldkit distill "
-                            f"{run_dir} --to splat`)")
+                            f"{name} --to splat`)")
     if getattr(model, "kind", None) != "splat":
-        raise FieldkitError(f"{run_dir} holds a {model.kind} model; `export splats` needs a splat "
+        raise FieldkitError(f"{name} holds a {model.kind} model; `export splats` needs a splat "
                             f"run (train one with --model splat, or convert this one with "
-                            f"`fieldkit distill {run_dir} --to splat`)")
-    crop_model(model, crop, str(run_dir))
-    cfg = read_config(run_dir)
-    norm = Normalisation.from_dict(cfg["normalisation"])
+                            f"`fieldkit distill {name} --to splat`)")
+    crop_model(model, crop, subject.label)
+    norm = subject.normalisation
     params = keep.apply(model.export_params())
     n = len(params["means"])
     antialiased = model.config.render.antialiased
     if antialiased and fmt != ".spz":
-        warn(f"{run_dir} was trained in the antialiased mode, which a {fmt or '.ply'} file "
+        warn(f"{name} was trained in the antialiased mode, which a {fmt or '.ply'} file "
              "cannot record; viewers will draw its small Gaussians too strongly (a .spz keeps "
              "it)")
     if fmt == ".html":   # drawn in the box, as the viewer draws it (``PageView``)
         from fieldkit.export.web_page import PageView, splats_page
 
-        return splats_page(out, params, page or PageView.of_run(run_dir), Path(run_dir).name), n
+        return splats_page(out, params, page or PageView.of_subject(subject), subject.label), n
     params = splats_to_world(params, norm)
     if not folder:
         return write_splats(out, params, fmt, spz_sh_bits, antialiased), n
     if out.exists() and not out.is_dir():
         raise FieldkitError(f"--out {out} is a file; give a .ply file or a folder for the 3DGS "
                             "output layout")
-    steps = (last_log_entry(run_dir) or {}).get("step", 0)
-    ply = out / "point_cloud" / f"iteration_{steps}" / PLY_NAME
+    ply = out / "point_cloud" / f"iteration_{subject.steps}" / PLY_NAME
     ply.parent.mkdir(parents=True, exist_ok=True)
     write_splat_ply(ply, params)
-    _write_world_cameras(run_dir, norm, out / CAMERAS_JSON)
+    world = subject.cameras.to_world(norm)
+    write_cameras_json(out / CAMERAS_JSON, world.c2w.double().numpy(),
+                       world.K.double().numpy(), world.width.numpy(), world.height.numpy())
+    cfg = subject.config
     write_cfg_args(out / CFG_ARGS, cfg.get("scene", ""), str(out), sh_degree_of(params),
                    int(cfg.get("downscale", 1)), cfg.get("train", {}).get("background") == "white")
     return ply, n
-
-
-def _write_world_cameras(run_dir: Path, norm: Normalisation, path: Path) -> None:
-    """The run's training cameras in world units as a 3DGS cameras.json (pinholes: lens
-    distortion is left out, as the splats were trained on undistorted photos)."""
-    from fieldkit.distill.views import CAMERAS_FILE
-    from fieldkit.data.cameras import Cameras
-    from fieldkit.train.checkpoint import load_tensors
-
-    file = Path(run_dir) / CAMERAS_FILE
-    if not file.is_file():
-        raise FieldkitError(f"{run_dir} has no {CAMERAS_FILE} (a run trained before fieldkit "
-                            "kept its cameras); export a .ply file instead")
-    cams = Cameras.from_state_dict(load_tensors(file))
-    world = cams.to_world(norm)
-    write_cameras_json(path, world.c2w.double().numpy(), world.K.double().numpy(),
-                       world.width.numpy(), world.height.numpy())

@@ -104,13 +104,14 @@ def extract_mesh_tsdf(model, cameras: Cameras, config: TsdfConfig, norm: Normali
     return mesh
 
 
-def export_mesh_tsdf(run_dir, out, config: TsdfConfig, page=None):
-    """TSDF mesh of a run in world units written to ``out``; returns (path, mesh)."""
+def export_mesh_tsdf(source, out, config: TsdfConfig, page=None):
+    """TSDF mesh of a run or a splat file (``source``: its path or an export ``Subject``) in
+    world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
-    from fieldkit.train.run import load_model, read_config, run_train_cameras
+    from fieldkit.export.subject import open_subject
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) fusion
-    norm = Normalisation.from_dict(read_config(run_dir)["normalisation"])
-    model = crop_model(load_model(run_dir), config.crop, str(run_dir))
-    mesh = extract_mesh_tsdf(model, run_train_cameras(run_dir), config, norm)
-    return write_mesh(mesh, out, run_dir, page), mesh
+    subject = open_subject(source)
+    model = crop_model(subject.model, config.crop, subject.label)
+    mesh = extract_mesh_tsdf(model, subject.cameras, config, subject.normalisation)
+    return write_mesh(mesh, out, subject, page), mesh

@@ -60,18 +60,22 @@ class PageView:
 
     @classmethod
     def of_run(cls, run_dir: Path) -> PageView:
-        """The viewer's first view of the run: its first training camera, looking at the
-        point its cameras look at, +z up (a run's normalisation turns the capture upright),
-        in its box."""
-        from fieldkit.train.run import read_config, run_train_cameras
-        from fieldkit.viewer.sources import BACKGROUND_COLORS, Source
+        """The viewer's first view of the run (``of_subject``)."""
+        from fieldkit.export.subject import open_subject
 
-        cfg = read_config(run_dir)
-        norm = Normalisation.from_dict(cfg["normalisation"])
-        bg = BACKGROUND_COLORS.get(cfg.get("train", {}).get("background"), (1.0, 1.0, 1.0))
-        source = Source(label=Path(run_dir).name, model=None, run_dir=Path(run_dir),
-                        normalisation=norm, cameras=run_train_cameras(run_dir), background=bg)
-        return replace(cls.of_source(source), normalisation=norm)
+        return cls.of_subject(open_subject(run_dir))
+
+    @classmethod
+    def of_subject(cls, subject) -> PageView:
+        """The viewer's first view of an export's ``Subject`` (a run, or a splat file opened in
+        its box): its first training camera (or view), looking at the point its cameras look
+        at, +z up (a run's normalisation turns the capture upright), in its box."""
+        from fieldkit.viewer.sources import Source
+
+        source = Source(label=subject.label, model=None, run_dir=subject.run_dir,
+                        normalisation=subject.normalisation, cameras=subject.cameras,
+                        background=subject.background)
+        return replace(cls.of_source(source), normalisation=subject.normalisation)
 
     @classmethod
     def of_source(cls, source) -> PageView:

@@ -104,6 +104,18 @@ def render_path_video(session, path, out: Path, progress) -> Path:
     return out
 
 
+def export_source(session):
+    """What an export reads: the run folder (``checkpointed_run``), or the splat file shown,
+    opened as it was placed (an export ``Subject``; the viewer's crop box is in its
+    coordinates, as ``Subject.take_crop`` takes it)."""
+    from fieldkit.export.subject import open_subject
+
+    src = session.viewer.sources[0]
+    if src.run_dir is None and getattr(src, "ply_path", None) is not None:
+        return open_subject(src.ply_path, **src.ply_options)
+    return checkpointed_run(session)
+
+
 def checkpointed_run(session) -> Path:
     """The run folder with the model as it is now (a live trainer saves between steps)."""
     viewer = session.viewer
@@ -140,9 +152,8 @@ def export_mesh_job(session, out: Path, resolution: int, progress,
     from fieldkit.export.run import export_run
 
     progress(None)
-    run_dir = checkpointed_run(session)
     method = method or ("tsdf" if session.viewer.sources[0].is_splat else "mc")
-    return export_run("mesh", run_dir, out, method, resolution,
+    return export_run("mesh", export_source(session), out, method, resolution,
                       crop=session.view.settings.crop, page=page_view(session))[0]
 
 
@@ -151,7 +162,7 @@ def export_points_job(session, out: Path, num: int, progress) -> Path:
     from fieldkit.export.run import export_run
 
     progress(None)
-    return export_run("points", checkpointed_run(session), out, num=num,
+    return export_run("points", export_source(session), out, num=num,
                       crop=session.view.settings.crop, page=page_view(session))[0]
 
 

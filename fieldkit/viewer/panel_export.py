@@ -13,7 +13,7 @@ from fieldkit.viewer.jobs import (export_mesh_job, export_points_job, export_spl
 def build_export_panel(session) -> None:
     viewer, gui, h = session.viewer, session.client.gui, session.handles
     src = viewer.sources[0]
-    has_run = src.run_dir is not None
+    has_run = src.run_dir is not None or src.ply_path is not None   # or a splat file
     with gui.add_folder("Export", expand_by_default=False):
         if len(viewer.sources) == 2:
             gui.add_markdown(f"exports the left model, **{src.label}**")

@@ -49,6 +49,9 @@ class Source:
     """Default background colour (the run's evaluation background)."""
     ply_path: Path | None = None
     """The .ply file of a ``from_ply`` source."""
+    ply_options: dict = field(default_factory=dict)
+    """How a ``from_ply`` source was placed (its scene, downscale and ply_transform as given):
+    exports open the file again the same way (``fieldkit/export/subject.py``)."""
     origin: np.ndarray | None = None
     """[3] centre of a .ply's opaque Gaussians, in its own coordinates (None: the box origin)."""
     trainer: object | None = None
@@ -100,6 +103,7 @@ class Source:
         from fieldkit.splats.foreign import antialiased_of, dataset_world, read_splats
         from fieldkit.splats.ply import sh_degree_of
 
+        options = {"scene": scene, "downscale": downscale, "ply_transform": ply_transform}
         params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
@@ -116,6 +120,7 @@ class Source:
         else:
             cameras, scene_path, downscale = _gs_cameras_for(Path(path))
         return cls(label=label or Path(path).name, model=model, ply_path=Path(path),
+                   ply_options=options,
                    origin=np.asarray(frame.center, dtype=np.float64), cameras=cameras,
                    scene_path=scene_path, downscale=downscale)
 
@@ -261,7 +266,8 @@ class Source:
         return Source(label=self.label, model=model, run_dir=self.run_dir,
                       normalisation=self.normalisation, cameras=self.cameras,
                       scene_path=self.scene_path, downscale=self.downscale,
-                      background=self.background, ply_path=self.ply_path, origin=self.origin)
+                      background=self.background, ply_path=self.ply_path,
+                      ply_options=self.ply_options, origin=self.origin)
 
 
 def _gs_cameras_for(ply: Path) -> tuple[Cameras | None, Path | None, int]:

@@ -112,4 +112,4 @@ def test_bad_mesh_requests_are_one_line_errors(demo_run, tmp_path, capsys):
                  "--threshold", "1e9"]) == 1
     assert "no density reaches the threshold" in capsys.readouterr().err
     assert main(["export", "mesh", str(tmp_path), "--out", str(tmp_path / "m.ply")]) == 1
-    assert "is not a fieldkit run" in capsys.readouterr().err
+    assert "is neither a fieldkit run" in capsys.readouterr().err
