@@ -21,10 +21,11 @@ class Eval:
 
 @dataclass
 class Render:
-    """Render a video along a camera path."""
+    """Render a video along a camera path, of a run or a splat file."""
 
     run_dir: Positional[Path]
-    """Run directory."""
+    """Run directory, or a splat file of any trainer or its folder (as `fieldkit export`
+    takes them)."""
     out: Path
     """Output video file (.mp4)."""
     path: str = "orbit"
@@ -46,7 +47,14 @@ class Render:
     """Vertical field of view in degrees (default: the camera path's own)."""
     crop: Crop = None
     """Show only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's Crop
-    box panel shows them)."""
+    box panel shows them; a splat file's own coordinates)."""
+    scene: Path | None = None
+    """A splat file's dataset, as for `fieldkit export` (its cameras give the paths; --path
+    test needs it)."""
+    downscale: int = 1
+    """A splat file's views: the image downscale of --scene's cameras."""
+    ply_transform: Path | None = None
+    """A splat file's frame, as for `fieldkit export`."""
 
     def run(self) -> None:
         from fieldkit.export.render import render_video
@@ -54,7 +62,8 @@ class Render:
 
         out = render_video(self.run_dir, self.out, self.path, self.frames, self.fps, self.width,
                            self.height, self.depth, self.output, self.fov,
-                           CropBox.from_flat(self.crop))
+                           CropBox.from_flat(self.crop), scene=self.scene,
+                           downscale=self.downscale, ply_transform=self.ply_transform)
         print(f"video      {out}")
 
 

@@ -65,6 +65,9 @@ class FieldDistillTrainer(Trainer):
         self.generator = torch.Generator().manual_seed(distill.seed + 1)
         self._stage: int | None = None
         self.point_bank: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self.bank_points: int | None = None
+        """Points the stage-1 bank keeps once its timing decided (saved with checkpoints, so
+        that a resume answers the same bank)."""
         self.points_per_step = distill.points_per_step or self.target_samples
         """Stage-1 points a step: the config's, else as many as the student's ray samples."""
         self.stage2_points = distill.stage2_points or self.target_samples // 2
@@ -77,7 +80,8 @@ class FieldDistillTrainer(Trainer):
         tensors = {**tensors, "distill_rng": self.generator.get_state()}
         if self.bank.error is not None:
             tensors["bank_error"] = self.bank.error
-        return tensors, {**extra, "distill_stage": self._stage}
+        return tensors, {**extra, "distill_stage": self._stage,
+                         "point_bank_points": self.bank_points}
 
     def restore_state(self, tensors: dict[str, Tensor], extra: dict) -> None:
         if "distill_rng" in tensors:  # checkpoints written before it was saved lack it
@@ -85,6 +89,7 @@ class FieldDistillTrainer(Trainer):
         if "bank_error" in tensors:
             self.bank.error = tensors["bank_error"].float().cpu().clone()
         self._stage = extra.get("distill_stage")
+        self.bank_points = extra.get("point_bank_points")
 
     def update_grid(self) -> None:
         """No warm-up of full refreshes: the grid starts from the teacher's, so the sampled
@@ -135,25 +140,27 @@ class FieldDistillTrainer(Trainer):
 
     def answer_bank(self, pts: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(points, dirs, teacher colour, teacher density) of the first of ``pts`` [n, 3] that
-        the teacher answers within POINT_BANK_SHARE of a time budget (all without one)."""
-        size, budget = len(pts), self.config.max_time
+        the teacher answers within POINT_BANK_SHARE of a time budget (all without one; as many
+        as before for a resumed run, ``bank_points``)."""
+        size, budget, fixed = len(pts), self.config.max_time, self.bank_points
         # mixed, so that the timed first points cost what the rest do (the draw puts surface,
         # mass and uniform points in blocks); a fixed order: a resume draws the same bank
         order = torch.randperm(size, generator=torch.Generator().manual_seed(0)).to(pts.device)
         pts, dirs = pts[order], dirs[order]
         if self.teacher.is_splat:
             self.teacher.cells()   # registered once, before the timing
-        keep, done, t0 = size, 0, time.perf_counter()
+        keep, done, t0 = size if fixed is None else min(size, fixed), 0, time.perf_counter()
         answers: list[tuple[Tensor, Tensor]] = []
         while done < keep:
             end = min(done + POINT_BANK_CHUNK, keep)
             answers.append(self.teacher.query(pts[done:end], dirs[done:end]))
             done = end
-            if budget and done == min(POINT_BANK_CHUNK, size) and done < size:
+            if budget and fixed is None and done == min(POINT_BANK_CHUNK, size) and done < size:
                 each = (time.perf_counter() - t0) / done
                 fit = int(POINT_BANK_SHARE * budget / max(each, 1e-12))
                 keep = max(min(POINT_BANK_MIN, size), min(size, fit))
-        if keep < size:
+        self.bank_points = keep
+        if keep < size and fixed is None:
             warn(f"the splat teacher's stage-1 point bank was cut to {keep:,} of {size:,} "
                  f"points to fit the time budget ({(time.perf_counter() - t0) / keep * 1e3:.2g}"
                  " ms a point); a longer --max-time gives the student more")

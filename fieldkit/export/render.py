@@ -1,5 +1,6 @@
 """`fieldkit render RUN`: a video along a camera path (orbit, spiral, a smooth path through the
-training cameras, the test views or a JSON file)."""
+training cameras, the test views or a JSON file), of a run or of a splat file
+(``fieldkit/export/subject.py``)."""
 from __future__ import annotations
 
 import math
@@ -15,23 +16,25 @@ from fieldkit.errors import FieldkitError
 from fieldkit.export.paths import load_path_json, orbit_path, spiral_path
 from fieldkit.export.video import colorize_depth, to_uint8, write_video
 from fieldkit.progress import progress_iter
-from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.render.crop import CropBox, crop_model
-from fieldkit.train.run import load_model, read_config, run_train_cameras
+from fieldkit.export.subject import open_subject
 
 COMPILE_MIN_PIXELS = 1 << 22
 """Videos of at least this many pixels in all compile hash grids for CPU rendering first."""
 
 
-def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
+def camera_path(source, path: str, frames: int, width: int | None,
                 height: int | None) -> Cameras:
-    """Cameras (box coordinates) of a named path or a camera-path JSON file."""
+    """Cameras (box coordinates) of a named path or a camera-path JSON file, for ``source`` (a
+    run folder or an export ``Subject``). A splat file's JSON path is in the file's own
+    coordinates, as the viewer shows the file and saves its paths."""
+    subject = open_subject(source)
     if path == "test":
-        cfg = read_config(run_dir)
+        cfg = subject.config
         if not cfg.get("scene") or not Path(cfg["scene"]).is_dir():
             raise FieldkitError(f"--path test needs the test cameras of the run's scene, which "
                                 f"is not on disk ({cfg.get('scene') or 'none'}); use orbit, "
-                                "spiral or interp")
+                                "spiral or interp (or give a splat file its --scene)")
         cameras, splits, _ = load_cameras(cfg["scene"], downscale=cfg["downscale"])
         test = cameras[splits.get("test", splits["train"])]
         if width or height:
@@ -39,7 +42,7 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
             h = torch.full((len(test),), height or int(test.height[0]))
             test = test.resized(w, h)
         return test
-    train = run_train_cameras(run_dir)
+    train = subject.cameras
     if path == "orbit":
         return orbit_path(train, frames, width, height)
     if path == "spiral":
@@ -49,6 +52,9 @@ def camera_path(run_dir: Path, path: str, frames: int, width: int | None,
 
         return interpolated_path(train, frames, width=width, height=height)
     if path.endswith(".json"):
+        if subject.is_file:
+            own = load_path_json(Path(path), train.to_world(subject.normalisation), width, height)
+            return own.to_box(subject.normalisation)
         return load_path_json(Path(path), train, width, height)
     raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, interp, test or a "
                         ".json file")
@@ -66,24 +72,26 @@ def with_fov(cams: Cameras, fov_deg: float) -> Cameras:
     return Cameras(cams.c2w, K, cams.width, cams.height, None)
 
 
-def render_video(run_dir: Path, out: Path, path: str = "orbit", frames: int = 120,
+def render_video(source, out: Path, path: str = "orbit", frames: int = 120,
                  fps: int = 30, width: int | None = None, height: int | None = None,
                  depth: bool = False, output: str | None = None,
-                 fov: float | None = None, crop: CropBox | None = None) -> Path:
-    """Render the frames of a camera path and encode them. ``output``: rgb, depth (colour
-    mapped) or both (side by side); ``depth=True`` is the same as ``output="both"``. ``fov``:
-    vertical field of view in degrees (default: the path's own). ``crop``: show only what
-    lies in this box (box coordinates)."""
+                 fov: float | None = None, crop: CropBox | None = None,
+                 scene: Path | None = None, downscale: int = 1,
+                 ply_transform: Path | None = None) -> Path:
+    """Render the frames of a camera path and encode them. ``source``: a run folder, or a
+    splat file or another trainer's folder (opened with ``scene``, ``downscale`` and
+    ``ply_transform`` as ``open_subject`` opens it). ``output``: rgb, depth (colour mapped) or
+    both (side by side); ``depth=True`` is the same as ``output="both"``. ``fov``: vertical
+    field of view in degrees (default: the path's own). ``crop``: show only what lies in this
+    box (a run's box coordinates; a splat file's own, ``Subject.take_crop``)."""
     output = output or ("both" if depth else "rgb")
     if output not in ("rgb", "depth", "both"):
         raise FieldkitError(f"--output must be rgb, depth or both, not {output!r}")
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    model = crop_model(load_model(run_dir), crop, str(run_dir))
+    subject = open_subject(source, scene, downscale, ply_transform)
+    model = crop_model(subject.model, subject.take_crop(crop), subject.label)
     model.eval()
-    name = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
-    bg = torch.tensor(BACKGROUNDS[name])
-    cams = camera_path(run_dir, path, frames, width, height)
+    bg = torch.tensor(subject.background)
+    cams = camera_path(subject, path, frames, width, height)
     if fov is not None:
         cams = with_fov(cams, fov)
     if len(cams) * int(cams.width[0]) * int(cams.height[0]) >= COMPILE_MIN_PIXELS:

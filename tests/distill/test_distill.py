@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,7 @@ def test_a_slow_splat_teachers_point_bank_fits_the_time_budget(monkeypatch):
     def trainer_with(config):
         trainer = object.__new__(field.FieldDistillTrainer)
         trainer.teacher, trainer.point_bank, trainer.config = SlowSplats(), None, config
+        trainer.bank_points = None
         trainer.distill = DistillConfig(point_bank=20000)
         trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
         trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
@@ -275,6 +277,15 @@ def test_a_slow_splat_teachers_point_bank_fits_the_time_budget(monkeypatch):
     trainer = trainer_with(TrainConfig(max_steps=10))    # no time budget: every point
     trainer.point_targets(64)
     assert len(trainer.point_bank[0]) == 20000 == SlowSplats.asked
+    # a resume answers the bank the run had, whatever the time budget says now
+    extra = {"distill_stage": 1, "point_bank_points": 1700}
+    for now in (TrainConfig(max_time=0.05), TrainConfig(max_time=1e6)):
+        resumed = trainer_with(now)
+        resumed.restore_state({}, extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resumed.point_targets(64)
+        assert len(resumed.point_bank[0]) == 1700
 
 
 def test_resume_continues_an_interrupted_distillation_with_its_crop(demo_run, tmp_path):

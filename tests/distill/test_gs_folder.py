@@ -3,6 +3,7 @@ cameras rather than from a sphere of views."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def test_a_3dgs_folder_distillation_downscales_and_resumes(moved_folder, tmp_pat
     widths = load_tensors(out / "cameras.safetensors")["width"]
     full = read_cameras_json(moved_folder / "cameras.json")["width"]
     assert (widths.numpy() == np.round(full / 2)).all()
+    # the stage-1 point bank's length is saved, so that the resume answers the same bank
+    assert re.search(r'"point_bank_points": [1-9]', (out / "checkpoint" / "state.json").read_text())
     assert main(args + ["--max-steps", "10", "--resume"]) == 0
     report = json.loads((out / "distill.json").read_text())
     assert report["cameras"] == "3dgs" and report["student"]["steps"] == 10
