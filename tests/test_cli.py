@@ -54,7 +54,7 @@ def test_scene_info_on_real_scenes(capsys, name, fmt, images, points):
 def test_eval_and_render_of_a_folder_that_is_no_run(capsys, argv):
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is not a fieldkit run (no config.json)" in err
+    assert err.count("\n") == 1 and "nowhere does not exist; pass a run folder" in err
 
 
 def test_bad_option_value_exits_with_usage_error(capsys):

@@ -16,9 +16,13 @@ def report_eval(run_dir: Path) -> None:
     """Evaluate a run on its test views and print the one-line summary."""
     from fieldkit.train.evaluate import evaluate_run
 
-    m = evaluate_run(run_dir)
-    print(f"metrics    {Path(run_dir) / 'metrics.json'}: PSNR {m['psnr']:.2f} dB, "
-          f"SSIM {m['ssim']:.4f} on {m['num_views']} {m['split']} views")
+    print_metrics(Path(run_dir) / "metrics.json", evaluate_run(run_dir))
+
+
+def print_metrics(path: Path, m: dict) -> None:
+    """The one-line summary of an evaluation written to ``path``."""
+    print(f"metrics    {path}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on "
+          f"{m['num_views']} {m['split']} views")
 
 
 def serve_until_ctrl_c(live) -> None:

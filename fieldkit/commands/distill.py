@@ -74,8 +74,9 @@ class Distill(ModelOptions):
     """Viewer port."""
     crop: Crop = None
     """Distil only what lies in the box X0 Y0 Z0 X1 Y1 Z1 (box coordinates, as the viewer's
-    Crop box panel shows them): the teacher is cropped first (a field's density is zero
-    outside, a splat teacher keeps the Gaussians whose centres lie inside)."""
+    Crop box panel shows them; a splat file's own coordinates, as `fieldkit view FILE` shows
+    them): the teacher is cropped first (a field's density is zero outside, a splat teacher
+    keeps the Gaussians whose centres lie inside)."""
     lr: float | None = None
     """Peak Adam learning rate of the student (default: its model's own); for splat, a
     multiplier of its per-parameter rates."""

@@ -5,18 +5,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fieldkit.commands.common import Crop, Positional, report_eval
+from fieldkit.commands.common import Crop, Positional, print_metrics, report_eval
+from fieldkit.errors import FieldkitError
 
 
 @dataclass
 class Eval:
-    """Evaluate a run on its test views; writes RUN/metrics.json."""
+    """Evaluate a run on its test views; writes RUN/metrics.json. Or a splat file of any
+    trainer, on its dataset's test photos."""
 
     run_dir: Positional[Path]
-    """Run directory."""
+    """Run directory, or a splat file of any trainer or its folder (as `fieldkit export`
+    takes them) with its dataset (--scene, unless its folder names it)."""
+    scene: Path | None = None
+    """A splat file's dataset, in whose world units it is: its test photos are the reference
+    (as `fieldkit distill --scene`)."""
+    downscale: int = 1
+    """A splat file's dataset: the image downscale of its photos."""
+    ply_transform: Path | None = None
+    """A splat file's frame, as for `fieldkit export`."""
+    out: Path | None = None
+    """A splat file's results: metrics.json and renders/test/ (default: NAME-eval beside
+    it)."""
 
     def run(self) -> None:
-        report_eval(self.run_dir)
+        from fieldkit.export.subject import check_exists, is_splat_path
+
+        check_exists(self.run_dir)
+        if not is_splat_path(self.run_dir):
+            if self.scene is not None or self.ply_transform is not None or self.out is not None:
+                raise FieldkitError("--scene, --ply-transform and --out are for a splat file; a "
+                                    "run is evaluated on its own scene, into RUN/metrics.json")
+            report_eval(self.run_dir)
+            return
+        from fieldkit.train.evaluate import evaluate_file
+
+        m, out = evaluate_file(self.run_dir, self.scene, self.downscale, self.ply_transform,
+                               self.out)
+        print_metrics(out / "metrics.json", m)
 
 
 @dataclass

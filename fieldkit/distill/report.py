@@ -120,5 +120,6 @@ def print_report(report: dict) -> None:
     Console().print(table)
     if report.get("crop"):
         box = " ".join(f"{v:g}" for v in report["crop"])
-        print(f"both cropped to the box {box} (box coordinates); the photos show the whole "
-              "scene")
+        frame = "the file's own coordinates" if report.get("crop_in") == "file" else \
+            "box coordinates"
+        print(f"both cropped to the box {box} ({frame}); the photos show the whole scene")

@@ -161,7 +161,13 @@ class Distillation:
             raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                                 "to start a new one")
         source = open_teacher(teacher_run, device, scene, downscale, ply_transform)
-        crop_model(source.model, crop, f"the teacher {teacher_run}")
+        if source.is_ply:   # in the file's own coordinates, as `fieldkit view` shows it
+            from fieldkit.export.subject import crop_file_splats
+
+            crop_file_splats(source.model, Normalisation.from_dict(source.config[
+                "normalisation"]), crop, Path(teacher_run).name)
+        else:
+            crop_model(source.model, crop, f"the teacher {teacher_run}")
         tcfg, cams, cam_source, t_seconds = (source.config, source.cameras, source.camera_source,
                                              source.train_seconds)
         initial = None   # Gaussians a splat student starts from
@@ -263,7 +269,8 @@ class Distillation:
                         "steps": trainer.step_count,
                         **({"initial_gaussians": initial} if initial is not None else {})},
             "cameras": source.camera_source,
-            **({"crop": self.crop.flat()} if self.crop is not None else {}),
+            **({"crop": self.crop.flat(), "crop_in": "file" if source.is_ply else "box"}
+               if self.crop is not None else {}),
             "teacher_seconds_per_frame": self.teacher_frame,
             "targets": {"rendered": budget.made, "cut": budget.cuts},
             "vs_teacher": versus_teacher(student, views),

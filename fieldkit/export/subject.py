@@ -59,25 +59,42 @@ class Subject:
     def take_crop(self, crop: CropBox | None) -> CropBox | None:
         """Apply ``crop`` in the coordinates it is given in; returns what is left for the
         export to apply. A run's crop is in its box coordinates (the viewer's Crop box panel):
-        returned as is. A splat file's is in the file's own coordinates (its dataset's world
-        when it was brought there), where ``fieldkit view`` shows it: its Gaussians whose
-        centres lie outside are dropped here, and None is returned."""
+        returned as is. A splat file's is in the file's own coordinates
+        (``crop_file_splats``): applied here, and None is returned."""
         if crop is None or not self.is_file:
             return crop
-        if not all(a < b for a, b in zip(crop.lo, crop.hi)):
-            raise FieldkitError(f"the crop box's minimum corner {crop.lo} must lie below its "
-                                f"maximum corner {crop.hi} on every axis")
-        params = self.model.export_params()
-        world = self.normalisation.to_world(params["means"].double())
-        keep = crop.inside(world)
-        if not bool(keep.any()):
-            lo, hi = world.min(0).values.tolist(), world.max(0).values.tolist()
-            raise FieldkitError(
-                f"--crop holds none of the {len(world):,} Gaussians of {self.label}, which lie "
-                f"in {' '.join(f'{v:.3g}' for v in lo)} {' '.join(f'{v:.3g}' for v in hi)} "
-                "(the file's own coordinates, as `fieldkit view` shows them)")
-        self.model.set_gaussians({k: v[keep] for k, v in params.items()})
+        crop_file_splats(self.model, self.normalisation, crop, self.label)
         return None
+
+
+def crop_file_splats(model: torch.nn.Module, normalisation: Normalisation,
+                     crop: CropBox | None, label: str) -> None:
+    """Keep the Gaussians of a splat file's ``model`` (in the box ``normalisation`` maps its
+    world to) whose centres lie in ``crop``, given in the file's own coordinates (its
+    dataset's world when it was brought there), where ``fieldkit view`` shows the file and
+    its Crop box panel reads; in place. A one-line error when none is left."""
+    if crop is None:
+        return
+    if not all(a < b for a, b in zip(crop.lo, crop.hi)):
+        raise FieldkitError(f"the crop box's minimum corner {crop.lo} must lie below its "
+                            f"maximum corner {crop.hi} on every axis")
+    params = model.export_params()
+    world = normalisation.to_world(params["means"].double())
+    keep = crop.inside(world)
+    if not bool(keep.any()):
+        lo, hi = world.min(0).values.tolist(), world.max(0).values.tolist()
+        raise FieldkitError(
+            f"--crop holds none of the {len(world):,} Gaussians of {label}, which lie in "
+            f"{' '.join(f'{v:.3g}' for v in lo)} {' '.join(f'{v:.3g}' for v in hi)} (the "
+            "file's own coordinates, as `fieldkit view` shows them)")
+    model.set_gaussians({k: v[keep] for k, v in params.items()})
+
+
+def check_exists(path: Path) -> None:
+    """A one-line error when ``path`` (a run or a splat file) is not there."""
+    if not Path(path).exists():
+        raise FieldkitError(f"{path} does not exist; pass a run folder or a splat file "
+                            f"({', '.join(SPLAT_FILES)})")
 
 
 def is_splat_path(path: Path) -> bool:
@@ -103,9 +120,7 @@ def open_subject(source: Path | Subject, scene: Path | None = None, downscale: i
         teacher = open_teacher(path, "cpu", scene, downscale, ply_transform)
         return Subject(path.name, teacher.model, Normalisation.from_dict(
             teacher.config["normalisation"]), teacher.cameras, teacher.config)
-    if not path.exists():
-        raise FieldkitError(f"{path} does not exist; pass a run folder or a splat file "
-                            f"({', '.join(SPLAT_FILES)})")
+    check_exists(path)
     if path.is_dir() and not (path / "config.json").is_file():
         raise FieldkitError(f"{path} is neither a fieldkit run (no config.json) nor a splat "
                             "trainer's output folder; pass a run folder or a splat file")

@@ -24,11 +24,41 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
     cfg = read_config(run_dir)
     scene = scene or load_run_scene(run_dir)
     model = model or load_model(run_dir)
-    model.eval()
     background = "white" if cfg["train"]["background"] == "random" else cfg["train"]["background"]
+    return evaluate_model(model, scene, background, run_dir, split, save_renders)
+
+
+def evaluate_file(path: Path, scene: Path | None = None, downscale: int = 1,
+                  ply_transform: Path | None = None, out: Path | None = None,
+                  split: str = "test") -> tuple[dict, Path]:
+    """Evaluate a splat file of any trainer (or its folder) on the test photos of its
+    dataset (``scene``, or the one its folder names; ``fieldkit/export/subject.py``), on a
+    white background: (metrics, folder written: ``out``, default ``<name>-eval`` beside it,
+    with metrics.json and renders/<split>/)."""
+    from fieldkit.errors import FieldkitError
+    from fieldkit.export.subject import open_subject
+    from fieldkit.train.run import load_scene, scene_for_model
+
+    path = Path(path)
+    subject = open_subject(path, scene, downscale, ply_transform)
+    where = subject.config.get("scene")
+    if not where or not Path(where).is_dir():
+        raise FieldkitError(f"evaluating {path.name} needs the photos of its dataset: pass "
+                            "--scene (and --downscale) as for `fieldkit distill`")
+    photos = scene_for_model(load_scene(where, downscale=int(subject.config["downscale"])),
+                             "splat")
+    out = Path(out) if out is not None else path.with_name(f"{path.stem}-eval")
+    return evaluate_model(subject.model, photos, "white", out, split), out
+
+
+def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder: Path,
+                   split: str = "test", save_renders: bool = True) -> dict:
+    """Render every view of ``split`` of ``scene`` on ``background`` (white or black); write
+    FOLDER/metrics.json and FOLDER/renders/<split>/."""
+    model.eval()
     device = next(model.parameters()).device
     bg = torch.tensor(BACKGROUNDS[background])
-    out_dir = run_dir / "renders" / split
+    out_dir = Path(folder) / "renders" / split
     out_dir.mkdir(parents=True, exist_ok=True)
     views = scene.split(split).tolist()
     per_view, seconds = [], 0.0
@@ -52,5 +82,5 @@ def evaluate_run(run_dir: Path, split: str = "test", save_renders: bool = True,
         "seconds_per_view": seconds / max(1, len(views)),
         "per_view": per_view,
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    atomic_write_json(Path(folder) / "metrics.json", metrics)
     return metrics

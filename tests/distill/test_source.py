@@ -202,3 +202,21 @@ def test_ply_transform_is_for_a_ply(capsys, demo_run, tmp_path):
                  str(tmp_path / "t.json")]) != 0
     err = capsys.readouterr().err
     assert "--ply-transform is for a .ply teacher" in err and err.count("\n") == 1
+
+
+def test_a_ply_teachers_crop_is_in_the_files_own_coordinates(demo_ply, tmp_path):
+    """`distill FILE --crop` takes the box in the file's own coordinates, as `fieldkit view
+    FILE` shows it and `fieldkit export FILE` takes it, not in the box the file is distilled
+    in: the teacher keeps exactly the Gaussians whose centres lie inside."""
+    from fieldkit.render.crop import CropBox
+
+    lo, hi = (-2.0, -2.0, 0.2), (2.0, 2.0, 2.0)
+    src = read_splat_ply(demo_ply)
+    inside = ((src["means"] >= torch.tensor(lo)) & (src["means"] <= torch.tensor(hi))).all(-1)
+    per_gaussian = sum(v[0].numel() for v in src.values())
+    small = replace(FAST, view_scale=0.25, bank_views=8, held_out_views=2, gt_views=0)
+    report = distill(demo_ply, "hashgrid", tmp_path / "top", _train(2), small, quiet=True,
+                     crop=CropBox(lo, hi))
+    assert 0 < int(inside.sum()) < 0.8 * len(inside)
+    assert report["teacher"]["num_params"] == int(inside.sum()) * per_gaussian
+    assert report["crop"] == [*lo, *hi] and report["crop_in"] == "file"
