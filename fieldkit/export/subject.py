@@ -51,10 +51,10 @@ class Subject:
     @property
     def background(self) -> tuple[float, float, float]:
         """The run's evaluation background (white for a file)."""
-        from fieldkit.viewer.sources import BACKGROUND_COLORS
+        from fieldkit.train.rays import BACKGROUNDS
 
         name = self.config.get("train", {}).get("background", "white")
-        return BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0))
+        return BACKGROUNDS.get(name, BACKGROUNDS["white"])   # random: white
 
     def take_crop(self, crop: CropBox | None) -> CropBox | None:
         """Apply ``crop`` in the coordinates it is given in; returns what is left for the

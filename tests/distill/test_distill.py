@@ -216,7 +216,7 @@ def test_a_field_teachers_point_bank_is_asked_once():
             return pts * 0.5, pts[:, 0].abs()      # rgb, density: functions of the point
 
     trainer = object.__new__(FieldDistillTrainer)
-    trainer.teacher, trainer.point_bank = FieldTeacher(), None
+    trainer.teacher, trainer.point_bank, trainer.bank_points = FieldTeacher(), None, None
     trainer.distill, trainer.config = DistillConfig(point_bank=1000), TrainConfig(max_time=60)
     trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
     trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
