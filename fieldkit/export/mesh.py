@@ -20,7 +20,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.web_page import PageView, is_page, mesh_page
 from fieldkit.progress import progress_iter
-from fieldkit.render.crop import CropBox, crop_model
+from fieldkit.render.crop import CropBox
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".html")
 """Mesh files `export mesh` writes (.html: a self-contained web page, ``web_page.py``)."""
@@ -256,10 +256,10 @@ def export_mesh(source, out: Path, config: MeshConfig, page: PageView | None = N
     """Mesh of a run's model (``source``: a run folder or an export ``Subject``) in world
     units, written to ``out`` (a web page opens at ``page``, default the run's first view);
     returns (path, mesh)."""
-    from fieldkit.export.subject import open_subject
+    from fieldkit.export.subject import cropped, open_subject
 
     check_suffix(out, MESH_SUFFIXES)   # before the (long) extraction
     subject = open_subject(source)
-    model = crop_model(subject.model, config.crop, subject.label)
-    mesh = extract_mesh(model, config, subject.normalisation)
+    config = cropped(subject, config)
+    mesh = extract_mesh(subject.model, config, subject.normalisation)
     return write_mesh(mesh, out, subject, page), mesh

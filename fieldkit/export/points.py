@@ -18,7 +18,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import check_suffix, require_open3d
 from fieldkit.progress import progress_iter
-from fieldkit.render.crop import CropBox, crop_model
+from fieldkit.render.crop import CropBox
 
 
 @dataclass
@@ -102,13 +102,13 @@ def export_points(source, out: Path, config: PointsConfig, page=None):
     """Point cloud of a run or a splat file (``source``: its path or an export ``Subject``) in
     world units written to ``out`` (.ply, or .html: a web page opening at ``page``, default its
     first view); returns (path, cloud)."""
-    from fieldkit.export.subject import open_subject
+    from fieldkit.export.subject import cropped, open_subject
     from fieldkit.export.web_page import PageView, is_page, points_page
 
     out = check_suffix(out, (".ply", ".html"))
     subject = open_subject(source)
-    model = crop_model(subject.model, config.crop, subject.label)
-    cloud = extract_points(model, subject.cameras, config, subject.normalisation)
+    config = cropped(subject, config)
+    cloud = extract_points(subject.model, subject.cameras, config, subject.normalisation)
     if is_page(out):
         return points_page(out, cloud, page or PageView.of_subject(subject), subject.label), cloud
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import _clean, require_open3d
 from fieldkit.export.points import PointsConfig, extract_points
-from fieldkit.render.crop import CropBox, crop_model
+from fieldkit.render.crop import CropBox
 
 
 @dataclass
@@ -72,10 +72,10 @@ def export_mesh_poisson(source, out, config: PoissonConfig, page=None):
     """Poisson mesh of a run or a splat file (``source``: its path or an export ``Subject``) in
     world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
-    from fieldkit.export.subject import open_subject
+    from fieldkit.export.subject import cropped, open_subject
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) reconstruction
     subject = open_subject(source)
-    model = crop_model(subject.model, config.crop, subject.label)
-    mesh = extract_mesh_poisson(model, subject.cameras, config, subject.normalisation)
+    config = cropped(subject, config)
+    mesh = extract_mesh_poisson(subject.model, subject.cameras, config, subject.normalisation)
     return write_mesh(mesh, out, subject, page), mesh

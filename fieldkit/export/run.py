@@ -82,7 +82,6 @@ def export_run(kind: str, source, out: Path, method: str | None = None, resoluti
     subject = open_subject(source, scene, downscale, ply_transform)
     units = "box coordinates" if is_page(out) else "world units"
     units += "" if crop is None else ", inside the crop box"
-    crop = subject.take_crop(crop)
     if kind == "points":
         from fieldkit.export.points import PointsConfig, export_points
 

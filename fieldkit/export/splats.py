@@ -135,7 +135,7 @@ def export_splats(source, out: Path, spz_sh_bits: int | None = None,
         raise FieldkitError(f"{name} holds a {model.kind} model; `export splats` needs a splat "
                             f"run (train one with --model splat, or convert this one with "
                             f"`fieldkit distill {name} --to splat`)")
-    crop_model(model, crop, subject.label)
+    crop_model(model, subject.take_crop(crop), subject.label)   # a file's: its own frame
     norm = subject.normalisation
     params = keep.apply(model.export_params())
     n = len(params["means"])

@@ -67,6 +67,20 @@ class Subject:
         return None
 
 
+def cropped(subject: Subject, config):
+    """An export's ``config`` (a dataclass with a ``crop``) once its crop is applied to the
+    subject's model, in place: a splat file's in its own coordinates (``take_crop``; the
+    returned config has no crop left), a run's in its box (``crop_model``; the config keeps
+    it, for the lattice of marching cubes and the points' filter)."""
+    from dataclasses import replace
+
+    from fieldkit.render.crop import crop_model
+
+    crop = subject.take_crop(config.crop)
+    crop_model(subject.model, crop, subject.label)
+    return replace(config, crop=crop)
+
+
 def crop_file_splats(model: torch.nn.Module, normalisation: Normalisation,
                      crop: CropBox | None, label: str) -> None:
     """Keep the Gaussians of a splat file's ``model`` (in the box ``normalisation`` maps its

@@ -19,7 +19,7 @@ from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 from fieldkit.export.mesh import _clean, require_open3d
 from fieldkit.progress import progress_iter
-from fieldkit.render.crop import CropBox, crop_model
+from fieldkit.render.crop import CropBox
 
 
 @dataclass
@@ -108,10 +108,10 @@ def export_mesh_tsdf(source, out, config: TsdfConfig, page=None):
     """TSDF mesh of a run or a splat file (``source``: its path or an export ``Subject``) in
     world units written to ``out``; returns (path, mesh)."""
     from fieldkit.export.mesh import MESH_SUFFIXES, check_suffix, write_mesh
-    from fieldkit.export.subject import open_subject
+    from fieldkit.export.subject import cropped, open_subject
 
     check_suffix(out, MESH_SUFFIXES)  # before the (long) fusion
     subject = open_subject(source)
-    model = crop_model(subject.model, config.crop, subject.label)
-    mesh = extract_mesh_tsdf(model, subject.cameras, config, subject.normalisation)
+    config = cropped(subject, config)
+    mesh = extract_mesh_tsdf(subject.model, subject.cameras, config, subject.normalisation)
     return write_mesh(mesh, out, subject, page), mesh
