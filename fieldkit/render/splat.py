@@ -14,7 +14,9 @@ One camera at a time, in three stages (the structure of 3DGS and gsplat):
    pixel (a stable sort keeps them front to back) and composited for all pixels at once with a
    segmented exclusive cumsum of log(1 - alpha), stopping where transmittance would fall below
    1e-4 (as 3DGS). The cost follows the pixels the Gaussians actually cover, never pixels x all
-   Gaussians, and autograd gives the backward pass.
+   Gaussians, and autograd gives the backward pass. Views of more than ``KEEP_PAIRS`` box pixels
+   (large images, millions of Gaussians) make their pairs again in the backward pass, one
+   batch of tiles at a time, so that training memory stays bounded.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 ALPHA_MIN = 1.0 / 255.0
 """Pairs fainter than this do not composite (3DGS)."""
@@ -30,6 +33,14 @@ ALPHA_MAX = 0.999
 """Upper clamp of a single Gaussian's alpha (gsplat)."""
 T_MIN = 1e-4
 """A pixel stops accumulating before its transmittance would fall to this (3DGS)."""
+BATCH_PAIRS = 1 << 20
+"""Box pixels a batch of tiles of the differentiable path. Smaller tensors than one batch of the
+whole view: a fox training step at 270 x 480 took 2.2 s instead of 5.8, at 135 x 240 0.49
+instead of 0.71 (``apps/results/splat_memory_cpu``)."""
+KEEP_PAIRS = 1 << 25
+"""Box pixels of a view up to which the differentiable path keeps every (Gaussian, pixel) pair
+for the backward pass (~100 bytes each); above, it makes each batch's pairs again in the
+backward pass (``composite``), ~1.45x the step's time for memory bounded by one batch."""
 EXTENT_MAX = 3.33
 """Largest bounding-box half-size in standard deviations (alpha of an opaque Gaussian there is
 1/255, so this box loses nothing)."""
@@ -212,25 +223,36 @@ def chord_pairs(proj: Projection, g: Tensor, x0: Tensor, x1: Tensor, y0: Tensor,
 
 
 def composite(proj: Projection, bins: TileBins, colors: Tensor, width: int, height: int,
-              background: Tensor | None = None, batch_pairs: int = 1 << 22
-              ) -> dict[str, Tensor]:
+              background: Tensor | None = None, batch_pairs: int = BATCH_PAIRS,
+              keep_pairs: int | None = None) -> dict[str, Tensor]:
     """Front-to-back alpha compositing of the binned Gaussians (differentiable).
 
     colors [N, D]; background [D] or None (black). Returns "rgb" [H, W, D], "depth" [H, W, 1]
     (expected camera z of the visible surface) and "alpha" [H, W, 1]. Pairs are found in
-    batches of tiles of about ``batch_pairs`` box pixels; all of them are kept for the backward
-    pass (rendering without gradients goes through ``splat_render`` in bounded memory).
+    batches of whole tiles of about ``batch_pairs`` box pixels; a batch holds every pair of its
+    pixels, so each is composited on its own. Up to ``keep_pairs`` box pixels a view (None:
+    ``KEEP_PAIRS``), every pair is kept for the backward pass; above, each batch's pairs are
+    made again in the backward pass (``torch.utils.checkpoint``), so memory is bounded by one
+    batch (rendering without gradients goes through ``splat_render``).
     """
     d = colors.shape[1]
     per_gaussian = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
                               proj.depths[:, None], colors], 1)       # [N, 7 + D], small
-    pairs = list(_pair_batches(proj, bins, width, height, batch_pairs))
-    g = (torch.cat([b[0] for b in pairs]) if pairs
-         else torch.zeros(0, dtype=torch.long, device=colors.device))
-    pix = torch.cat([b[1] for b in pairs]) if pairs else g
-    vals, _ = pair_values(per_gaussian, g, pix, width)
-    acc = torch.zeros(height * width, d + 2, dtype=vals.dtype, device=vals.device)
-    return finish(acc.index_add(0, pix, vals), d, width, height, background)
+    box, bounds, total = _tile_batches(proj, bins, width, height, batch_pairs)
+    recompute = total > (KEEP_PAIRS if keep_pairs is None else keep_pairs)
+    acc = per_gaussian.new_zeros(height * width, d + 2)
+    sums, ids = [], []
+    for lo, hi in bounds:
+        t_lo, t_hi = int(bins.tile[lo]), int(bins.tile[hi - 1]) + 1
+        args = (per_gaussian, proj, bins, box, lo, hi, t_lo, t_hi, width)
+        sums.append(checkpoint(_tile_sums, *args, use_reentrant=False) if recompute
+                    else _tile_sums(*args))
+        ids.append(_tile_pixel_ids(bins, t_lo, t_hi, width, height))
+    if sums:
+        ids_all, sums_all = torch.cat(ids), torch.cat(sums)
+        inside = ids_all >= 0
+        acc = acc.index_add(0, ids_all[inside], sums_all[inside])
+    return finish(acc, d, width, height, background)
 
 
 def finish(acc: Tensor, d: int, width: int, height: int, background: Tensor | None
@@ -245,28 +267,62 @@ def finish(acc: Tensor, d: int, width: int, height: int, background: Tensor | No
             "alpha": alpha_img.reshape(height, width, 1)}
 
 
-def _pair_batches(proj: Projection, bins: TileBins, width: int, height: int, batch_pairs: int):
-    """Yields (gaussian [P], pixel [P]) of batches of whole tiles of about ``batch_pairs`` box
-    pixels, each grouped per pixel, front to back within a pixel (no gradient needed)."""
+def _tile_batches(proj: Projection, bins: TileBins, width: int, height: int, batch_pairs: int
+                  ) -> tuple[Tensor, list[tuple[int, int]], int]:
+    """(pixel boxes [N, 4], intersection ranges (lo, hi) of batches of whole tiles of about
+    ``batch_pairs`` box pixels, box pixels of all intersections)."""
     with torch.no_grad():
         box = pixel_boxes(proj, width, height)
         ts, n = bins.tile_size, len(bins.gaussian)
         if n == 0:
-            return
+            return box, [], 0
         tx0 = (bins.tile % bins.tiles_x) * ts
         ty0 = (bins.tile // bins.tiles_x) * ts
         b = box[bins.gaussian]
         area = ((torch.minimum(b[:, 2], tx0 + ts) - torch.maximum(b[:, 0], tx0)).clamp_min(0)
                 * (torch.minimum(b[:, 3], ty0 + ts) - torch.maximum(b[:, 1], ty0)).clamp_min(0))
         cum = torch.cumsum(area, 0)
-        marks = torch.arange(1, int(cum[-1]) // batch_pairs + 1, device=cum.device) * batch_pairs
+        total = int(cum[-1])
+        marks = torch.arange(1, total // batch_pairs + 1, device=cum.device) * batch_pairs
         cuts = bins.offsets[bins.tile[torch.searchsorted(cum, marks).clamp_max(n - 1)]]
         bounds = [0] + torch.unique(cuts).tolist() + [n]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi > lo:
-                g, pix = _row_pairs(proj, bins, box, lo, hi, width)
-                order = torch.argsort(pix, stable=True)
-                yield g[order], pix[order]
+        return box, [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo], total
+
+
+def _batch_pairs(proj: Projection, bins: TileBins, box: Tensor, lo: int, hi: int, width: int
+                 ) -> tuple[Tensor, Tensor]:
+    """(gaussian [P], pixel [P]) of intersections ``lo:hi`` (whole tiles), grouped per pixel,
+    front to back within a pixel (no gradient needed)."""
+    with torch.no_grad():
+        g, pix = _row_pairs(proj, bins, box, lo, hi, width)
+        order = torch.argsort(pix, stable=True)
+        return g[order], pix[order]
+
+
+def _tile_sums(per_gaussian: Tensor, proj: Projection, bins: TileBins, box: Tensor, lo: int,
+               hi: int, t_lo: int, t_hi: int, width: int) -> Tensor:
+    """[(t_hi - t_lo) * tile_size^2, D + 2] per-pixel sums (``pair_values``) of intersections
+    ``lo:hi``, which are those of tiles ``t_lo:t_hi``, in tile-local pixel order
+    (``_tile_pixel_ids``)."""
+    g, pix = _batch_pairs(proj, bins, box, lo, hi, width)
+    vals, _ = pair_values(per_gaussian, g, pix, width)
+    ts = bins.tile_size
+    py, px = pix // width, pix % width
+    tile = (py // ts) * bins.tiles_x + px // ts
+    local = (tile - t_lo) * (ts * ts) + (py % ts) * ts + px % ts
+    return vals.new_zeros((t_hi - t_lo) * ts * ts, vals.shape[1]).index_add(0, local, vals)
+
+
+def _tile_pixel_ids(bins: TileBins, t_lo: int, t_hi: int, width: int, height: int) -> Tensor:
+    """[(t_hi - t_lo) * tile_size^2] image pixel of each tile-local pixel of tiles
+    ``t_lo:t_hi`` (-1 where the tile passes the image's edge)."""
+    ts = bins.tile_size
+    dev = bins.tile.device
+    tile = torch.arange(t_lo, t_hi, device=dev)[:, None]
+    k = torch.arange(ts * ts, device=dev)[None, :]
+    py = (tile // bins.tiles_x) * ts + k // ts
+    px = (tile % bins.tiles_x) * ts + k % ts
+    return torch.where((py < height) & (px < width), py * width + px, -1).reshape(-1)
 
 
 def pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int,
@@ -310,22 +366,25 @@ def pair_values(per_gaussian: Tensor, g: Tensor, pix: Tensor, width: int,
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmat: Tensor, K: Tensor, width: int, height: int,
               background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
-              eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = 1 << 22,
-              antialiased: bool = False) -> tuple[dict[str, Tensor], Projection]:
+              eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = BATCH_PAIRS,
+              antialiased: bool = False, keep_pairs: int | None = None
+              ) -> tuple[dict[str, Tensor], Projection]:
     """Render N Gaussians into one camera (pure PyTorch, differentiable).
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],
     colors [N, D]; viewmat [4, 4] world-to-camera (OpenCV); K [3, 3]; background [D] or None.
     Returns ({"rgb" [H, W, D], "depth" [H, W, 1] camera z, "alpha" [H, W, 1]}, projection);
     ``projection.means2d`` carries the view-space gradient densification needs.
-    ``antialiased``: gsplat's antialiased mode (``project``).
+    ``antialiased``: gsplat's antialiased mode (``project``). ``keep_pairs``: see ``composite``.
     """
     proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d,
                    antialiased)
     if not (torch.is_grad_enabled() and any(
             t.requires_grad for t in (means, quats, scales, opacities, colors))):
-        from fieldkit.render.splat_render import BATCH_PAIRS, render_front_to_back
+        from fieldkit.render.splat_render import BATCH_PAIRS as RENDER_BATCH
+        from fieldkit.render.splat_render import render_front_to_back
         return render_front_to_back(proj, colors, width, height, background,
-                                    min(batch_pairs, BATCH_PAIRS)), proj
+                                    min(batch_pairs, RENDER_BATCH)), proj
     bins = bin_tiles(proj, width, height, tile_size)
-    return composite(proj, bins, colors, width, height, background, batch_pairs), proj
+    return composite(proj, bins, colors, width, height, background, batch_pairs,
+                     keep_pairs), proj

@@ -14,6 +14,7 @@ import torch
 from pytorch_msssim import ssim as _ssim
 
 from fieldkit.data.scene import Scene, composite
+from fieldkit.errors import warn
 from fieldkit.splats.densify import Densifier
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
 from fieldkit.train.rays import BACKGROUNDS
@@ -29,6 +30,11 @@ MIN_RESET_GAP = 50
 """Fewest training steps between two opacity resets (and before the first); none happens with
 fewer than 4x this many steps left. The Gaussians need that long to regain their opacity, which
 a short budget's compressed schedule would not give."""
+LARGE_VIEW_PIXELS = 1 << 20
+"""Training views larger than this get a warning on the CPU: each step draws a whole view (fox
+at 1080 x 1920: ~49 s a step, at 270 x 480: ~2.2 s; apps/results/splat_memory_cpu)."""
+SUGGESTED_VIEW_PIXELS = 1 << 18
+"""The warning suggests the smallest --downscale that brings a view to at most this many pixels."""
 MEANS_LR_FINAL = 0.01
 """The means' learning rate decays exponentially to this fraction at the end (3DGS)."""
 
@@ -47,6 +53,8 @@ class SplatTrainer(Trainer):
         self.last_reset_step = 0
         self.base_lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         self.last_refine: dict = {}
+        if self.device.type == "cpu":
+            warn_large_views(scene, self.train_views)
 
     def schedule_step(self) -> int:
         """Position in the 30k-step reference schedule."""
@@ -152,3 +160,19 @@ class SplatTrainer(Trainer):
         self.last_refine_step = int(extra["last_refine_step"])
         self.last_reset_step = int(extra["last_reset_step"])
         self._truncate_log(step)
+
+
+def warn_large_views(scene: Scene, views) -> None:
+    """One warning when the largest training view has more than ``LARGE_VIEW_PIXELS`` pixels,
+    naming the --downscale that brings it to at most ``SUGGESTED_VIEW_PIXELS`` pixels."""
+    cams = scene.cameras
+    i = max(views, key=lambda v: int(cams.width[v]) * int(cams.height[v]))
+    w, h = int(cams.width[i]), int(cams.height[i])
+    if w * h <= LARGE_VIEW_PIXELS:
+        return
+    k = 2
+    while w * h / (k * k) > SUGGESTED_VIEW_PIXELS:
+        k *= 2
+    warn(f"the training views are {w}x{h}: a splat step draws a whole view, slow on the CPU "
+         f"(fox at 1080x1920: ~49 s a step); --downscale {k * scene.downscale} makes them "
+         f"about {w // k}x{h // k}")

@@ -132,14 +132,16 @@ def random_scene(n: int, seed: int, dtype=torch.float64):
     return means, quats, scales, opac, colors
 
 
-@pytest.mark.parametrize("seed,tile,batch", [(0, 16, 1 << 22), (1, 8, 64), (2, 4, 1 << 22)])
-def test_tiled_matches_dense_forward_and_backward(seed, tile, batch):
+@pytest.mark.parametrize("seed,tile,batch,keep", [
+    (0, 16, 1 << 22, None), (1, 8, 64, None), (2, 4, 1 << 22, None),
+    (3, 8, 64, 0), (4, 16, 1 << 22, 0)])      # keep 0: every batch made again in backward
+def test_tiled_matches_dense_forward_and_backward(seed, tile, batch, keep):
     W, H = 37, 29
     view, K = camera(W, H, f=30.0)
     params = [t.requires_grad_(True) for t in random_scene(40, seed)]
     bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     out, proj = rasterize(*params, view, K, W, H, background=bg, tile_size=tile,
-                          batch_pairs=batch)
+                          batch_pairs=batch, keep_pairs=keep)
     assert proj.visible.sum() > 20
     ref = dense_reference(proj, params[4], W, H, bg)
     for key in ("rgb", "alpha", "depth"):
@@ -221,9 +223,11 @@ def test_render_without_grad_skips_what_opaque_gaussians_hide(monkeypatch):
     assert int((drawn >= n).sum()) < 0.1 * int(proj.visible[n:].sum())
 
 
-def test_opaque_stacks_match_dense_gradients():
+@pytest.mark.parametrize("keep", [None, 0])
+def test_opaque_stacks_match_dense_gradients(keep):
     """Gaussians stacked in front of each other, the nearest opaque past ALPHA_MAX: gradients
-    through the alpha clamp and 3DGS's stop, against the dense reference's."""
+    through the alpha clamp and 3DGS's stop, against the dense reference's (pairs kept for the
+    backward pass, or made again there)."""
     W, H = 24, 20
     view, K = camera(W, H, f=20.0)
     means, quats, scales, opac, colors = random_scene(30, 7)
@@ -236,7 +240,8 @@ def test_opaque_stacks_match_dense_gradients():
     means[near, :2] = 0.5 / 20.0 * means[near, 2]   # onto a pixel centre: alpha 0.99999
     params = [t.requires_grad_(True) for t in (means, quats, scales, opac, colors)]
     bg = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
-    out, proj = rasterize(*params, view, K, W, H, background=bg)
+    out, proj = rasterize(*params, view, K, W, H, background=bg, batch_pairs=256,
+                          keep_pairs=keep)
     ref = dense_reference(proj, params[4], W, H, bg)
     assert out["alpha"].max() > 1 - 1e-3       # layers enough to reach the stop
     for key in ("rgb", "alpha", "depth"):
@@ -248,6 +253,38 @@ def test_opaque_stacks_match_dense_gradients():
     theirs = torch.autograd.grad(sum((ref[k] * up[k]).sum() for k in up), params)
     for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), ours, theirs):
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-6), name
+
+
+def test_views_over_the_pair_budget_keep_no_pairs_for_backward():
+    """Above ``keep_pairs`` box pixels the autograd graph holds per-Gaussian and per-pixel
+    tensors only (each batch's pairs are made again in the backward pass); below, it holds
+    every pair. Both give the same image and gradients, and so do the per-pixel gradients of
+    means2d that densification reads."""
+    W, H = 96, 80
+    view, K = camera(W, H, f=60.0)
+    means, quats, scales, opac, colors = random_scene(300, 11)
+    scales = scales + 0.04                          # ~10^5 pairs
+    results = {}
+    for keep in (1 << 40, 0):
+        params = [t.clone().requires_grad_(True) for t in (means, quats, scales, opac, colors)]
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out, proj = rasterize(*params, view, K, W, H, batch_pairs=2048, keep_pairs=keep)
+        proj.means2d.retain_grad()
+        (out["rgb"].square().sum() + out["depth"].sum()).backward()
+        results[keep] = (sum(saved), out, [p.grad for p in params] + [proj.means2d.grad])
+    (kept, out_k, grads_k), (bounded, out_b, grads_b) = results[1 << 40], results[0]
+    assert kept > 300 * W * H, "the scene must have many pairs a pixel"
+    assert bounded < 40 * W * H, (bounded, kept)     # measured: 25 values a pixel
+    for key in out_k:
+        assert torch.equal(out_k[key], out_b[key]), key
+    for a, b in zip(grads_k, grads_b):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-9)
 
 
 def test_bins_cover_every_visible_gaussian_in_depth_order():

@@ -140,6 +140,27 @@ def test_fox_without_sparse_points_trains_from_the_photos_rays(tmp_path):
     assert metrics["psnr"] > FOX_PSNR_FLOOR
 
 
+@pytest.mark.parametrize("size,downscale,expected", [
+    ((1920, 1080), 1, "--downscale 4 makes them about 480x270"),
+    ((1920, 1080), 2, "--downscale 8 makes them about 480x270"),   # a 4K capture at 1/2
+    ((1600, 1600), 1, "--downscale 4 makes them about 400x400"),
+    ((1024, 1024), 1, None), ((400, 400), 1, None)])
+def test_large_training_views_warn_with_the_downscale_to_use(size, downscale, expected,
+                                                             recwarn):
+    from types import SimpleNamespace
+
+    from fieldkit.splats.trainer import warn_large_views
+
+    w, h = size
+    cams = SimpleNamespace(width=torch.tensor([64, w, 64]), height=torch.tensor([48, h, 48]))
+    warn_large_views(SimpleNamespace(cameras=cams, downscale=downscale), torch.arange(3))
+    said = [str(r.message) for r in recwarn]
+    if expected is None:
+        assert not said
+    else:
+        assert len(said) == 1 and expected in said[0] and f"{w}x{h}" in said[0], said
+
+
 def brute_weights(pts, means, quats, scales, opac):
     """[P, N] o_g g_g(x_p) of every point against every Gaussian, truncated at 3 sigma."""
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
