@@ -10,6 +10,8 @@ step. Each configuration should run in a process of its own: the peak resident m
 (``ru_maxrss``) is the process's, image loading included. ``--keep-pairs`` sets the box pixels
 a view up to which every pair is kept for the backward pass (``default``, or a number; 0
 recomputes every batch, a huge number keeps every pair as before the budget existed).
+``--init FILE.ply`` starts from a 3DGS file (``fieldkit train --init``), e.g. millions of
+Gaussians.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--downscale", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--keep-pairs", default="default")
+    ap.add_argument("--init", type=Path, default=None, help="a 3DGS .ply to start from")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -44,7 +47,7 @@ def main() -> None:
         splat.KEEP_PAIRS = int(float(args.keep_pairs))
     t0 = time.perf_counter()
     trainer = prepare(args.scene, "splat", Path(tempfile.mkdtemp()) / "run", TrainConfig(),
-                      downscale=args.downscale, device="cpu")
+                      downscale=args.downscale, device="cpu", init=args.init)
     setup_s = time.perf_counter() - t0
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     model, cam = trainer.model, trainer.scene.cameras[trainer.view(0)]
@@ -67,7 +70,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                    f"{torch.__version__}, no GPU",
         "command": f"apps/bench_splat_memory.py {args.scene} --downscale {args.downscale} "
-                   f"--steps {args.steps} --keep-pairs {args.keep_pairs}",
+                   f"--steps {args.steps} --keep-pairs {args.keep_pairs}"
+                   + (f" --init {args.init}" if args.init else ""),
         "fieldkit": str(Path(splat.__file__).parents[2]),
         "view": f"{w}x{h}", "gaussians": model.num_gaussians,
         "box_pixels_first_view": box_pixels, "keep_pairs": getattr(splat, "KEEP_PAIRS", None),
