@@ -35,12 +35,12 @@ T_MIN = 1e-4
 """A pixel stops accumulating before its transmittance would fall to this (3DGS)."""
 BATCH_PAIRS = 1 << 20
 """Box pixels a batch of tiles of the differentiable path. Smaller tensors than one batch of the
-whole view: a fox training step at 270 x 480 took 2.2 s instead of 5.8, at 135 x 240 0.49
-instead of 0.71 (``apps/results/splat_memory_cpu``)."""
+whole view: a fox training step at 270 x 480 took 2.24 s instead of 5.29, at 135 x 240 0.55
+instead of 0.80 (``apps/results/splat_memory_cpu``)."""
 KEEP_PAIRS = 1 << 25
 """Box pixels of a view up to which the differentiable path keeps every (Gaussian, pixel) pair
 for the backward pass (~100 bytes each); above, it makes each batch's pairs again in the
-backward pass (``composite``), ~1.45x the step's time for memory bounded by one batch."""
+backward pass (``composite``), ~1.4x the step's time for memory bounded by one batch."""
 EXTENT_MAX = 3.33
 """Largest bounding-box half-size in standard deviations (alpha of an opaque Gaussian there is
 1/255, so this box loses nothing)."""
