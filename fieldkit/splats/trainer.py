@@ -53,7 +53,7 @@ class SplatTrainer(Trainer):
         self.last_reset_step = 0
         self.base_lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         self.last_refine: dict = {}
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and scene.format != "teacher":   # not a student's views
             warn_large_views(scene, self.train_views)
 
     def schedule_step(self) -> int:

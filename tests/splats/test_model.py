@@ -161,6 +161,29 @@ def test_large_training_views_warn_with_the_downscale_to_use(size, downscale, ex
         assert len(said) == 1 and expected in said[0] and f"{w}x{h}" in said[0], said
 
 
+def test_only_training_on_photos_warns_of_large_views(tmp_path, monkeypatch):
+    """The trainer warns on the CPU for a scene of photos, not for a distillation student's
+    teacher views (there --downscale is not what sets their size)."""
+    import warnings
+
+    import fieldkit.splats.trainer as trainer_module
+
+    def warned(make) -> bool:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            make()
+        return any("a splat step draws a whole view" in str(r.message) for r in said)
+
+    monkeypatch.setattr(trainer_module, "LARGE_VIEW_PIXELS", 16)
+    made = []
+    assert warned(lambda: made.append(prepare(DEMO_SCENE, "splat", tmp_path / "run",
+                                              _config(max_steps=1), downscale=4)))
+    trainer = made[0]
+    trainer.scene.format = "teacher"
+    assert not warned(lambda: trainer_module.SplatTrainer(trainer.scene, trainer.model,
+                                                          trainer.config, tmp_path / "s"))
+
+
 def brute_weights(pts, means, quats, scales, opac):
     """[P, N] o_g g_g(x_p) of every point against every Gaussian, truncated at 3 sigma."""
     A = quat_to_rotmat(quats).transpose(1, 2) / scales[:, :, None]
