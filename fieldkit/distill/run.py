@@ -226,6 +226,7 @@ class Distillation:
             "fieldkit_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "scene": tcfg["scene"], "scene_format": tcfg.get("scene_format"),
             "downscale": tcfg.get("downscale", 1), "normalisation": tcfg["normalisation"],
+            **{k: tcfg[k] for k in ("nerfstudio_frame",) if k in tcfg},
             "model": {"kind": kind, "preset": preset, "config": asdict(student.config),
                       "num_params": student.num_params},
             "train": train.to_dict(),

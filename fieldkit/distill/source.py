@@ -123,7 +123,8 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     params = read_splats(path)
     if len(params["means"]) == 0:
         raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-    params, scene, downscale = dataset_world(path, params, scene, downscale, ply_transform)
+    params, scene, downscale, frame = dataset_world(path, params, scene, downscale,
+                                                    ply_transform)
     cameras_json = cameras_json_for(path) if scene is None else None
     dataset = dataset_of(cameras_json.parent) if cameras_json is not None else None
     if dataset is not None:   # the folder names its dataset and it is here: photos too
@@ -161,6 +162,8 @@ def _open_ply(path: Path, device: str, scene: Path | None, downscale: int,
     config = {"scene": scene_path, "scene_format": None, "downscale": downscale,
               "normalisation": norm.as_dict(),
               "model": {"kind": "splat", "config": asdict(model.config)}}
+    if frame is not None:   # nerfstudio's frame: where its camera paths are (export/render.py)
+        config["nerfstudio_frame"] = frame.as_dict()
     return TeacherSource(given or path, model, config, cameras, source, None, path)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from fieldkit.data.cameras import Cameras, opengl_to_opencv
 from fieldkit.data.formats.common import checked_pose, number
-from fieldkit.data.normalize import look_at_point
+from fieldkit.data.normalize import Normalisation, look_at_point
 from fieldkit.errors import FieldkitError
 
 WORLD_UP = np.array([0.0, 0.0, 1.0])
@@ -271,7 +271,8 @@ def _nerfstudio_path(path: Path, data: dict, default: Cameras, width, height) ->
 
 
 def load_path_json(path: Path, default_cameras: Cameras, width: int | None = None,
-                   height: int | None = None) -> Cameras:
+                   height: int | None = None, nerfstudio_frame: Normalisation | None = None
+                   ) -> Cameras:
     """Read a camera path in box coordinates.
 
     Two formats are accepted:
@@ -284,7 +285,9 @@ def load_path_json(path: Path, default_cameras: Cameras, width: int | None = Non
       "fov": vertical degrees}]}``; principal point at the image centre.
 
     ``width``/``height`` override the output size (one side keeps the aspect ratio), K scaled
-    to match. A malformed file raises a one-line ``FieldkitError`` naming it.
+    to match. ``nerfstudio_frame``: a nerfstudio path's cameras are in the box of this
+    similarity (from ``default_cameras``' coordinates) and are brought back from it. A
+    malformed file raises a one-line ``FieldkitError`` naming it.
     """
     path = Path(path)
     try:
@@ -297,7 +300,8 @@ def load_path_json(path: Path, default_cameras: Cameras, width: int | None = Non
         raise _bad(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") \
             from None
     if isinstance(data, dict) and "camera_path" in data:
-        return _nerfstudio_path(path, data, default_cameras, width, height)
+        cams = _nerfstudio_path(path, data, default_cameras, width, height)
+        return cams if nerfstudio_frame is None else cams.to_world(nerfstudio_frame)
     frames = data.get("frames") if isinstance(data, dict) else data
     if not isinstance(frames, list) or not frames:
         raise _bad(path, "expected a non-empty JSON list of frames with 'c2w' or a nerfstudio "

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fieldkit.data.cameras import Cameras
+from fieldkit.data.normalize import Normalisation
 from fieldkit.data.scene import load_cameras
 from fieldkit.encoders.hashgrid_fast import compile_for_inference
 from fieldkit.errors import FieldkitError
@@ -27,7 +28,10 @@ def camera_path(source, path: str, frames: int, width: int | None,
                 height: int | None) -> Cameras:
     """Cameras (box coordinates) of a named path or a camera-path JSON file, for ``source`` (a
     run folder or an export ``Subject``). A splat file's JSON path is in the file's own
-    coordinates, as the viewer shows the file and saves its paths."""
+    coordinates, as the viewer shows the file and saves its paths. A nerfstudio
+    camera_path.json of Gaussians nerfstudio trained (a splatfacto run, its exported .ply with
+    its dataparser_transforms.json, a student distilled from them) is in nerfstudio's
+    dataparser frame, where its viewer made it (the config's ``nerfstudio_frame``)."""
     subject = open_subject(source)
     if path == "test":
         cfg = subject.config
@@ -52,9 +56,12 @@ def camera_path(source, path: str, frames: int, width: int | None,
 
         return interpolated_path(train, frames, width=width, height=height)
     if path.endswith(".json"):
-        if subject.is_file:
-            own = load_path_json(Path(path), train.to_world(subject.normalisation), width, height)
-            return own.to_box(subject.normalisation)
+        frame = subject.config.get("nerfstudio_frame")
+        if subject.is_file or frame:
+            norm = subject.normalisation
+            own = load_path_json(Path(path), train.to_world(norm), width, height,
+                                 Normalisation.from_dict(frame) if frame else None)
+            return own.to_box(norm)
         return load_path_json(Path(path), train, width, height)
     raise FieldkitError(f"--path {path!r} is not a path: use orbit, spiral, interp, test or a "
                         ".json file")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError
 
 
@@ -61,3 +62,18 @@ def to_dataset_world(params: dict[str, torch.Tensor], path: Path) -> dict[str, t
     R, t, scale = read_dataparser_transform(path)
     return transform_splats(params, torch.from_numpy(R.T.copy()), 1.0 / scale,
                             torch.from_numpy(-R.T @ t))
+
+
+def nerfstudio_frame(path: Path, turned: bool = False) -> Normalisation:
+    """The similarity from the dataset's world to the dataparser frame of ``path`` (a
+    dataparser_transforms.json), as a ``Normalisation`` whose box is that frame:
+    ``p_frame = scale * (R p_world + t) = scale * R (p_world - c)`` with ``c = -R^T t``.
+    ``turned``: the world is COLMAP's, which nerfstudio turned first (``p_ns = A p``,
+    ``nerfstudio_run.COLMAP_AXES``): the rotation is ``R A`` and the centre ``A^T c``."""
+    from fieldkit.splats.nerfstudio_run import COLMAP_AXES
+
+    R, t, scale = read_dataparser_transform(path)
+    center = -R.T @ t
+    if turned:
+        R, center = R @ COLMAP_AXES, COLMAP_AXES.T @ center
+    return Normalisation(scale, R, center)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from fieldkit.data.normalize import Normalisation
 from fieldkit.errors import FieldkitError, warn
 
 SPLAT_FILES = (".ply", ".spz", ".splat", ".ksplat", ".sog", ".pt", ".ckpt")
@@ -72,13 +73,15 @@ def latest_in(folder: Path) -> Path | None:
 
 def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | None,
                   downscale: int, ply_transform: Path | None = None
-                  ) -> tuple[dict[str, torch.Tensor], Path | None, int]:
-    """(params, scene, downscale) for Gaussians read from ``path``: in the world of their
-    dataset where it is known, with that dataset (``scene`` if given, else the one their folder
-    names when it is here) and its downscale. ``ply_transform``: a nerfstudio
+                  ) -> tuple[dict[str, torch.Tensor], Path | None, int, Normalisation | None]:
+    """(params, scene, downscale, frame) for Gaussians read from ``path``: in the world of
+    their dataset where it is known, with that dataset (``scene`` if given, else the one their
+    folder names when it is here) and its downscale. ``ply_transform``: a nerfstudio
     dataparser_transforms.json (in its run folder, that run's config.yml is read too), or
-    ``gsplat`` for gsplat's normalised frame."""
-    from fieldkit.splats.dataparser import to_dataset_world
+    ``gsplat`` for gsplat's normalised frame. ``frame``: for Gaussians nerfstudio trained, the
+    similarity from the world they are returned in to nerfstudio's dataparser frame (where its
+    viewer's camera_path.json files are; ``dataparser.nerfstudio_frame``), else None."""
+    from fieldkit.splats.dataparser import nerfstudio_frame, to_dataset_world
     from fieldkit.splats.gsplat_folder import GSPLAT_FRAME, gsplat_world
     from fieldkit.splats.nerfstudio_run import TRANSFORMS, run_folder_of
 
@@ -94,13 +97,15 @@ def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | Non
                                     "the one of the run that made the checkpoint")
         scene, downscale, turned = _splatfacto_dataset(run, scene, downscale)
     params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
+    frame = None
     if ply_transform is not None and not asked:
         params = to_dataset_world(params, ply_transform)
+        frame = nerfstudio_frame(ply_transform, turned)
     if turned:
         from fieldkit.splats.nerfstudio_run import from_colmap_axes
 
         params = from_colmap_axes(params)
-    return params, scene, downscale
+    return params, scene, downscale, frame
 
 
 def _splatfacto_dataset(run: Path, scene: Path | None,

@@ -107,8 +107,8 @@ class Source:
         params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-        params, scene, downscale = dataset_world(Path(path), params, scene, downscale,
-                                                 ply_transform)
+        params, scene, downscale, _ = dataset_world(Path(path), params, scene, downscale,
+                                                    ply_transform)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.config.render.antialiased = antialiased_of(Path(path))
         model.set_gaussians(params)

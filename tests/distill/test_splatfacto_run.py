@@ -12,6 +12,7 @@ import torch
 
 from fieldkit.distill.run import distill
 from fieldkit.distill.source import open_teacher
+from fieldkit.splats.foreign import latest_in
 from fieldkit.splats.ply import read_splat_ply
 from fieldkit.splats.transform import transform_splats
 from tests.conftest import DEMO_SCENE
@@ -104,6 +105,14 @@ def test_distil_a_splatfacto_run(splatfacto_run, tmp_path):
     again = distill(splatfacto_run, "triplane", tmp_path / "s", _train(20), FAST, resume=True,
                     quiet=True)
     assert again["student"]["steps"] == 20 and again["cameras"] == "scene"
+    # the student keeps nerfstudio's frame: a camera_path.json made there shows its test views
+    from fieldkit.export.render import camera_path
+    from tests.distill.test_nerfstudio_path import _nerfstudio_file, _same_cameras, _test_cameras
+
+    assert "nerfstudio_frame" in json.loads((tmp_path / "s" / "config.json").read_text())
+    path = _nerfstudio_file(tmp_path / "camera_path.json", _test_cameras())
+    _same_cameras(camera_path(tmp_path / "s", str(path), 0, None, None),
+                  camera_path(tmp_path / "s", "test", 0, None, None)[:3])
 
 
 def test_a_splatfacto_run_whose_dataset_is_elsewhere(splatfacto_run, demo_splat_run, tmp_path):
@@ -159,6 +168,15 @@ def test_a_colmap_dataset_turned_by_nerfstudio_is_turned_back(demo_ply, tmp_path
     assert Path(source.config["scene"]) == (tmp_path / "data" / "demo").resolve()
     _same_gaussians(source, open_teacher(demo_ply, scene=tmp_path / "data" / "demo",
                                          downscale=2))
+    # the frame saved for nerfstudio's camera paths takes the COLMAP world to the checkpoint's
+    from fieldkit.data.normalize import Normalisation
+    from fieldkit.splats.nerfstudio_run import read_splatfacto_checkpoint
+
+    world = Normalisation.from_dict(source.config["normalisation"]).to_world(
+        source.model.params["means"].detach().double())
+    saved = read_splatfacto_checkpoint(latest_in(run))["means"].double()
+    frame = Normalisation.from_dict(source.config["nerfstudio_frame"])
+    assert torch.allclose(frame.to_box(world), saved, atol=1e-4)
     flag = config.replace("      downscale_factor: 2",
                           "      assume_colmap_world_coordinate_convention: false\n"
                           "      downscale_factor: 2")
