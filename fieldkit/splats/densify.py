@@ -33,12 +33,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
 from fieldkit.splats.transform import quat_to_rotmat
+
+
+STRATEGIES = ("default", "mcmc")
+"""How the Gaussians change during training (``DensifyConfig.strategy``)."""
 
 
 @dataclass
@@ -69,8 +73,27 @@ class DensifyConfig:
     """Hard cap on the number of Gaussians: growth never exceeds it."""
     split_n: int = 2
     """Number of children a split Gaussian is replaced by."""
+    strategy: Literal["default", "mcmc"] = "default"
+    """``default``: the above (3DGS). ``mcmc``: 3DGS as MCMC (gsplat's MCMCStrategy,
+    ``fieldkit/splats/mcmc.py``): dead Gaussians move onto live ones, each refinement adds
+    ``mcmc_growth`` more up to ``max_gaussians``, noise moves the faint ones; the refine steps
+    apply, the gradient, prune and reset settings do not."""
+    mcmc_min_opacity: float = 0.005
+    """mcmc: Gaussians at most this opaque are dead and relocated."""
+    mcmc_growth: float = 0.05
+    """mcmc: each refinement adds this fraction of the Gaussians (up to max_gaussians)."""
+    mcmc_noise_lr: float = 5e5
+    """mcmc: the noise on the means is the means' learning rate x this, shaped by each
+    Gaussian's covariance."""
+    mcmc_opacity_reg: float = 0.01
+    """mcmc: weight of the mean opacity in the loss."""
+    mcmc_scale_reg: float = 0.01
+    """mcmc: weight of the mean scale (world units) in the loss."""
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not "
+                             f"{self.strategy!r}")
         if self.split_n < 2:
             raise ValueError(f"split_n must be >= 2, got {self.split_n}")
         if not 0.0 < self.reset_opacity < 1.0:
@@ -187,6 +210,13 @@ class Densifier:
                              f"{self.grad2d.shape[0]}")
         self.grad2d += norms.sum(0).float()
         self.count += visible.sum(0)
+
+    def loss(self, params: nn.ParameterDict) -> Tensor | None:
+        """A term to add to the image loss (the MCMC strategy's regularisation; none here)."""
+        return None
+
+    def after_step(self, params: nn.ParameterDict, means_lr: float) -> None:
+        """Called after every optimiser step (the MCMC strategy's noise; nothing here)."""
 
     def reset_accumulators(self) -> None:
         """Forget the accumulated gradients and visibility counts."""
@@ -325,3 +355,13 @@ class Densifier:
             self.count = state["count"].detach().clone().long()
         else:
             self.reset_accumulators()
+
+
+def make_densifier(config: DensifyConfig, scene_extent: float):
+    """The densifier of ``config.strategy``: :class:`Densifier`, or the MCMC strategy's
+    ``McmcDensifier`` (same interface)."""
+    if config.strategy == "mcmc":
+        from fieldkit.splats.mcmc import McmcDensifier
+
+        return McmcDensifier(config, scene_extent)
+    return Densifier(config, scene_extent)

@@ -271,7 +271,8 @@ class SplatModel(nn.Module):
         return "\n".join([
             f"splat model: {self.num_gaussians:,} Gaussians, SH degree {c.sh_degree} "
             f"({self.num_params:,} parameters, {self.num_params * 4 / 2**20:.1f} MiB as float32)",
-            f"  densify   refine steps {c.densify.refine_start}-{c.densify.refine_stop} every "
+            f"  densify   {c.densify.strategy}, refine steps {c.densify.refine_start}-"
+            f"{c.densify.refine_stop} every "
             f"{c.densify.refine_every}, cap {c.densify.max_gaussians:,} Gaussians",
             f"  renderer  tiles {c.render.tile_size} px, eps2d {c.render.eps2d}"
             f"{' (antialiased)' if c.render.antialiased else ''}, bound {c.render.bound:g}"])

@@ -15,7 +15,7 @@ from pytorch_msssim import ssim as _ssim
 
 from fieldkit.data.scene import Scene, composite
 from fieldkit.errors import warn
-from fieldkit.splats.densify import Densifier
+from fieldkit.splats.densify import make_densifier
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.trainer import Trainer
@@ -46,7 +46,7 @@ class SplatTrainer(Trainer):
 
     def __init__(self, scene: Scene, model, config, run_dir):
         super().__init__(scene, model, config, run_dir)
-        self.densifier = Densifier(model.config.densify, model.config.scene_extent)
+        self.densifier = make_densifier(model.config.densify, model.config.scene_extent)
         self.train_views = scene.split("train")
         self.last_refine_bucket = 0
         self.last_refine_step = 0
@@ -92,12 +92,16 @@ class SplatTrainer(Trainer):
         ssim = _ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0,
                      size_average=True, win_size=win)
         loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim)
+        extra = self.densifier.loss(model.params)
+        if extra is not None:
+            loss = loss + extra
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if proj.means2d.grad is not None:
             h, w = rgb.shape[:2]
             self.densifier.accumulate(proj.means2d.grad, proj.radii, w, h)
         self.optimizer.step()
+        self.densifier.after_step(model.params, self.base_lrs["means"] * decay)
         self._densify(vstep)
         mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
         self.step_count += 1
