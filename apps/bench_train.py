@@ -48,14 +48,38 @@ def render_seconds(trainer, view: int, repeats: int = 3) -> float:
     return best
 
 
+def overrides(pairs: list[str]) -> dict:
+    """``["densify.strategy=mcmc", "sh_degree=1"]`` -> nested overrides for ``merge`` (values
+    read as JSON where they parse, else as strings)."""
+    out: dict = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return out
+
+
 def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
-          test_every: int = 1, background: str = "auto", preset: str = "default") -> dict:
-    """Train, profile, time a render, evaluate; write OUT/bench.json + OUT/bench.md."""
+          test_every: int = 1, background: str = "auto", preset: str = "default",
+          settings: list[str] | None = None) -> dict:
+    """Train, profile, time a render, evaluate; write OUT/bench.json + OUT/bench.md.
+    ``settings``: model config overrides ``KEY=VALUE`` (``--set``)."""
+    from fieldkit.fields.registry import merge, preset_config
+
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / "run"
     config = TrainConfig(max_time=max_time, background=background, eval_every=0,
                          checkpoint_every=1e9)
-    trainer = prepare(scene, kind, run_dir, config, downscale=downscale, preset=preset)
+    model_config = merge(preset_config(kind, preset), overrides(settings)) if settings else None
+    trainer = prepare(scene, kind, run_dir, config, downscale=downscale, preset=preset,
+                      model_config=model_config)
     wall0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - wall0
@@ -70,8 +94,8 @@ def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
     metrics = evaluate_run(run_dir, scene=trainer.scene, model=trainer.model)
     eval_s = time.perf_counter() - t0
     command = (f"python apps/bench_train.py --scene {scene.name} --model {kind} --preset {preset} "
-               f"--max-time {max_time:g} --downscale {downscale} --background {background} "
-               f"--out {out}")
+               f"--max-time {max_time:g} --downscale {downscale} --background {background}"
+               + "".join(f" --set {x}" for x in settings or []) + f" --out {out}")
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
@@ -93,7 +117,8 @@ def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
         result["num_gaussians"] = trainer.model.num_gaussians
         del result["samples_per_s"]
     (out / "bench.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# {scene.name} {kind} ({preset}), {result['resolution']}, {max_time:g} s budget",
+    lines = [f"# {scene.name} {kind} ({preset}{', ' + ' '.join(settings) if settings else ''}), "
+             f"{result['resolution']}, {max_time:g} s budget",
              "", f"- date: {result['date']}", f"- machine: {result['machine']}",
              f"- command: `{command}`",
              f"- trained on a {result['train_background']} background, evaluated on "
@@ -121,9 +146,11 @@ def main() -> None:
     ap.add_argument("--background", default="auto", help="training background")
     ap.add_argument("--out", type=Path, default=Path("apps/results/lego_cpu"))
     ap.add_argument("--test-every", type=int, default=1, help="evaluate every k-th test view")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a model config override, e.g. densify.strategy=mcmc (repeatable)")
     args = ap.parse_args()
     bench(SCENES / args.scene, args.model, args.max_time, args.downscale, args.out,
-          args.test_every, args.background, args.preset)
+          args.test_every, args.background, args.preset, args.set)
     print((args.out / "bench.md").read_text())
 
 
