@@ -15,6 +15,9 @@ since the last refinement, in NDC units like 3DGS / gsplat) and
 Every ``reset_every`` steps the opacities are clamped to ``reset_opacity``. Growth never takes
 the model past ``max_gaussians``: when it would, the highest-gradient candidates that fit win.
 
+``DensifyConfig.strategy = "mcmc"`` replaces all of this with the MCMC strategy
+(``fieldkit/splats/mcmc.py``, same interface, made by :func:`make_densifier`).
+
 The parameters live in an ``nn.ParameterDict`` (``means [N, 3]``, ``scales [N, 3]``,
 ``quats [N, 4]``, ``opacities [N]``, ``sh0 [N, 1, 3]``, ``shN [N, K-1, 3]``, ...) optimised by
 one ``torch.optim.Adam``. :func:`select_gaussians` and :func:`append_gaussians` change the
@@ -88,7 +91,7 @@ class DensifyConfig:
     mcmc_opacity_reg: float = 0.01
     """mcmc: weight of the mean opacity in the loss."""
     mcmc_scale_reg: float = 0.01
-    """mcmc: weight of the mean scale (world units) in the loss."""
+    """mcmc: weight of the mean scale (the model's box units) in the loss."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
