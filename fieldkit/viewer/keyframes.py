@@ -136,6 +136,10 @@ class CameraPath:
                 data = {"frames": data}
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object or list")
+            if "camera_path" in data and "frames" not in data:
+                raise FieldkitError(f"{where} is a nerfstudio camera path, which the viewer does "
+                                    "not edit; render it with `fieldkit render RUN --path "
+                                    "FILE.json`")
             keys = data.get("keyframes")
             path = cls(seconds=float(data.get("seconds", 4.0)), fps=int(data.get("fps", 30)),
                        loop=bool(data.get("loop", False)))

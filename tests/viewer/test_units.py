@@ -143,6 +143,12 @@ def test_camera_path_errors_are_one_line(tmp_path):
     bad.write_text('{"frames": [{"no": 1}]}')
     with pytest.raises(FieldkitError, match="not a fieldkit camera path"):
         CameraPath.load(bad)
+    nerfstudio = tmp_path / "camera_path.json"
+    nerfstudio.write_text('{"camera_path": [{"camera_to_world": [1,0,0,0,0,1,0,0,0,0,1,0,0,0,0,1],'
+                          ' "fov": 50}], "render_width": 64, "render_height": 48}')
+    with pytest.raises(FieldkitError, match="nerfstudio camera path.*fieldkit render") as e:
+        CameraPath.load(nerfstudio)
+    assert "\n" not in str(e.value)
     with pytest.raises(FieldkitError, match="no keyframes"):
         CameraPath().interpolate()
 
