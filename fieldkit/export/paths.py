@@ -228,7 +228,10 @@ def _fieldkit_frames(path: Path, frames: list, default: Cameras, width, height) 
     return _cameras(np.stack(c2ws), np.stack(Ks), np.array(ws), np.array(hs))
 
 
-def _nerfstudio_path(path: Path, data: dict, default: Cameras, width, height) -> Cameras:
+def nerfstudio_path(path: Path, data: dict, default: Cameras, width: int | None = None,
+                    height: int | None = None) -> Cameras:
+    """The cameras of nerfstudio's camera_path.json ``data`` (read from ``path``), OpenCV
+    axes, in the file's frame; ``default`` gives the size and focal length it leaves out."""
     frames = data["camera_path"]
     if not isinstance(frames, list) or not frames:
         raise _bad(path, "'camera_path' must be a non-empty list of cameras")
@@ -300,7 +303,7 @@ def load_path_json(path: Path, default_cameras: Cameras, width: int | None = Non
         raise _bad(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") \
             from None
     if isinstance(data, dict) and "camera_path" in data:
-        cams = _nerfstudio_path(path, data, default_cameras, width, height)
+        cams = nerfstudio_path(path, data, default_cameras, width, height)
         return cams if nerfstudio_frame is None else cams.to_world(nerfstudio_frame)
     frames = data.get("frames") if isinstance(data, dict) else data
     if not isinstance(frames, list) or not frames:

@@ -128,18 +128,22 @@ class CameraPath:
         return path
 
     @classmethod
-    def from_json(cls, data, where: str = "camera path") -> CameraPath:
+    def from_json(cls, data, where: str = "camera path", nerfstudio=None) -> CameraPath:
         """From the viewer's own file (its keyframes), or any fieldkit frame list (every frame
-        becomes a keyframe)."""
+        becomes a keyframe), or nerfstudio's camera_path.json (every camera of its path
+        becomes a keyframe) when ``nerfstudio`` maps cameras from nerfstudio's frame to the
+        viewer's coordinates (``Source.from_nerfstudio``)."""
+        if isinstance(data, dict) and "camera_path" in data and "frames" not in data:
+            if nerfstudio is None:
+                raise FieldkitError(f"{where} is a nerfstudio camera path, which has no frame "
+                                    "here; render it with `fieldkit render RUN --path "
+                                    "FILE.json`")
+            return cls._from_nerfstudio(data, where, nerfstudio)
         try:
             if isinstance(data, list):
                 data = {"frames": data}
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object or list")
-            if "camera_path" in data and "frames" not in data:
-                raise FieldkitError(f"{where} is a nerfstudio camera path, which the viewer does "
-                                    "not edit; render it with `fieldkit render RUN --path "
-                                    "FILE.json`")
             keys = data.get("keyframes")
             path = cls(seconds=float(data.get("seconds", 4.0)), fps=int(data.get("fps", 30)),
                        loop=bool(data.get("loop", False)))
@@ -163,7 +167,26 @@ class CameraPath:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> CameraPath:
+    def _from_nerfstudio(cls, data: dict, where: str, nerfstudio) -> CameraPath:
+        from fieldkit.export.paths import nerfstudio_path
+
+        size = cls()
+        default = Cameras(torch.eye(4)[None], torch.tensor([[
+            [focal_from_fov(math.radians(50), size.height), 0, size.width / 2],
+            [0, focal_from_fov(math.radians(50), size.height), size.height / 2], [0, 0, 1]]]),
+            torch.tensor([size.width]), torch.tensor([size.height]))
+        cams = nerfstudio(nerfstudio_path(Path(where), data, default))
+        h = int(cams.height[0])
+        path = cls(keyframes=[Keyframe(cams.c2w[i].double().numpy(),
+                                       2 * math.atan(0.5 * h / float(cams.K[i, 1, 1])))
+                              for i in range(len(cams))],
+                   seconds=float(data.get("seconds", len(cams) / int(data.get("fps", 30)))),
+                   fps=int(data.get("fps", 30)), loop=bool(data.get("is_cycle", False)))
+        path.width, path.height = int(cams.width[0]), h
+        return path
+
+    @classmethod
+    def load(cls, path: Path, nerfstudio=None) -> CameraPath:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -171,7 +194,7 @@ class CameraPath:
             raise FieldkitError(f"camera path {path} does not exist") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FieldkitError(f"camera path {path} could not be read ({e})") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(data, str(path), nerfstudio)
 
 
 def _matrix(value) -> np.ndarray:

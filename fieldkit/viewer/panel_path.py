@@ -190,8 +190,12 @@ class Controller:
         self.refresh(select=0)
 
     def load_file(self) -> None:
-        self._loaded(CameraPath.load(self.file_path()))
+        self._loaded(CameraPath.load(self.file_path(), self.from_nerfstudio))
         self.status(f"loaded {len(self.path.keyframes)} keyframes")
+
+    def from_nerfstudio(self, cams):
+        """A nerfstudio camera path's cameras in the shown model's coordinates."""
+        return self.s.viewer.sources[0].from_nerfstudio(cams)
 
     def upload(self) -> None:
         f = self.h["upload_path"].value
@@ -199,7 +203,7 @@ class Controller:
             data = json.loads(f.content.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FieldkitError(f"{f.name} is not JSON ({e})") from None
-        self._loaded(CameraPath.from_json(data, f.name))
+        self._loaded(CameraPath.from_json(data, f.name, self.from_nerfstudio))
         self.status(f"loaded {len(self.path.keyframes)} keyframes from {f.name}")
 
     def render_video(self) -> None:

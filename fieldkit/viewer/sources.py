@@ -56,6 +56,9 @@ class Source:
     """[3] centre of a .ply's opaque Gaussians, in its own coordinates (None: the box origin)."""
     trainer: object | None = None
     """The live Trainer of a ``from_trainer`` source."""
+    nerfstudio_frame: Normalisation | None = None
+    """World -> nerfstudio's dataparser frame, for Gaussians nerfstudio trained and their
+    distilled students: where nerfstudio's camera paths are (``from_nerfstudio``)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     """Held while rendering, so a video, a snapshot and the view never interleave."""
     _crop_cache: tuple = (None, None, None)
@@ -84,10 +87,12 @@ class Source:
             else:
                 warn(f"the scene of {run_dir} could not be read ({e}); no training cameras "
                      "shown")
+        frame = cfg.get("nerfstudio_frame")
         return cls(label=run_dir.name, model=model, run_dir=run_dir,
                    normalisation=Normalisation.from_dict(cfg["normalisation"]),
                    cameras=cameras, scene_path=scene_path, downscale=cfg.get("downscale", 1),
-                   background=BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0)))
+                   background=BACKGROUND_COLORS.get(name, (1.0, 1.0, 1.0)),
+                   nerfstudio_frame=Normalisation.from_dict(frame) if frame else None)
 
     @classmethod
     def from_ply(cls, path: Path, label: str | None = None, scene: Path | None = None,
@@ -107,8 +112,8 @@ class Source:
         params = read_splats(path)
         if len(params["means"]) == 0:
             raise FieldkitError(f"{path} holds no Gaussians; pass a non-empty 3DGS .ply file")
-        params, scene, downscale, _ = dataset_world(Path(path), params, scene, downscale,
-                                                    ply_transform)
+        params, scene, downscale, ns_frame = dataset_world(Path(path), params, scene,
+                                                           downscale, ply_transform)
         model = SplatModel(SplatConfig(sh_degree=sh_degree_of(params)))
         model.config.render.antialiased = antialiased_of(Path(path))
         model.set_gaussians(params)
@@ -122,7 +127,7 @@ class Source:
         return cls(label=label or Path(path).name, model=model, ply_path=Path(path),
                    ply_options=options,
                    origin=np.asarray(frame.center, dtype=np.float64), cameras=cameras,
-                   scene_path=scene_path, downscale=downscale)
+                   scene_path=scene_path, downscale=downscale, nerfstudio_frame=ns_frame)
 
     @classmethod
     def from_trainer(cls, trainer) -> Source:
@@ -153,6 +158,16 @@ class Source:
                 cls(label=f"{name} (teacher)", model=teacher.model,
                     run_dir=None if teacher.is_ply else teacher.path,
                     ply_path=teacher.model_file if teacher.is_ply else None, **common)]
+
+    def from_nerfstudio(self, cams: Cameras) -> Cameras:
+        """Cameras in nerfstudio's frame (a camera_path.json of its viewer) -> the coordinates
+        shown: a run's box, or a splat file's own (its dataset's world)."""
+        if self.nerfstudio_frame is None:
+            raise FieldkitError(f"{self.label} was not trained by nerfstudio, so a nerfstudio "
+                                "camera path has no frame here; the viewer loads paths it "
+                                "saved (fieldkit's frame files)")
+        world = cams.to_world(self.nerfstudio_frame)
+        return world if self.normalisation is None else world.to_box(self.normalisation)
 
     # ------------------------------------------------------------------ facts
     @property

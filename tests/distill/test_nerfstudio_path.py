@@ -84,3 +84,31 @@ def test_the_frame_takes_the_datasets_world_to_the_checkpoints(splatfacto_run): 
     saved = read_splatfacto_checkpoint(splatfacto_run / "nerfstudio_models" /
                                        "step-000002999.ckpt")["means"].double()
     assert np.allclose(frame.to_box(world).numpy(), saved.numpy(), atol=1e-4)
+
+
+def test_the_viewer_loads_a_nerfstudio_path_in_its_frame(splatfacto_run, demo_run,  # noqa: F811
+                                                         tmp_path):
+    """The path panel's load and upload: every camera of a nerfstudio path becomes a keyframe,
+    where the viewer shows the run (its dataset's world); a model nerfstudio did not train
+    refuses such a path in one line."""
+    import pytest
+
+    from fieldkit.errors import FieldkitError
+    from fieldkit.viewer.keyframes import CameraPath
+    from fieldkit.viewer.server import open_sources
+    from fieldkit.viewer.sources import Source
+
+    world = _test_cameras()
+    data = json.loads(_nerfstudio_file(tmp_path / "camera_path.json", world).read_text())
+    data.update(fps=24, seconds=2.5, is_cycle=True)
+    (source,) = open_sources(splatfacto_run)
+    path = CameraPath.from_json(data, "camera_path.json", source.from_nerfstudio)
+    assert len(path.keyframes) == 3 and (path.fps, path.seconds, path.loop) == (24, 2.5, True)
+    assert (path.width, path.height) == (int(world.width[0]), int(world.height[0]))
+    for key, c2w, K in zip(path.keyframes, world.c2w, world.K):
+        assert np.allclose(key.c2w, c2w.double().numpy(), atol=1e-4)
+        assert math.isclose(key.fov, 2 * math.atan(0.5 * int(world.height[0]) / float(K[1, 1])),
+                            rel_tol=1e-5)
+    with pytest.raises(FieldkitError, match="not trained by nerfstudio") as e:
+        CameraPath.from_json(data, "camera_path.json", Source.from_run(demo_run).from_nerfstudio)
+    assert "\n" not in str(e.value)
