@@ -54,14 +54,14 @@ def read_dataparser_transform(path: Path) -> tuple[np.ndarray, np.ndarray, float
     return R, t, scale
 
 
-def to_dataset_world(params: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+def to_dataset_world(params: dict[str, torch.Tensor],
+                     frame: Normalisation) -> dict[str, torch.Tensor]:
     """Splat params in nerfstudio's dataparser frame -> the dataset's world units, by the
-    inverse of ``path``'s transform: ``p_world = R^T (p_frame / scale - t)``."""
+    inverse of ``frame`` (``nerfstudio_frame``): ``p_world = R^T p_frame / scale + c``."""
     from fieldkit.splats.transform import transform_splats
 
-    R, t, scale = read_dataparser_transform(path)
-    return transform_splats(params, torch.from_numpy(R.T.copy()), 1.0 / scale,
-                            torch.from_numpy(-R.T @ t))
+    return transform_splats(params, torch.from_numpy(frame.rotation.T.copy()), 1.0 / frame.scale,
+                            torch.from_numpy(np.asarray(frame.center, dtype=np.float64)))
 
 
 def nerfstudio_frame(path: Path, turned: bool = False) -> Normalisation:

@@ -98,13 +98,9 @@ def dataset_world(path: Path, params: dict[str, torch.Tensor], scene: Path | Non
         scene, downscale, turned = _splatfacto_dataset(run, scene, downscale)
     params, scene, downscale = gsplat_world(path, params, scene, downscale, asked)
     frame = None
-    if ply_transform is not None and not asked:
-        params = to_dataset_world(params, ply_transform)
+    if ply_transform is not None and not asked:   # (turned only here: a splatfacto run's)
         frame = nerfstudio_frame(ply_transform, turned)
-    if turned:
-        from fieldkit.splats.nerfstudio_run import from_colmap_axes
-
-        params = from_colmap_axes(params)
+        params = to_dataset_world(params, frame)
     return params, scene, downscale, frame
 
 

@@ -123,14 +123,6 @@ def turns_colmap_world(cfg: dict) -> bool:
     return colmap and bool(parser.get("assume_colmap_world_coordinate_convention", True))
 
 
-def from_colmap_axes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Splat params in the world nerfstudio's COLMAP dataparser made -> the COLMAP world."""
-    from fieldkit.splats.transform import transform_splats
-
-    return transform_splats(params, torch.from_numpy(COLMAP_AXES.T.copy()), 1.0,
-                            torch.zeros(3, dtype=torch.float64))
-
-
 def config_value(cfg: dict, *keys: str):
     """``cfg[k1][k2]..``, or None where a level is missing."""
     for key in keys:
