@@ -312,7 +312,9 @@ class HashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [N, 3] in [0, 1] (clamped) -> [N, out_dim] in the table's dtype, level-major."""
         x = x.to(self.scales.dtype)
-        if self.impl == "torch":
+        if self.impl == "torch" or (x.requires_grad and torch.is_grad_enabled()):
+            # The plain-autograd twin also differentiates the positions (the fused function
+            # treats them as constants): what --pose-opt needs, and only it asks for.
             out = _encode_torch(x, self.table, (self.scales, self.cell_max, self.shift), self.mult,
                                 self.dense, self.offsets[:-1], self.mask, self.wrap)
             return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)

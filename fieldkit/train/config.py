@@ -29,6 +29,18 @@ class TrainConfig:
     in its contracted space (box units inside the unit ball, the background squeezed beyond):
     it pulls each ray's weight into one short stretch, which clears fog from empty space
     (0: off)."""
+    pose_opt: bool = False
+    """Refine the training cameras' poses with the scene (nerfstudio's camera optimiser,
+    gsplat's pose_opt): a rotation and a translation per training camera, learned by their own
+    Adam. For captures whose poses are a little off; held-out views keep their given poses.
+    The corrected cameras are saved in RUN/cameras.safetensors (``fieldkit/train/pose_opt.py``)."""
+    pose_lr: float | None = None
+    """Peak learning rate of the pose corrections (rotation in radians, translation in box
+    units), under the run's schedule. Default: 1e-3 for hashgrid, triplane and mlp (every
+    camera moves every step), 3e-3 for splat (a camera moves once an epoch)."""
+    pose_weight_decay: float = 1e-2
+    """Adam weight decay of the pose corrections (nerfstudio's): pulls them towards the given
+    poses, so that exact poses stay nearly put and the cameras do not drift as a whole."""
     init_rays: int = 1024
     """Rays in the first batch."""
     max_rays: int = 8192

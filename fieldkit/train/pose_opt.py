@@ -1,0 +1,210 @@
+"""Camera pose refinement while training (``--pose-opt``): nerfstudio's SO3xR3 camera optimiser
+and gsplat's ``pose_opt``, for captures whose poses are a little off (COLMAP on a phone
+capture, poses from a tracker).
+
+Every camera of the scene gets a learned correction ``delta = (t, w)``: a translation ``t`` and
+an axis-angle rotation ``w`` applied in the camera's own frame, ``c2w' = c2w @ [exp(w) | t]``.
+All corrections start at zero, and only the training cameras receive gradients, so held-out
+views are rendered from their given poses (as nerfstudio and gsplat evaluate). The corrections
+are optimised with the scene by their own Adam, under the scene's learning-rate schedule, with a
+small weight decay that keeps the cameras from drifting as a whole.
+
+Volumetric models correct their rays (``adjust_rays``: ``o' = o + R t``, ``d' = R exp(w) R^T
+d``); splats correct the camera they rasterize into (``adjust_c2w``). Both are the same map,
+tested against each other.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+POSES_FILE = "poses.json"
+"""A --pose-opt run's corrections (``PoseRefiner.report``), written with every checkpoint."""
+SMALL_ANGLE2 = 1e-8
+"""Squared rotation angles below this use the Taylor series of Rodrigues' coefficients."""
+
+
+def so3_exp(w: Tensor) -> Tensor:
+    """[B, 3] axis-angle -> [B, 3, 3] rotation (Rodrigues), differentiable at zero."""
+    theta2 = (w * w).sum(-1)
+    small = theta2 < SMALL_ANGLE2
+    theta = torch.sqrt(theta2.clamp_min(SMALL_ANGLE2))
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta ** 2)
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(k)
+    return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
+
+
+class PoseCorrections(nn.Module):
+    """Learned corrections of ``c2w`` [N, 4, 4] (the scene's cameras, box coordinates)."""
+
+    def __init__(self, c2w: Tensor):
+        super().__init__()
+        self.register_buffer("base", c2w.detach().float().clone(), persistent=False)
+        self.delta = nn.Parameter(torch.zeros(len(c2w), 6, device=c2w.device))
+        """[N, 6] per camera: translation (box units, camera frame), then axis-angle."""
+
+    def matrices(self, idx: Tensor) -> Tensor:
+        """[B] camera indices -> [B, 4, 4] corrections in each camera's frame."""
+        d = self.delta[idx]
+        m = torch.zeros(len(idx), 4, 4, dtype=d.dtype, device=d.device)
+        m[:, :3, :3] = so3_exp(d[:, 3:])
+        m[:, :3, 3] = d[:, :3]
+        m[:, 3, 3] = 1.0
+        return m
+
+    def adjust_c2w(self, c2w: Tensor, idx: Tensor) -> Tensor:
+        """c2w [B, 4, 4] of cameras ``idx`` [B] -> corrected [B, 4, 4] (differentiable)."""
+        return c2w @ self.matrices(idx).to(c2w.dtype)
+
+    def adjust_rays(self, origins: Tensor, dirs: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Rays [R, 3] of cameras ``idx`` [R] -> the rays of the corrected cameras: the origin
+        moves by ``R t``, the direction turns by ``R exp(w) R^T`` (unit length kept)."""
+        cams, inverse = torch.unique(idx, return_inverse=True)
+        rot = self.base[cams, :3, :3]                          # [C, 3, 3]
+        corr = self.matrices(cams)
+        turn = rot @ corr[:, :3, :3] @ rot.transpose(1, 2)     # world-frame rotation [C, 3, 3]
+        shift = (rot @ corr[:, :3, 3:]).squeeze(-1)            # [C, 3]
+        dirs = torch.einsum("rij,rj->ri", turn[inverse].to(dirs.dtype), dirs)
+        return origins + shift[inverse].to(origins.dtype), dirs
+
+    @torch.no_grad()
+    def refined(self) -> Tensor:
+        """[N, 4, 4] every camera's corrected c2w."""
+        return self.adjust_c2w(self.base, torch.arange(len(self.base), device=self.base.device))
+
+    @torch.no_grad()
+    def summary(self, idx: Tensor) -> dict[str, float]:
+        """Mean and largest correction of cameras ``idx``: rotation in degrees, translation in
+        box units."""
+        d = self.delta[idx].detach()
+        if len(d) == 0:
+            return {"rot_deg_mean": 0.0, "rot_deg_max": 0.0, "trans_mean": 0.0, "trans_max": 0.0}
+        rot = d[:, 3:].norm(dim=-1) * (180 / math.pi)
+        trans = d[:, :3].norm(dim=-1)
+        return {"rot_deg_mean": float(rot.mean()), "rot_deg_max": float(rot.max()),
+                "trans_mean": float(trans.mean()), "trans_max": float(trans.max())}
+
+
+def turn_poses(c2w: Tensor, views: Tensor, rot_deg: float, trans: float, seed: int = 0
+               ) -> Tensor:
+    """c2w [N, 4, 4] with the poses of ``views`` [V] turned (rms ``rot_deg`` degrees) and moved
+    (rms ``trans``) in their own frames, seeded: known pose errors, for tests and benchmarks."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(len(views), 3, generator=g) * math.radians(rot_deg) / math.sqrt(3)
+    t = torch.randn(len(views), 3, generator=g) * trans / math.sqrt(3)
+    wrong = torch.eye(4).repeat(len(views), 1, 1)
+    wrong[:, :3, :3], wrong[:, :3, 3] = so3_exp(w), t
+    out = c2w.clone()
+    out[views] = c2w[views] @ wrong.to(c2w.dtype)
+    return out
+
+
+def pose_errors(c2w: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotation (degrees) and position (box units) error [N] of ``c2w`` [N, 4, 4] against
+    ``truth`` [N, 4, 4]."""
+    rel = truth[:, :3, :3].transpose(1, 2) @ c2w[:, :3, :3]
+    cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos)), (c2w[:, :3, 3] - truth[:, :3, 3]).norm(dim=-1)
+
+
+class PoseRefiner:
+    """What a trainer holds for ``--pose-opt``: the corrections of every camera of the scene,
+    their optimiser, their share of the learning-rate schedule and their place in checkpoints.
+
+    The optimiser is Adam applied row by row: only the cameras a step saw move, each with its
+    own step count. A splat step sees one camera, and torch's Adam would keep moving every
+    other camera on its momentum (about 30 learning rates per gradient, all in one direction);
+    here a camera moves by about one learning rate each time it is seen. Where every camera is
+    seen every step (ray batches), it is torch's Adam with L2 weight decay."""
+
+    betas = (0.9, 0.999)
+    eps = 1e-15
+
+    def __init__(self, cameras, train_views: Tensor, lr: float, weight_decay: float,
+                 device: torch.device | str = "cpu"):
+        """cameras: the scene's ``Cameras`` (box coordinates); train_views [T]: the indices
+        whose corrections are learned and reported."""
+        self.cameras, self.train_views = cameras, train_views
+        self.base_lr, self.lr, self.weight_decay = float(lr), float(lr), float(weight_decay)
+        self.corrections = PoseCorrections(cameras.c2w.to(device))
+        delta = self.corrections.delta
+        self.exp_avg = torch.zeros_like(delta)
+        self.exp_avg_sq = torch.zeros_like(delta)
+        self.steps = torch.zeros(len(delta), dtype=torch.float64, device=delta.device)
+        """[N] Adam steps each camera has taken."""
+
+    def set_lr_factor(self, factor: float) -> None:
+        self.lr = self.base_lr * factor
+
+    def zero_grad(self) -> None:
+        self.corrections.delta.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Adam on the rows whose gradient is not zero (bias correction per row)."""
+        delta = self.corrections.delta
+        if delta.grad is None:
+            return
+        rows = torch.nonzero(delta.grad.abs().sum(-1) > 0).squeeze(1)
+        if len(rows) == 0:
+            return
+        b1, b2 = self.betas
+        g = delta.grad[rows] + self.weight_decay * delta[rows]
+        m = self.exp_avg[rows].mul_(b1).add_(g, alpha=1 - b1)
+        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(g, g, value=1 - b2)
+        t = self.steps[rows] + 1
+        self.exp_avg[rows], self.exp_avg_sq[rows], self.steps[rows] = m, v, t
+        m_hat = m / (1 - b1 ** t).to(m.dtype)[:, None]
+        v_hat = v / (1 - b2 ** t).to(v.dtype)[:, None]
+        delta[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+    def stats(self) -> dict[str, float]:
+        """Mean rotation (degrees) and translation (box units) of the training cameras'
+        corrections, for the log."""
+        s = self.corrections.summary(self.train_views.to(self.corrections.delta.device))
+        return {"pose_rot_deg": s["rot_deg_mean"], "pose_trans": s["trans_mean"]}
+
+    def report(self, scale: float) -> dict:
+        """The training cameras' corrections for ``poses.json``: rotation in degrees and
+        translation in the scene's units (``scale``: box units per scene unit)."""
+        idx = self.train_views.to(self.corrections.delta.device)
+        d = self.corrections.delta.detach()[idx].cpu()
+        rot = (d[:, 3:].norm(dim=-1) * (180 / math.pi)).tolist()
+        trans = (d[:, :3].norm(dim=-1) / scale).tolist()
+        n = max(1, len(rot))
+        return {"mean_rotation_deg": sum(rot) / n, "max_rotation_deg": max(rot, default=0.0),
+                "mean_translation": sum(trans) / n, "max_translation": max(trans, default=0.0),
+                "cameras": [{"index": int(i), "rotation_deg": r, "translation": t,
+                             "correction": [float(x) for x in row]}
+                            for i, r, t, row in zip(idx.tolist(), rot, trans, d.tolist())]}
+
+    def train_cameras(self):
+        """The training cameras with their corrected poses (``Cameras``)."""
+        from dataclasses import replace
+
+        refined = self.corrections.refined().cpu()
+        cams = self.cameras[self.train_views]
+        return replace(cams, c2w=refined[self.train_views].to(cams.c2w.dtype))
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The corrections and their optimiser state, as checkpoint tensors."""
+        return {"pose.delta": self.corrections.delta.detach().clone(),
+                "pose.exp_avg": self.exp_avg.clone(), "pose.exp_avg_sq": self.exp_avg_sq.clone(),
+                "pose.steps": self.steps.clone()}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Take back ``state_tensors`` (a run saved without ``--pose-opt`` keeps zeros)."""
+        if "pose.delta" not in tensors:
+            return
+        dev = self.corrections.delta.device
+        with torch.no_grad():
+            self.corrections.delta.copy_(tensors["pose.delta"])
+        self.exp_avg = tensors["pose.exp_avg"].to(dev).clone()
+        self.exp_avg_sq = tensors["pose.exp_avg_sq"].to(dev).clone()
+        self.steps = tensors["pose.steps"].to(dev).clone()
