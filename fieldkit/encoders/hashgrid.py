@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from fieldkit.encoders.hashgrid_eager import (EAGER_CHUNK, _encode_eager, _position,
+                                              _position_grad_eager,
                                               _table_grad_eager)
 from fieldkit.encoders.hashgrid_fast import accelerated, inference_function
 
@@ -206,7 +207,8 @@ def _encode_torch(x: Tensor, table: Tensor, lattice, mult, dense, offsets, mask:
 
 
 class _HashGridFunction(torch.autograd.Function):
-    """table [M, F] -> [L, N, F]; gradient for the table only (x is treated as a constant).
+    """(x [N, 3], table [M, F]) -> [L, N, F]; gradient for the table, and for x when x requires
+    it (``--pose-opt``: ``_position_grad_eager``).
 
     scales, cell_max [L] float and wrap [L] int64 or None describe the lattice (``_position``);
     meta = (num_dense_levels, mask, eager index dtype, shift): Python constants.
@@ -224,17 +226,23 @@ class _HashGridFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, table, scales, cell_max, mult, dense, offsets, wrap, meta = inputs
-        ctx.save_for_backward(x, scales, cell_max, mult, dense, offsets, wrap)
+        ctx.save_for_backward(x, scales, cell_max, mult, dense, offsets, wrap,
+                              table if x.requires_grad else None)
         ctx.meta, ctx.table_shape = meta, table.shape
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        """grad_out [L, N, F] -> grad_table [M, F], recomputing indices and weights from x."""
-        x, scales, cell_max, mult, dense, offsets, wrap = ctx.saved_tensors
+        """grad_out [L, N, F] -> (grad_x [N, 3] or None, grad_table [M, F]), recomputing
+        indices and weights from x."""
+        x, scales, cell_max, mult, dense, offsets, wrap, table = ctx.saved_tensors
         grad_table = grad_out.new_zeros(ctx.table_shape)
         lattice = (scales, cell_max, ctx.meta[3])
-        return None, _table_grad_eager(x, grad_out, lattice, mult, offsets, wrap, ctx.meta,
-                                       grad_table), *(None,) * 7
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _position_grad_eager(x, grad_out, table, lattice, mult, offsets, wrap,
+                                          ctx.meta)
+        return grad_x, _table_grad_eager(x, grad_out, lattice, mult, offsets, wrap, ctx.meta,
+                                         grad_table), *(None,) * 7
 
 
 class _HashGridTraceable(_HashGridFunction):
@@ -255,7 +263,7 @@ class _HashGridTraceable(_HashGridFunction):
         """One fused loop of atomic adds per level: level by level (cache locality), with
         nothing [L, N, 8]-sized stored. Measured 1.3-1.7x faster than one loop over all levels
         or one per corner, and on par with calling _table_grad_eager as a custom op."""
-        x, scales, cell_max, mult, dense, offsets, wrap = ctx.saved_tensors
+        x, scales, cell_max, mult, dense, offsets, wrap, _ = ctx.saved_tensors
         nd, mask, _, shift = ctx.meta
         grad_table = grad_out.new_zeros(ctx.table_shape)
         for lv in range(scales.shape[0]):
@@ -312,9 +320,13 @@ class HashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [N, 3] in [0, 1] (clamped) -> [N, out_dim] in the table's dtype, level-major."""
         x = x.to(self.scales.dtype)
+        if x.requires_grad and torch.is_grad_enabled() and self.impl == "fused" and \
+                not torch.compiler.is_dynamo_compiling():
+            # Positions to differentiate (--pose-opt asks, nothing else does): the eager
+            # fused function, which computes their gradient too; no accelerated path does.
+            out = _HashGridFunction.apply(x, self.table, *self.fused_args())
+            return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)
         if self.impl == "torch" or (x.requires_grad and torch.is_grad_enabled()):
-            # The plain-autograd twin also differentiates the positions (the fused function
-            # treats them as constants): what --pose-opt needs, and only it asks for.
             out = _encode_torch(x, self.table, (self.scales, self.cell_max, self.shift), self.mult,
                                 self.dense, self.offsets[:-1], self.mask, self.wrap)
             return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)

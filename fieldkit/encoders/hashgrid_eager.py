@@ -127,3 +127,32 @@ def _table_grad_eager(x: Tensor, grad_out: Tensor, lattice, mult, offsets, wrap,
             for f in [_POOL[k].submit(scatter, lv, corners) for lv in groups]:
                 f.result()
     return grad_table
+
+
+def _position_grad_eager(x: Tensor, grad_out: Tensor, table: Tensor, lattice, mult, offsets,
+                         wrap, meta) -> Tensor:
+    """x [N, 3], grad_out [L, N, F] -> the positions' gradient [N, 3] (eager, in blocks of
+    EAGER_CHUNK): each corner's table row dotted with grad_out, times the derivative of its
+    trilinear weight along each axis (+-1 times the other two axes' weights), times the
+    level's scale; zero where x was clamped into [0, 1]."""
+    scales = lattice[0]
+    grad_x = torch.zeros_like(x)
+    order = [(bx, by, bz) for by, bz in ((0, 0), (1, 0), (0, 1), (1, 1)) for bx in (0, 1)]
+    for s in range(0, x.shape[0], EAGER_CHUNK):
+        p = slice(s, s + EAGER_CHUNK)
+        xb, g = x[p], grad_out[:, p]
+        _, w_hi = _position(xb, lattice)                          # [3, L, n]
+        ws = (1 - w_hi, w_hi)
+        d = torch.zeros_like(w_hi)
+        corners = _corners_eager(xb, lattice, mult, offsets, wrap, *meta[:3])
+        for bits, (idx, _) in zip(order, corners):
+            v = table.index_select(0, idx.view(-1)).view(*idx.shape, table.shape[1])
+            dot = (v * g).sum(-1).to(w_hi.dtype)                   # [L, n]
+            w = [ws[b][k] for k, b in enumerate(bits)]
+            sign = [1.0 if b else -1.0 for b in bits]
+            d[0].add_(dot * w[1] * w[2], alpha=sign[0])
+            d[1].add_(dot * w[0] * w[2], alpha=sign[1])
+            d[2].add_(dot * w[0] * w[1], alpha=sign[2])
+        inside = (xb >= 0) & (xb <= 1)
+        grad_x[p] = (d * scales[None, :, None]).sum(1).t().to(x.dtype) * inside
+    return grad_x

@@ -76,12 +76,15 @@ class Source:
         compile_for_inference(model, background=True)
         name = cfg.get("train", {}).get("background", "white")
         cameras = scene_path = None
+        from fieldkit.distill.views import CAMERAS_FILE, train_cameras
+        from fieldkit.train.pose_opt import POSES_FILE
+
         try:
             cams, splits, _ = load_cameras(cfg["scene"], downscale=cfg.get("downscale", 1))
             cameras, scene_path = cams[splits["train"]], Path(cfg["scene"])
+            if (run_dir / POSES_FILE).is_file():   # --pose-opt: where training moved them
+                cameras = train_cameras(run_dir, cfg)[0]
         except FieldkitError as e:
-            from fieldkit.distill.views import CAMERAS_FILE, train_cameras
-
             if (run_dir / CAMERAS_FILE).is_file():  # the cameras the run saved
                 cameras = train_cameras(run_dir, cfg)[0]
             else:
