@@ -121,12 +121,13 @@ def _turned_run(kind: str, steps: int, tmp_path, pose_opt: bool = True):
     return score, float(before), float(after), trainer
 
 
-@pytest.mark.parametrize("kind,steps,floor,ratio", [("triplane", 600, 23.5, 0.75),
-                                                    ("splat", 800, 26.0, 0.85)])
+@pytest.mark.parametrize("kind,steps,floor,ratio", [("triplane", 400, 21.0, 0.8),
+                                                    ("splat", 600, 24.2, 0.9)])
 def test_pose_opt_recovers_turned_poses(kind, steps, floor, ratio, tmp_path):
-    """Without --pose-opt these runs reach 19.7 dB (tri-plane) and 22.5 dB (splat) on the
-    true held-out views (apps/results/pose_opt_cpu); refined, they clear the floor, and the
-    training cameras' rotation error falls (measured: by 33% and 24%)."""
+    """Without --pose-opt these runs reach 18.96 dB (tri-plane) and 21.95 dB (splat) on the
+    true held-out views; refined, 21.96 and 25.12 (measured 2026-12-07; longer runs in
+    apps/results/pose_opt_cpu). They clear the floors, and the training cameras' rotation
+    error falls (measured: to 0.71x and 0.82x)."""
     score, before, after, trainer = _turned_run(kind, steps, tmp_path)
     assert score > floor, (score, before, after)
     print(f"{kind}: {score:.2f} dB, rotation error {before:.3f} -> {after:.3f} deg")
