@@ -6,8 +6,8 @@ Every camera of the scene gets a learned correction ``delta = (t, w)``: a transl
 an axis-angle rotation ``w`` applied in the camera's own frame, ``c2w' = c2w @ [exp(w) | t]``.
 All corrections start at zero, and only the training cameras receive gradients, so held-out
 views are rendered from their given poses (as nerfstudio and gsplat evaluate). The corrections
-are optimised with the scene by their own Adam, under the scene's learning-rate schedule, with a
-small weight decay that keeps the cameras from drifting as a whole.
+are optimised with the scene by their own row-wise Adam (``PoseRefiner``), under the scene's
+learning-rate schedule, with a weight decay that pulls them towards the given poses.
 
 Volumetric models correct their rays (``adjust_rays``: ``o' = o + R t``, ``d' = R exp(w) R^T
 d``); splats correct the camera they rasterize into (``adjust_c2w``). Both are the same map,
