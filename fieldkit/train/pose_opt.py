@@ -78,18 +78,6 @@ class PoseCorrections(nn.Module):
         """[N, 4, 4] every camera's corrected c2w."""
         return self.adjust_c2w(self.base, torch.arange(len(self.base), device=self.base.device))
 
-    @torch.no_grad()
-    def summary(self, idx: Tensor) -> dict[str, float]:
-        """Mean and largest correction of cameras ``idx``: rotation in degrees, translation in
-        box units."""
-        d = self.delta[idx].detach()
-        if len(d) == 0:
-            return {"rot_deg_mean": 0.0, "rot_deg_max": 0.0, "trans_mean": 0.0, "trans_max": 0.0}
-        rot = d[:, 3:].norm(dim=-1) * (180 / math.pi)
-        trans = d[:, :3].norm(dim=-1)
-        return {"rot_deg_mean": float(rot.mean()), "rot_deg_max": float(rot.max()),
-                "trans_mean": float(trans.mean()), "trans_max": float(trans.max())}
-
 
 def turn_poses(c2w: Tensor, views: Tensor, rot_deg: float, trans: float, seed: int = 0
                ) -> Tensor:
@@ -164,19 +152,25 @@ class PoseRefiner:
         v_hat = v / (1 - b2 ** t).to(v.dtype)[:, None]
         delta[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
 
+    def _sizes(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(training views [T], their corrections [T, 6], rotation in degrees [T], translation
+        in box units [T]), on the CPU."""
+        idx = self.train_views.cpu()
+        d = self.corrections.delta.detach().cpu()[idx]
+        return idx, d, d[:, 3:].norm(dim=-1) * (180 / math.pi), d[:, :3].norm(dim=-1)
+
     def stats(self) -> dict[str, float]:
         """Mean rotation (degrees) and translation (box units) of the training cameras'
         corrections, for the log."""
-        s = self.corrections.summary(self.train_views.to(self.corrections.delta.device))
-        return {"pose_rot_deg": s["rot_deg_mean"], "pose_trans": s["trans_mean"]}
+        _, _, rot, trans = self._sizes()
+        return {"pose_rot_deg": float(rot.mean()) if len(rot) else 0.0,
+                "pose_trans": float(trans.mean()) if len(trans) else 0.0}
 
     def report(self, scale: float) -> dict:
         """The training cameras' corrections for ``poses.json``: rotation in degrees and
         translation in the scene's units (``scale``: box units per scene unit)."""
-        idx = self.train_views.to(self.corrections.delta.device)
-        d = self.corrections.delta.detach()[idx].cpu()
-        rot = (d[:, 3:].norm(dim=-1) * (180 / math.pi)).tolist()
-        trans = (d[:, :3].norm(dim=-1) / scale).tolist()
+        idx, d, rot, trans = self._sizes()
+        rot, trans = rot.tolist(), (trans / scale).tolist()
         n = max(1, len(rot))
         return {"mean_rotation_deg": sum(rot) / n, "max_rotation_deg": max(rot, default=0.0),
                 "mean_translation": sum(trans) / n, "max_translation": max(trans, default=0.0),
