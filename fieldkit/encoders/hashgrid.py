@@ -320,13 +320,14 @@ class HashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [N, 3] in [0, 1] (clamped) -> [N, out_dim] in the table's dtype, level-major."""
         x = x.to(self.scales.dtype)
-        if x.requires_grad and torch.is_grad_enabled() and self.impl == "fused" and \
-                not torch.compiler.is_dynamo_compiling():
-            # Positions to differentiate (--pose-opt asks, nothing else does): the eager
-            # fused function, which computes their gradient too; no accelerated path does.
+        # Positions to differentiate (--pose-opt asks, nothing else does) take the eager fused
+        # function, which computes their gradient too (no accelerated path does), or the
+        # plain-autograd twin while dynamo traces a compiled caller.
+        wants_dx = x.requires_grad and torch.is_grad_enabled()
+        if wants_dx and self.impl == "fused" and not torch.compiler.is_dynamo_compiling():
             out = _HashGridFunction.apply(x, self.table, *self.fused_args())
             return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)
-        if self.impl == "torch" or (x.requires_grad and torch.is_grad_enabled()):
+        if self.impl == "torch" or wants_dx:
             out = _encode_torch(x, self.table, (self.scales, self.cell_max, self.shift), self.mult,
                                 self.dense, self.offsets[:-1], self.mask, self.wrap)
             return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)
