@@ -21,7 +21,8 @@ def report_eval(run_dir: Path) -> None:
 
 def print_metrics(path: Path, m: dict) -> None:
     """The one-line summary of an evaluation written to ``path``."""
-    print(f"metrics    {path}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} on "
+    cc = f" (colour-corrected {m['psnr_cc']:.2f})" if "psnr_cc" in m else ""
+    print(f"metrics    {path}: PSNR {m['psnr']:.2f} dB{cc}, SSIM {m['ssim']:.4f} on "
           f"{m['num_views']} {m['split']} views")
 
 

@@ -55,6 +55,13 @@ class Train(ModelOptions):
     little by it (demo scene: 0.15-1.6 dB)."""
     pose_lr: float | None = None
     """--pose-opt's peak learning rate (default: 1e-3, splat 3e-3)."""
+    appearance: Literal["off", "affine", "bilateral"] = "off"
+    """Learn a colour transform per training photo, for captures whose photos differ in
+    exposure or white balance (affine: one per photo; bilateral: gsplat's bilateral grid,
+    which also follows vignetting and tone curves). The scene keeps the photos' common look;
+    `fieldkit eval` also reports the colour-corrected PSNR."""
+    appearance_lr: float | None = None
+    """--appearance's peak learning rate (default: 2e-3, splat 1e-2)."""
     init: Path | None = None
     """--model splat: start from this splat file (.ply, .spz, .splat, .ksplat, .sog; the scene's
     world units) instead of the scene's sparse points or random points."""
@@ -69,7 +76,8 @@ class Train(ModelOptions):
         config = TrainConfig(max_steps=self.max_steps, max_time=self.max_time,
                              background=self.background, seed=self.seed, lr=self.lr,
                              distortion_weight=self.distortion_weight, weights=self.weights,
-                             pose_opt=self.pose_opt, pose_lr=self.pose_lr)
+                             pose_opt=self.pose_opt, pose_lr=self.pose_lr,
+                             appearance=self.appearance, appearance_lr=self.appearance_lr)
         self.check_only_kind(self.model)
         model_config = None if self.resume else self.model_config(self.model)
         live = None

@@ -17,6 +17,7 @@ from pytorch_msssim import ssim as _ssim
 from fieldkit.data.scene import Scene, composite
 from fieldkit.errors import warn
 from fieldkit.splats.densify import make_densifier
+from fieldkit.train.appearance import pixel_uv
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
 from fieldkit.train.config import lr_factor
 from fieldkit.train.rays import BACKGROUNDS
@@ -49,6 +50,10 @@ class SplatTrainer(Trainer):
     """Each camera moves only in its own steps, once an epoch: on the demo scene with turned
     poses, 1200 steps gave 29.5 dB at 3e-3, 27.1 at 1e-3 and 23.8 without --pose-opt (an
     exploratory run; 800 steps at 3e-3 in apps/results/pose_opt_cpu: 26.85 against 22.50)."""
+
+    default_appearance_lr = 1e-2
+    """Each view's transforms move only in its own steps, once an epoch (as for
+    ``default_pose_lr``)."""
 
     def __init__(self, scene: Scene, model, config, run_dir):
         super().__init__(scene, model, config, run_dir)
@@ -84,9 +89,10 @@ class SplatTrainer(Trainer):
             group["lr"] = base * decay if group["name"] == "means" else base
         i = self.view(self.step_count)
         camera = self.scene.cameras[i].to(self.device)
+        factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
+        for r in self.refiners():
+            r.set_lr_factor(factor, self.progress())
         if self.poses is not None:
-            self.poses.set_lr_factor(lr_factor(self.step_count, self.progress(),
-                                               self.config.warmup_steps))
             camera = replace(camera, c2w=self.poses.corrections.adjust_c2w(
                 camera.c2w, torch.tensor([i], device=self.device)))
         if self.config.background == "random":
@@ -98,6 +104,13 @@ class SplatTrainer(Trainer):
         out, proj = model.rasterize(camera, bg)
         proj.means2d.retain_grad()
         rgb = out["rgb"]
+        if self.appearance is not None:
+            h, w = rgb.shape[:2]
+            fg = (out["alpha"].reshape(-1, 1), bg.expand(h * w, 3)) if self.scene.has_alpha \
+                else ()
+            rgb = self.appearance.apply(rgb.reshape(-1, 3), pixel_uv(h, w, self.device),
+                                        torch.full((h * w,), i, device=self.device),
+                                        *fg).view(h, w, 3)
         l1 = (rgb - target).abs().mean()
         win = min(11, (min(rgb.shape[:2]) // 2) * 2 - 1)
         ssim = _ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0,
@@ -106,16 +119,17 @@ class SplatTrainer(Trainer):
         extra = self.densifier.loss(model.params)
         if extra is not None:
             loss = loss + extra
+        loss = self.add_appearance_loss(loss, torch.tensor([i], device=self.device))
         self.optimizer.zero_grad(set_to_none=True)
-        if self.poses is not None:
-            self.poses.zero_grad()
+        for r in self.refiners():
+            r.zero_grad()
         loss.backward()
         if proj.means2d.grad is not None:
             h, w = rgb.shape[:2]
             self.densifier.accumulate(proj.means2d.grad, proj.radii, w, h)
         self.optimizer.step()
-        if self.poses is not None:
-            self.poses.step()
+        for r in self.refiners():
+            r.step()
         self.densifier.after_step(model.params, self.base_lrs["means"] * decay)
         self._densify(vstep)
         mse = float(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
@@ -124,7 +138,7 @@ class SplatTrainer(Trainer):
         return {"loss": float(loss.detach()), "mse": mse,
                 "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": rgb.shape[0] * rgb.shape[1],
                 "samples": model.num_gaussians, "lr": self.optimizer.param_groups[0]["lr"],
-                **self.pose_stats()}
+                **self.refiner_stats()}
 
     def _densify(self, vstep: int) -> None:
         """Refine when the reference schedule crosses a refine boundary (at most every
@@ -160,7 +174,7 @@ class SplatTrainer(Trainer):
 
     # ------------------------------------------------------------------ persistence
     def checkpoint_state(self) -> tuple[dict, dict]:
-        tensors = {"rng": rng_state(), **self.pose_tensors(),
+        tensors = {"rng": rng_state(), **self.refiner_tensors(),
                    **{f"densify.{k}": v for k, v in self.densifier.state_dict().items()}}
         return tensors, {"elapsed": self.elapsed, "last_refine_bucket": self.last_refine_bucket,
                          "last_refine_step": self.last_refine_step,
@@ -173,7 +187,7 @@ class SplatTrainer(Trainer):
         self.optimizer.load_state_dict(optim_state)
         self.base_lrs = {g["name"]: g["lr"] for g in self.model.param_groups(self.lr)}
         set_rng_state(tensors["rng"])
-        self.restore_poses(tensors)
+        self.restore_refiners(tensors)
         self.densifier.load_state_dict({k[len("densify."):]: v.to(self.device)
                                         for k, v in tensors.items() if k.startswith("densify.")})
         self.step_count, self.elapsed = step, float(extra["elapsed"])

@@ -1,4 +1,5 @@
-"""`fieldkit eval RUN`: PSNR and SSIM on every test view, per view and mean, into metrics.json."""
+"""`fieldkit eval RUN`: PSNR, SSIM and colour-corrected PSNR on every test view, per view and
+mean, into metrics.json."""
 from __future__ import annotations
 
 import time
@@ -12,7 +13,7 @@ from fieldkit.data.scene import Scene, composite
 from fieldkit.export.video import colorize_depth, to_uint8
 from fieldkit.progress import progress_iter
 from fieldkit.train.checkpoint import atomic_write_json
-from fieldkit.train.metrics import psnr, ssim
+from fieldkit.train.metrics import psnr, psnr_cc, ssim
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.run import load_model, load_run_scene, read_config
 
@@ -69,7 +70,8 @@ def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder
         seconds += time.perf_counter() - t0
         target = composite(scene.image(i), bg)
         per_view.append({"view": i, "image": scene.image_paths[i].name,
-                         "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target)})
+                         "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target),
+                         "psnr_cc": psnr_cc(out["rgb"], target)})
         if save_renders:
             Image.fromarray(to_uint8(out["rgb"])).save(out_dir / f"{k:04d}.png")
             depth = colorize_depth(out["depth"][..., 0].numpy(), out["alpha"][..., 0].numpy())
@@ -77,6 +79,7 @@ def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder
     metrics = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),
         "ssim": float(np.mean([v["ssim"] for v in per_view])),
+        "psnr_cc": float(np.mean([v["psnr_cc"] for v in per_view])),
         "num_views": len(per_view), "split": split, "background": background,
         "resolution": f"{int(scene.cameras.width[views[0]])}x{int(scene.cameras.height[views[0]])}",
         "seconds_per_view": seconds / max(1, len(views)),

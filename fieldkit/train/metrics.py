@@ -67,3 +67,45 @@ def ssim(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
     win = ssim_window_size(h, w)
     return float(_msssim_ssim(x, y, data_range=1.0, size_average=True, win_size=win,
                               win_sigma=SSIM_SIGMA))
+
+
+CC_ITERS = 5
+"""Refits of ``color_correct`` (each on the pixels its last fit left unclipped)."""
+CC_EPS = 0.5 / 255
+"""Channel values within this of 0 or 1 count as clipped and are left out of the fit."""
+
+
+def color_correct(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> Tensor:
+    """``pred`` [H, W, 3] (or [N, 3]) with its colours mapped onto ``target``'s: per output
+    channel, a least-squares polynomial of the three input channels (their pairwise products,
+    the channels and a constant), fitted on the pixels clipped in neither image and refitted
+    ``CC_ITERS`` times. mip-NeRF 360's colour correction, which Zip-NeRF and gsplat report as
+    "cc_psnr": it scores a render without its photo's exposure and white balance."""
+    p, t = _as_tensor(pred).double(), _as_tensor(target).double()
+    if p.shape != t.shape or p.shape[-1] != 3:
+        raise ValueError(f"color_correct expects two [..., 3] images of one shape, got "
+                         f"{tuple(p.shape)} and {tuple(t.shape)}")
+    x, y = p.reshape(-1, 3), t.reshape(-1, 3)
+
+    def unclipped(z: Tensor) -> Tensor:
+        return (z >= CC_EPS) & (z <= 1 - CC_EPS)
+
+    first = unclipped(x)
+    pairs = [(i, j) for i in range(3) for j in range(i, 3)]
+    for _ in range(CC_ITERS):
+        feats = torch.cat([torch.stack([x[:, i] * x[:, j] for i, j in pairs], -1), x,
+                           torch.ones_like(x[:, :1])], -1)               # [N, 10]
+        cols = []
+        for c in range(3):
+            keep = (first[:, c] & unclipped(x[:, c]) & unclipped(y[:, c])).double()[:, None]
+            a, b = feats * keep, y[:, c:c + 1] * keep
+            # normal equations with a tiny ridge: solvable when few pixels are unclipped
+            gram = a.T @ a + 1e-9 * torch.eye(a.shape[1], dtype=a.dtype)
+            cols.append(torch.linalg.solve(gram, a.T @ b))
+        x = (feats @ torch.cat(cols, 1)).clamp(0, 1)
+    return x.reshape(p.shape).float()
+
+
+def psnr_cc(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
+    """PSNR after ``color_correct``: the render's colours fitted to the photo first."""
+    return psnr(color_correct(pred, target), target)

@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from fieldkit.train.row_adam import RowAdam
+
 POSES_FILE = "poses.json"
 """A --pose-opt run's corrections (``PoseRefiner.report``), written with every checkpoint."""
 SMALL_ANGLE2 = 1e-8
@@ -103,54 +105,25 @@ def pose_errors(c2w: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
 
 class PoseRefiner:
     """What a trainer holds for ``--pose-opt``: the corrections of every camera of the scene,
-    their optimiser, their share of the learning-rate schedule and their place in checkpoints.
-
-    The optimiser is Adam applied row by row: only the cameras a step saw move, each with its
-    own step count. A splat step sees one camera, and torch's Adam would keep moving every
-    other camera on its momentum (about 30 learning rates per gradient, all in one direction);
-    here a camera moves by about one learning rate each time it is seen. Where every camera is
-    seen every step (ray batches), it is torch's Adam with L2 weight decay."""
-
-    betas = (0.9, 0.999)
-    eps = 1e-15
+    their optimiser (``RowAdam``: only the cameras a step saw move), their share of the
+    learning-rate schedule and their place in checkpoints."""
 
     def __init__(self, cameras, train_views: Tensor, lr: float, weight_decay: float,
                  device: torch.device | str = "cpu"):
         """cameras: the scene's ``Cameras`` (box coordinates); train_views [T]: the indices
         whose corrections are learned and reported."""
         self.cameras, self.train_views = cameras, train_views
-        self.base_lr, self.lr, self.weight_decay = float(lr), float(lr), float(weight_decay)
         self.corrections = PoseCorrections(cameras.c2w.to(device))
-        delta = self.corrections.delta
-        self.exp_avg = torch.zeros_like(delta)
-        self.exp_avg_sq = torch.zeros_like(delta)
-        self.steps = torch.zeros(len(delta), dtype=torch.float64, device=delta.device)
-        """[N] Adam steps each camera has taken."""
+        self.adam = RowAdam(self.corrections.delta, lr, weight_decay)
 
-    def set_lr_factor(self, factor: float) -> None:
-        self.lr = self.base_lr * factor
+    def set_lr_factor(self, factor: float, progress: float = 0.0) -> None:
+        self.adam.set_lr_factor(factor)
 
     def zero_grad(self) -> None:
-        self.corrections.delta.grad = None
+        self.adam.zero_grad()
 
-    @torch.no_grad()
     def step(self) -> None:
-        """Adam on the rows whose gradient is not zero (bias correction per row)."""
-        delta = self.corrections.delta
-        if delta.grad is None:
-            return
-        rows = torch.nonzero(delta.grad.abs().sum(-1) > 0).squeeze(1)
-        if len(rows) == 0:
-            return
-        b1, b2 = self.betas
-        g = delta.grad[rows] + self.weight_decay * delta[rows]
-        m = self.exp_avg[rows].mul_(b1).add_(g, alpha=1 - b1)
-        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(g, g, value=1 - b2)
-        t = self.steps[rows] + 1
-        self.exp_avg[rows], self.exp_avg_sq[rows], self.steps[rows] = m, v, t
-        m_hat = m / (1 - b1 ** t).to(m.dtype)[:, None]
-        v_hat = v / (1 - b2 ** t).to(v.dtype)[:, None]
-        delta[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+        self.adam.step()
 
     def _sizes(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(training views [T], their corrections [T, 6], rotation in degrees [T], translation
@@ -188,17 +161,8 @@ class PoseRefiner:
 
     def state_tensors(self) -> dict[str, Tensor]:
         """The corrections and their optimiser state, as checkpoint tensors."""
-        return {"pose.delta": self.corrections.delta.detach().clone(),
-                "pose.exp_avg": self.exp_avg.clone(), "pose.exp_avg_sq": self.exp_avg_sq.clone(),
-                "pose.steps": self.steps.clone()}
+        return self.adam.state_tensors("pose.")
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Take back ``state_tensors`` (a run saved without ``--pose-opt`` keeps zeros)."""
-        if "pose.delta" not in tensors:
-            return
-        dev = self.corrections.delta.device
-        with torch.no_grad():
-            self.corrections.delta.copy_(tensors["pose.delta"])
-        self.exp_avg = tensors["pose.exp_avg"].to(dev).clone()
-        self.exp_avg_sq = tensors["pose.exp_avg_sq"].to(dev).clone()
-        self.steps = tensors["pose.steps"].to(dev).clone()
+        self.adam.load_state_tensors(tensors, "pose.")

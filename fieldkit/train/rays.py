@@ -34,8 +34,9 @@ class RayBatcher:
         self.cumulative = torch.cumsum(sizes, 0)  # [I]
         self.total = int(self.cumulative[-1])
 
-    def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """origins [n, 3], dirs [n, 3], target rgb [n, 3], background [n, 3], image [n]."""
+    def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """origins [n, 3], dirs [n, 3], target rgb [n, 3], background [n, 3], image [n] and
+        the pixel's place in its image uv [n, 2] (x, y in [0, 1])."""
         flat = torch.randint(0, self.total, (n,))
         which = torch.searchsorted(self.cumulative, flat.double(), right=True)
         start = torch.cat([torch.zeros(1, dtype=torch.float64), self.cumulative])[which].long()
@@ -47,4 +48,5 @@ class RayBatcher:
         origins, dirs = self.scene.cameras.rays(image, xy)
         bg = background_color(self.background, n)
         target = composite(self.scene.lookup(image, xy_int), bg)
-        return origins, dirs, target, bg, image
+        size = torch.stack([width, self.scene.cameras.height[image]], -1)
+        return origins, dirs, target, bg, image, xy / size

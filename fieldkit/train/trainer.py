@@ -17,6 +17,7 @@ from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import Scene, composite
 from fieldkit.progress import make_progress
 from fieldkit.render.losses import contracted_intervals, distortion_loss
+from fieldkit.train.appearance import AppearanceRefiner
 from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_state,
                                        save_checkpoint, set_rng_state)
 from fieldkit.train.config import TrainConfig, lr_factor
@@ -38,6 +39,10 @@ class Trainer:
     ~2 degrees, 1e-3 took a tri-plane from 19.7 to 24.3 dB and a hash grid from 19.6 to 25.8
     in 600 steps; 3e-3 diverged on the hash grid (apps/results/pose_opt_cpu)."""
 
+    default_appearance_lr: float = 2e-3
+    """``--appearance-lr`` when none is given (gsplat's bilateral grids' rate): every view is
+    seen every step."""
+
     def __init__(self, scene: Scene, model: torch.nn.Module, config: TrainConfig, run_dir: Path):
         config = replace(config, background=resolve_background(config.background, scene))
         self.scene, self.model, self.config, self.run_dir = scene, model, config, Path(run_dir)
@@ -56,6 +61,12 @@ class Trainer:
                                  config.pose_weight_decay, self.device) \
             if config.pose_opt else None
         """Pose corrections of the training cameras (``--pose-opt``), else None."""
+        self.appearance = AppearanceRefiner(
+            len(scene), scene.split("train"), config.appearance,
+            config.appearance_lr or self.default_appearance_lr, config.appearance_tv,
+            config.appearance_start, self.device) \
+            if config.appearance != "off" else None
+        """Per-image colour transforms of the training views (``--appearance``), else None."""
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
         self.n_rays = config.init_rays
@@ -78,27 +89,24 @@ class Trainer:
         """One optimiser step on a fresh ray batch. Returns loss, psnr, rays and samples."""
         t0 = time.perf_counter()
         factor = self._start_step()
-        origins, dirs, target, bg, image = (t.to(self.device) for t in
-                                            self.batcher.sample(self.n_rays))
+        origins, dirs, target, bg, image, uv = (t.to(self.device) for t in
+                                                self.batcher.sample(self.n_rays))
         if self.poses is not None:
             origins, dirs = self.poses.corrections.adjust_rays(origins, dirs, image)
         out = self.model.render_rays(origins, dirs, bg, stratified=True)
         n_samples = int(out["num_samples"])
-        loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target) if n_samples else None
+        rgb = out["rgb"] if self.appearance is None else self.appearance.apply(
+            out["rgb"], uv, image, *((out["alpha"], bg) if self.scene.has_alpha else ()))
+        loss = torch.nn.functional.smooth_l1_loss(rgb, target) if n_samples else None
         if loss is not None:
+            loss = self.add_appearance_loss(loss, image)
             if self.config.distortion_weight:
                 loss = loss + self.config.distortion_weight * self._distortion(out, origins, dirs)
             reg = self.model.regularization()
             if reg is not None:
                 loss = loss + reg
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.poses is not None:
-                self.poses.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            if self.poses is not None:
-                self.poses.step()
-        mse = float(((out["rgb"].detach() - target) ** 2).mean())
+            self.backward_and_step(loss)
+        mse = float(((rgb.detach() - target) ** 2).mean())
         loss_value = float(loss.detach()) if loss is not None else 0.0
         self._adapt_batch(n_samples)
         self.step_count += 1
@@ -106,11 +114,35 @@ class Trainer:
         return {"loss": loss_value, "mse": mse,
                 "psnr": float(-10 * torch.log10(torch.tensor(max(mse, 1e-10)))),
                 "rays": len(origins), "samples": n_samples, "lr": self.lr * factor,
-                **self.pose_stats()}
+                **self.refiner_stats()}
 
-    def pose_stats(self) -> dict[str, float]:
-        """The pose corrections' mean size for the log (nothing without ``--pose-opt``)."""
-        return self.poses.stats() if self.poses is not None else {}
+    def refiner_stats(self) -> dict[str, float]:
+        """The pose corrections' and appearance transforms' mean sizes for the log (nothing
+        without ``--pose-opt`` and ``--appearance``)."""
+        stats = self.poses.stats() if self.poses is not None else {}
+        if self.appearance is not None:
+            stats.update(self.appearance.stats(self.scene.split("train")))
+        return stats
+
+    def refiners(self) -> list:
+        """The per-camera parameters learned beside the model (pose corrections, appearance
+        transforms), each with its own optimiser."""
+        return [r for r in (self.poses, self.appearance) if r is not None]
+
+    def add_appearance_loss(self, loss: Tensor, image: Tensor) -> Tensor:
+        """``loss`` plus the appearance grids' regulariser over views ``image`` [R], if any."""
+        extra = self.appearance.loss(image) if self.appearance is not None else None
+        return loss if extra is None else loss + extra
+
+    def backward_and_step(self, loss: Tensor) -> None:
+        """Gradients of ``loss``, then a step of the model's optimiser and of each refiner's."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for r in self.refiners():
+            r.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        for r in self.refiners():
+            r.step()
 
     def _distortion(self, out: dict, origins: Tensor, dirs: Tensor) -> Tensor:
         """Distortion loss of a rendered batch, measured in contracted space."""
@@ -127,8 +159,8 @@ class Trainer:
         factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
-        if self.poses is not None:
-            self.poses.set_lr_factor(factor)
+        for r in self.refiners():
+            r.set_lr_factor(factor, self.progress())
         return factor
 
     def update_grid(self) -> None:
@@ -183,16 +215,17 @@ class Trainer:
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """Tensors and JSON the checkpoint carries besides the model and the optimizer."""
-        return {"rng": rng_state(), **self.pose_tensors()}, {"elapsed": self.elapsed,
-                                                             "n_rays": self.n_rays}
+        return {"rng": rng_state(), **self.refiner_tensors()}, {"elapsed": self.elapsed,
+                                                                "n_rays": self.n_rays}
 
-    def pose_tensors(self) -> dict[str, Tensor]:
-        """The pose corrections' checkpoint tensors (none without ``--pose-opt``)."""
-        return self.poses.state_tensors() if self.poses is not None else {}
+    def refiner_tensors(self) -> dict[str, Tensor]:
+        """The pose corrections' and appearance transforms' checkpoint tensors (none without
+        ``--pose-opt`` and ``--appearance``)."""
+        return {k: v for r in self.refiners() for k, v in r.state_tensors().items()}
 
-    def restore_poses(self, tensors: dict[str, Tensor]) -> None:
-        if self.poses is not None:
-            self.poses.load_state_tensors(tensors)
+    def restore_refiners(self, tensors: dict[str, Tensor]) -> None:
+        for r in self.refiners():
+            r.load_state_tensors(tensors)
 
     def resume(self) -> None:
         """Continue from the run's checkpoint exactly where it stopped."""
@@ -202,7 +235,7 @@ class Trainer:
         set_rng_state(tensors["rng"])
         self.step_count, self.elapsed = step, float(extra["elapsed"])
         self.n_rays = int(extra["n_rays"])
-        self.restore_poses(tensors)
+        self.restore_refiners(tensors)
         self.restore_state(tensors, extra)
         self._truncate_log(step)
 

@@ -1,0 +1,109 @@
+"""--appearance: per-photo colour transforms, and the colour-corrected PSNR of `fieldkit eval`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from fieldkit.data.scene import composite, load_scene
+from fieldkit.fields.registry import build_model
+from fieldkit.train.appearance import (AppearanceGrids, AppearanceRefiner, pixel_uv,
+                                       vary_exposure)
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.metrics import color_correct, psnr, psnr_cc
+from fieldkit.train.run import prepare, scene_for_model, train
+from fieldkit.train.trainer import Trainer
+from tests.conftest import DEMO_SCENE
+
+
+def test_zero_grids_are_the_identity_and_alpha_keeps_the_background():
+    grids = AppearanceGrids(3, (8, 16, 16))
+    rgb, uv = torch.rand(500, 3), torch.rand(500, 2)
+    image = torch.randint(0, 3, (500,))
+    assert torch.allclose(grids(rgb, uv, image), rgb, atol=1e-6)
+    with torch.no_grad():
+        grids.delta.normal_(0, 0.1)
+    bg = torch.rand(500, 3)
+    fg = torch.rand(500, 3)
+    opaque = grids(fg, uv, image, torch.ones(500, 1), bg)
+    assert torch.allclose(opaque, grids(fg, uv, image), atol=1e-6)   # alpha 1: all transformed
+    empty = grids(bg, uv, image, torch.zeros(500, 1), bg)
+    assert torch.allclose(empty, bg, atol=1e-6)                      # alpha 0: background as is
+
+
+def test_grid_slicing_matches_grid_sample():
+    """The trilinear gather against torch's ``grid_sample`` on the same grids."""
+    torch.manual_seed(0)
+    grids = AppearanceGrids(4, (5, 7, 6))
+    with torch.no_grad():
+        grids.delta.normal_()
+    r = 300
+    uv, luma = torch.rand(r, 2), torch.rand(r)
+    image = torch.randint(0, 4, (r,))
+    got = grids.transforms(uv, luma, image).reshape(r, 12) - torch.eye(3, 4).reshape(12)
+    vol = grids.delta.permute(0, 4, 1, 2, 3)                        # [N, 12, L, H, W]
+    where = torch.stack([uv[:, 0], uv[:, 1], luma], -1) * 2 - 1     # x, y, z in [-1, 1]
+    want = torch.stack([F.grid_sample(vol[image[k]][None], where[k].view(1, 1, 1, 1, 3),
+                                      align_corners=True).view(12) for k in range(r)])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_a_single_cell_learns_a_known_gain():
+    """Affine grids fitted to photos with a known colour change take that change; their mean
+    stays the identity (the scene carries what the photos share), and a view that is not
+    trained keeps the identity."""
+    torch.manual_seed(0)
+    refiner = AppearanceRefiner(3, torch.tensor([0, 1]), "affine", lr=1e-2, tv_weight=0.0)
+    gain = torch.tensor([[1.25, 0.85, 1.0], [0.75, 1.15, 1.0]])
+    for _ in range(600):
+        rgb, uv = torch.rand(256, 3), torch.rand(256, 2)
+        image = torch.randint(0, 2, (256,))
+        loss = ((refiner.apply(rgb, uv, image) - rgb * gain[image]) ** 2).mean()
+        refiner.zero_grad()
+        loss.backward()
+        refiner.step()
+    a = refiner.grids.transforms(torch.zeros(3, 2), torch.zeros(3), torch.arange(3))
+    assert torch.allclose(a[:2, :, :3].diagonal(dim1=1, dim2=2), gain, atol=0.02)
+    assert torch.allclose(a[:2].mean(0), torch.eye(3, 4), atol=1e-6)
+    assert torch.equal(a[2], torch.eye(3, 4))
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="affine or bilateral"):
+        AppearanceRefiner(2, torch.arange(2), "nerfw", 1e-3, 0.0)
+
+
+def test_color_correct_removes_an_exposure_change():
+    torch.manual_seed(0)
+    photo = torch.rand(48, 40, 3) * 0.8 + 0.1
+    render = (photo * torch.tensor([0.8, 1.1, 0.9]) + 0.03) ** 1.1         # other exposure
+    assert psnr(render, photo) < 25
+    assert psnr_cc(render, photo) > 45
+    noisy = (photo + 0.03 * torch.randn_like(photo)).clamp(0, 1)          # no colour change:
+    assert abs(psnr_cc(noisy, photo) - psnr(noisy, photo)) < 0.3          # noise stays noise
+    with pytest.raises(ValueError, match="one shape"):
+        color_correct(render, photo[:10])
+
+
+def _varied_run(kind, steps, appearance, tmp_path, strength=0.25):
+    """The demo scene with each training photo's channels scaled by exp(N(0, 0.25)) and
+    vignetted; the score is against the unchanged held-out photos."""
+    clean = scene_for_model(load_scene(DEMO_SCENE, downscale=2), kind)
+    scene = vary_exposure(clean, clean.split("train"), strength)
+    torch.manual_seed(0)
+    model = build_model(kind, scene.normalisation.bound)
+    if hasattr(model, "init_from_scene"):
+        model.init_from_scene(scene, None)
+    cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
+    config = TrainConfig(max_steps=steps, eval_every=0, checkpoint_every=1e9,
+                         background="random", appearance=appearance)
+    trainer = cls(scene, model, config, tmp_path / kind)
+    trainer.train()
+    white = torch.ones(3)
+    score = sum(psnr(trainer.render(clean.cameras[int(i)], "white")["rgb"],
+                     composite(clean.image(int(i)), white))
+                for i in clean.split("test")) / len(clean.split("test"))
+    return score, trainer
