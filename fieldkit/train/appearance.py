@@ -13,7 +13,7 @@ any transform (as gsplat evaluates; ``fieldkit eval`` also reports the colour-co
 which leaves each test photo's own exposure out of the score).
 
 The grids store their difference from the identity, start at zero, and learn by their own
-row-wise Adam (``RowAdam``) with, for bilateral grids, gsplat's total-variation loss over the
+row-wise Adam (``RowAdam``, a row per cell: a ray batch touches a third of them) with, for bilateral grids, gsplat's total-variation loss over the
 cells of the cameras each step saw. After every step the training views' grids are shifted to
 a mean of zero: the scene, not the transforms, carries what all photos share. Without that
 the transforms drift together and the scene with them (on the demo scene with varied photos,
@@ -30,6 +30,8 @@ from fieldkit.train.row_adam import RowAdam
 
 GRID_SHAPES = {"affine": (1, 1, 1), "bilateral": (8, 16, 16)}
 """Cells per grid, (luminance, y, x): one global transform, or gsplat's bilateral grid."""
+TV_GRIDS = 4
+"""Most grids the total-variation term covers in one step (``AppearanceRefiner.loss``)."""
 LUMA = (0.299, 0.587, 0.114)
 """Weights of the luminance that places a pixel along a grid's third axis (Rec. 601, gsplat's)."""
 
@@ -52,17 +54,16 @@ class AppearanceGrids(nn.Module):
         low = coords.floor().long()
         frac = coords - low
         high = torch.minimum(low + 1, torch.tensor([n_l - 1, n_h - 1, n_w - 1], device=low.device))
-        table = self.delta.reshape(-1, 12)
-        base = image.long() * (n_l * n_h * n_w)
-        out = torch.zeros(len(uv), 12, dtype=self.delta.dtype, device=uv.device)
-        for corner in range(8):
-            pick = [(corner >> k) & 1 for k in range(3)]
-            idx = [high[:, k] if pick[k] else low[:, k] for k in range(3)]
-            w = torch.ones_like(frac[:, 0])
-            for k in range(3):
-                w = w * (frac[:, k] if pick[k] else 1 - frac[:, k])
-            flat = base + (idx[0] * n_h + idx[1]) * n_w + idx[2]
-            out = out + w[:, None] * table[flat]
+        corners = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)],
+                               device=low.device, dtype=torch.bool)                # [8, 3]
+        idx = torch.where(corners, high[:, None], low[:, None])                    # [R, 8, 3]
+        w = torch.where(corners, frac[:, None], 1 - frac[:, None]).prod(-1)        # [R, 8]
+        flat = (image.long()[:, None] * n_l + idx[..., 0]) * n_h * n_w \
+            + idx[..., 1] * n_w + idx[..., 2]                                        # [R, 8]
+        # one gather of all eight corners: its backward is one scatter into the table, in a
+        # fixed order (indexing with [] accumulates in a varying one: resume would drift)
+        out = (self.delta.reshape(-1, 12).index_select(0, flat.reshape(-1)).view(-1, 8, 12)
+               * w[..., None]).sum(1)
         eye = torch.eye(3, 4, dtype=out.dtype, device=out.device)
         return out.view(-1, 3, 4) + eye
 
@@ -109,7 +110,7 @@ class AppearanceRefiner:
         self.kind, self.tv_weight = kind, float(tv_weight)
         self.grids = AppearanceGrids(n_images, GRID_SHAPES[kind], device)
         self.train_views = train_views.to(self.grids.delta.device)
-        self.adam = RowAdam(self.grids.delta, lr, weight_decay=0.0)
+        self.adam = RowAdam(self.grids.delta, lr, weight_decay=0.0, row_size=12)
         self.start, self.learning = float(start), start <= 0
 
     def apply(self, rgb: Tensor, uv: Tensor, image: Tensor, alpha: Tensor | None = None,
@@ -119,10 +120,15 @@ class AppearanceRefiner:
         return self.grids(rgb, uv, image, alpha, background)
 
     def loss(self, image: Tensor) -> Tensor | None:
-        """The total-variation term over the grids of the views in this step (``image`` [R])."""
+        """The total-variation term over the grids of the views in this step (``image`` [R]),
+        at most ``TV_GRIDS`` of them, chosen at random (a ray batch sees every view, and the
+        term over all their grids took 17 ms a step on fox)."""
         if not self.tv_weight or self.kind == "affine":
             return None
-        return self.tv_weight * self.grids.total_variation(torch.unique(image))
+        seen = torch.unique(image)
+        if len(seen) > TV_GRIDS:
+            seen = seen[torch.randperm(len(seen), device=seen.device)[:TV_GRIDS]]
+        return self.tv_weight * self.grids.total_variation(seen)
 
     def set_lr_factor(self, factor: float, progress: float = 1.0) -> None:
         """The schedule's ``factor`` at ``progress`` (fraction of the budget) in [0, 1]."""
@@ -159,19 +165,24 @@ class AppearanceRefiner:
 
 
 def vary_exposure(scene, views: Tensor, strength: float, seed: int = 0):
-    """``scene`` with the photos of ``views`` [V] given known appearance changes, seeded: each
-    colour channel times exp(N(0, strength)), shared by the view's pixels (exposure and white
-    balance), plus a vignette of the same size for tests and benchmarks. Returns a new Scene."""
+    """``scene`` with the photos of ``views`` [V] given known appearance changes, seeded, for
+    tests and benchmarks: each colour channel times exp(N(0, strength)) (exposure and white
+    balance) and a brightness tilt across the photo, times 1 + N(0, strength) x (x from -1 at
+    the left edge to 1 at the right). Both are centred over the views (the photos' geometric
+    mean gain is 1 and their mean tilt 0), so the photos' common appearance is the scene's
+    own. Returns a new Scene."""
     from dataclasses import replace
 
     g = torch.Generator().manual_seed(seed)
-    gains = torch.exp(torch.randn(len(views), 3, generator=g) * strength)
+    logs = torch.randn(len(views), 3, generator=g) * strength
+    gains = torch.exp(logs - logs.mean(0))
+    tilts = torch.randn(len(views), generator=g) * strength
+    tilts = tilts - tilts.mean()
     pixels = scene.pixels.clone()
     for k, i in enumerate(views.tolist()):
         h, w = int(scene.cameras.height[i]), int(scene.cameras.width[i])
-        uv = pixel_uv(h, w) * 2 - 1
-        vignette = 1 - strength * (uv ** 2).sum(-1, keepdim=True) / 2          # [H * W, 1]
+        x = pixel_uv(h, w)[:, :1] * 2 - 1                                      # [H * W, 1]
         part = pixels[scene.offsets[i]:scene.offsets[i + 1]]
-        rgb = part[:, :3].float() * gains[k] * vignette
+        rgb = part[:, :3].float() * gains[k] * (1 + tilts[k] * x)
         part[:, :3] = rgb.round().clamp(0, 255).to(torch.uint8)
     return replace(scene, pixels=pixels)

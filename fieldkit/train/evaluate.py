@@ -55,7 +55,11 @@ def evaluate_file(path: Path, scene: Path | None = None, downscale: int = 1,
 def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder: Path,
                    split: str = "test", save_renders: bool = True) -> dict:
     """Render every view of ``split`` of ``scene`` on ``background`` (white or black); write
-    FOLDER/metrics.json and FOLDER/renders/<split>/."""
+    FOLDER/metrics.json and FOLDER/renders/<split>/. Scenes without alpha (photos of real
+    scenes) also get the colour-corrected PSNR ("psnr_cc", ``metrics.color_correct``), which
+    leaves each photo's exposure and white balance out of the score; in scenes with alpha the
+    background is white, clipped, and left out of the correction's fit, which then misplaces
+    it, so they do not."""
     model.eval()
     device = next(model.parameters()).device
     bg = torch.tensor(BACKGROUNDS[background])
@@ -70,8 +74,9 @@ def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder
         seconds += time.perf_counter() - t0
         target = composite(scene.image(i), bg)
         per_view.append({"view": i, "image": scene.image_paths[i].name,
-                         "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target),
-                         "psnr_cc": psnr_cc(out["rgb"], target)})
+                         "psnr": psnr(out["rgb"], target), "ssim": ssim(out["rgb"], target)})
+        if not scene.has_alpha:
+            per_view[-1]["psnr_cc"] = psnr_cc(out["rgb"], target)
         if save_renders:
             Image.fromarray(to_uint8(out["rgb"])).save(out_dir / f"{k:04d}.png")
             depth = colorize_depth(out["depth"][..., 0].numpy(), out["alpha"][..., 0].numpy())
@@ -79,11 +84,12 @@ def evaluate_model(model: torch.nn.Module, scene: Scene, background: str, folder
     metrics = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),
         "ssim": float(np.mean([v["ssim"] for v in per_view])),
-        "psnr_cc": float(np.mean([v["psnr_cc"] for v in per_view])),
         "num_views": len(per_view), "split": split, "background": background,
         "resolution": f"{int(scene.cameras.width[views[0]])}x{int(scene.cameras.height[views[0]])}",
         "seconds_per_view": seconds / max(1, len(views)),
         "per_view": per_view,
     }
+    if not scene.has_alpha:  # photos of real scenes; a white background is all clipped
+        metrics["psnr_cc"] = float(np.mean([v["psnr_cc"] for v in per_view]))
     atomic_write_json(Path(folder) / "metrics.json", metrics)
     return metrics

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from fieldkit.data.scene import composite, load_scene
 from fieldkit.fields.registry import build_model
 from fieldkit.train.appearance import (AppearanceGrids, AppearanceRefiner, pixel_uv,
                                        vary_exposure)
+from fieldkit.train.checkpoint import load_checkpoint
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.metrics import color_correct, psnr, psnr_cc
 from fieldkit.train.run import prepare, scene_for_model, train
@@ -107,3 +109,55 @@ def _varied_run(kind, steps, appearance, tmp_path, strength=0.25):
                      composite(clean.image(int(i)), white))
                 for i in clean.split("test")) / len(clean.split("test"))
     return score, trainer
+
+
+def test_appearance_resumes_identically(tmp_path):
+    config = TrainConfig(max_steps=40, eval_every=0, checkpoint_every=1e9, log_every=5,
+                         appearance="bilateral", appearance_start=0.0)
+    straight = train(DEMO_SCENE, "triplane", tmp_path / "a", config, downscale=4)
+    first = prepare(DEMO_SCENE, "triplane", tmp_path / "b", config, downscale=4)
+    for _ in range(20):
+        first.step()
+    first.save()
+    resumed = prepare(DEMO_SCENE, "triplane", tmp_path / "b", config, downscale=4, resume=True)
+    resumed.train()
+    assert resumed.step_count == 40
+    a, b = (load_checkpoint(tmp_path / r)[3] for r in "ab")
+    assert float(a["appearance.delta"].abs().max()) > 0
+    keys = [k for k in a if k.startswith("appearance.")]
+    assert len(keys) == 4 and all(torch.equal(a[k], b[k]) for k in keys)
+    ma, mb = (load_file(p / "model.safetensors") for p in (tmp_path / "a", tmp_path / "b"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_cli_saves_the_option_and_logs_the_transforms(tmp_path):
+    from fieldkit.cli import main
+
+    code = main(["train", str(DEMO_SCENE), "--model", "splat", "--out", str(tmp_path / "r"),
+                 "--max-steps", "12", "--downscale", "4", "--appearance", "affine",
+                 "--no-video", "--no-final-eval"])
+    assert code in (0, None)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert saved["appearance"] == "affine"
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert "appearance_gain_spread" in log[-1]
+
+
+def test_eval_reports_the_corrected_psnr_for_photos_without_alpha(tmp_path, capsys):
+    from fieldkit.commands.common import print_metrics
+    from fieldkit.train.evaluate import evaluate_model
+
+    scene = load_scene(DEMO_SCENE, downscale=4)
+    white = torch.ones(3)
+    opaque = torch.cat([(composite(scene.image(i), white) * 255).round().to(torch.uint8)
+                        .reshape(-1, 3) for i in range(len(scene))])
+    photos = replace(scene, pixels=opaque)                  # RGB photos, as a real capture's
+    torch.manual_seed(0)
+    model = build_model("triplane", scene.normalisation.bound)
+    m = evaluate_model(model, photos, "white", tmp_path, save_renders=False)
+    per_view = [v["psnr_cc"] for v in m["per_view"]]
+    assert len(per_view) == m["num_views"] and m["psnr_cc"] == pytest.approx(
+        sum(per_view) / len(per_view))
+    print_metrics(tmp_path / "metrics.json", m)
+    assert "colour-corrected" in capsys.readouterr().out
+    assert "psnr_cc" not in evaluate_model(model, scene, "white", tmp_path, save_renders=False)
