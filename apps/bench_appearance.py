@@ -47,7 +47,7 @@ SCENES = REPO.parent / "shared" / "scenes"
 def varied(args, kind: str, appearance: str, work: Path) -> dict:
     scene = scene_for_model(load_scene(REPO / "scenes" / "demo", downscale=2), kind)
     clean = scene
-    scene = vary_exposure(scene, scene.split("train"), args.strength)
+    scene = vary_exposure(scene, scene.split("train"), args.strength, args.tilt)
     torch.manual_seed(0)
     cfg = TrainConfig(max_steps=args.steps, eval_every=0, checkpoint_every=1e9,
                       appearance=appearance, background="random")
@@ -63,7 +63,7 @@ def varied(args, kind: str, appearance: str, work: Path) -> dict:
     pairs = [(trainer.render(clean.cameras[int(i)], "white")["rgb"],
               composite(clean.image(int(i)), white)) for i in clean.split("test")]
     return {"setting": "varied", "model": kind, "appearance": appearance, "steps": args.steps,
-            "strength": args.strength, "seconds": round(seconds, 1),
+            "strength": args.strength, "tilt": args.tilt, "seconds": round(seconds, 1),
             "test_psnr": round(float(np.mean([psnr(a, b) for a, b in pairs])), 3),
             **{k: round(v, 4) for k, v in trainer.refiner_stats().items()}}
 
@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--scenes", nargs="+", default=["fox", "beer-colmap"])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--strength", type=float, default=0.2)
+    p.add_argument("--tilt", type=float, default=None, help="default: --strength")
     p.add_argument("--max-time", type=float, default=150.0)
     p.add_argument("--downscale", type=int, default=8)
     p.add_argument("--out", type=Path, required=True)

@@ -61,7 +61,7 @@ class Train(ModelOptions):
     which also follows vignetting and tone curves). The scene keeps the photos' common look;
     `fieldkit eval` also reports the colour-corrected PSNR."""
     appearance_lr: float | None = None
-    """--appearance's peak learning rate (default: 2e-3, splat 1e-2)."""
+    """--appearance's peak learning rate (default 1e-2)."""
     init: Path | None = None
     """--model splat: start from this splat file (.ply, .spz, .splat, .ksplat, .sog; the scene's
     world units) instead of the scene's sparse points or random points."""

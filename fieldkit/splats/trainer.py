@@ -51,10 +51,6 @@ class SplatTrainer(Trainer):
     poses, 1200 steps gave 29.5 dB at 3e-3, 27.1 at 1e-3 and 23.8 without --pose-opt (an
     exploratory run; 800 steps at 3e-3 in apps/results/pose_opt_cpu: 26.85 against 22.50)."""
 
-    default_appearance_lr = 1e-2
-    """Each view's transforms move only in its own steps, once an epoch (as for
-    ``default_pose_lr``)."""
-
     def __init__(self, scene: Scene, model, config, run_dir):
         super().__init__(scene, model, config, run_dir)
         self.densifier = make_densifier(model.config.densify, model.config.scene_extent)

@@ -164,19 +164,20 @@ class AppearanceRefiner:
         self.adam.load_state_tensors(tensors, "appearance.")
 
 
-def vary_exposure(scene, views: Tensor, strength: float, seed: int = 0):
+def vary_exposure(scene, views: Tensor, strength: float, tilt: float | None = None,
+                  seed: int = 0):
     """``scene`` with the photos of ``views`` [V] given known appearance changes, seeded, for
     tests and benchmarks: each colour channel times exp(N(0, strength)) (exposure and white
-    balance) and a brightness tilt across the photo, times 1 + N(0, strength) x (x from -1 at
-    the left edge to 1 at the right). Both are centred over the views (the photos' geometric
-    mean gain is 1 and their mean tilt 0), so the photos' common appearance is the scene's
-    own. Returns a new Scene."""
+    balance) and a brightness tilt across the photo, times 1 + N(0, tilt) x (x from -1 at the
+    left edge to 1 at the right; ``tilt`` defaults to ``strength``). Both are centred over the
+    views (the photos' geometric mean gain is 1 and their mean tilt 0), so the photos' common
+    appearance is the scene's own. Returns a new Scene."""
     from dataclasses import replace
 
     g = torch.Generator().manual_seed(seed)
     logs = torch.randn(len(views), 3, generator=g) * strength
     gains = torch.exp(logs - logs.mean(0))
-    tilts = torch.randn(len(views), generator=g) * strength
+    tilts = torch.randn(len(views), generator=g) * (strength if tilt is None else tilt)
     tilts = tilts - tilts.mean()
     pixels = scene.pixels.clone()
     for k, i in enumerate(views.tolist()):

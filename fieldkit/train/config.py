@@ -48,9 +48,8 @@ class TrainConfig:
     The scene learns the photos' common appearance; held-out views and exports draw it
     without any transform."""
     appearance_lr: float | None = None
-    """Peak learning rate of the appearance transforms, under the run's schedule. Default:
-    2e-3 for hashgrid, triplane and mlp (gsplat's; every view is seen every step), 1e-2 for
-    splat (a view is seen once an epoch)."""
+    """Peak learning rate of the appearance transforms, under the run's schedule (default
+    1e-2)."""
     appearance_start: float = 0.25
     """Fraction of the budget before the transforms learn: while the scene is still a blur,
     they would take on its errors as well (demo scene, tri-plane, 400 steps, affine: from the
