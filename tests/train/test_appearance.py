@@ -20,6 +20,8 @@ from fieldkit.train.run import prepare, scene_for_model, train
 from fieldkit.train.trainer import Trainer
 from tests.conftest import DEMO_SCENE
 
+FLOOR_BILATERAL = 24.6
+
 
 def test_zero_grids_are_the_identity_and_alpha_keeps_the_background():
     grids = AppearanceGrids(3, (8, 16, 16))
@@ -90,9 +92,10 @@ def test_color_correct_removes_an_exposure_change():
         color_correct(render, photo[:10])
 
 
-def _varied_run(kind, steps, appearance, tmp_path, strength=0.25):
-    """The demo scene with each training photo's channels scaled by exp(N(0, 0.25)) and
-    vignetted; the score is against the unchanged held-out photos."""
+def _varied_run(kind, steps, appearance, tmp_path, strength=0.2):
+    """The demo scene with each training photo's channels scaled by exp(N(0, 0.2)) and its
+    brightness tilted across it (``vary_exposure``); the score is against the unchanged
+    held-out photos."""
     clean = scene_for_model(load_scene(DEMO_SCENE, downscale=2), kind)
     scene = vary_exposure(clean, clean.split("train"), strength)
     torch.manual_seed(0)
@@ -140,7 +143,7 @@ def test_cli_saves_the_option_and_logs_the_transforms(tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
     assert saved["appearance"] == "affine"
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert "appearance_gain_spread" in log[-1]
+    assert log[-1]["appearance_change"] > 0
 
 
 def test_eval_reports_the_corrected_psnr_for_photos_without_alpha(tmp_path, capsys):
@@ -161,3 +164,21 @@ def test_eval_reports_the_corrected_psnr_for_photos_without_alpha(tmp_path, caps
     print_metrics(tmp_path / "metrics.json", m)
     assert "colour-corrected" in capsys.readouterr().out
     assert "psnr_cc" not in evaluate_model(model, scene, "white", tmp_path, save_renders=False)
+
+
+def test_bilateral_grids_take_the_photos_changes_out_of_the_scene(tmp_path):
+    """A tri-plane of 400 steps on the demo scene whose training photos were given known
+    exposure changes: with --appearance bilateral its held-out views (unchanged photos) clear
+    a floor that it misses without (measured 2026-12-07: 23.73 dB without, 25.37 with, 25.62
+    from unchanged photos; apps/results/appearance_cpu), and what each view's grid does to
+    mid-grey at the photo's centre follows the gain that view was given."""
+    score, trainer = _varied_run("triplane", 400, "bilateral", tmp_path)
+    views = trainer.scene.split("train")
+    g = torch.Generator().manual_seed(0)             # vary_exposure's gains, drawn again
+    logs = torch.randn(len(views), 3, generator=g) * 0.2
+    truth = (logs - logs.mean(0)).flatten()
+    learned = trainer.appearance.grey_gains(views)[:, 4].log().flatten()   # at the centre
+    corr = float(torch.corrcoef(torch.stack([truth, learned]))[0, 1])
+    print(f"{score:.2f} dB, correlation {corr:.2f}")
+    assert score > FLOOR_BILATERAL, score
+    assert corr > 0.6, corr
