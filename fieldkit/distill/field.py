@@ -234,9 +234,7 @@ class FieldDistillTrainer(Trainer):
         if reg is not None and loss is not None:
             loss = loss + reg
         if loss is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.backward_and_step(loss)
         self.step_count += 1
         self.elapsed += time.perf_counter() - t0
         psnr = -10 * math.log10(max(mse, 1e-10)) if mse else 0.0
