@@ -32,13 +32,11 @@ import numpy as np
 import torch
 
 from fieldkit.data.scene import composite, load_scene
-from fieldkit.fields.registry import build_model
 from fieldkit.train.appearance import vary_exposure
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.evaluate import evaluate_run
 from fieldkit.train.metrics import psnr
-from fieldkit.train.run import prepare, scene_for_model
-from fieldkit.train.trainer import Trainer
+from fieldkit.train.run import prepare, scene_for_model, scene_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = REPO.parent / "shared" / "scenes"
@@ -48,14 +46,9 @@ def varied(args, kind: str, appearance: str, work: Path) -> dict:
     scene = scene_for_model(load_scene(REPO / "scenes" / "demo", downscale=2), kind)
     clean = scene
     scene = vary_exposure(scene, scene.split("train"), args.strength, args.tilt)
-    torch.manual_seed(0)
     cfg = TrainConfig(max_steps=args.steps, eval_every=0, checkpoint_every=1e9,
                       appearance=appearance, background="random")
-    model = build_model(kind, scene.normalisation.bound)
-    if hasattr(model, "init_from_scene"):
-        model.init_from_scene(scene, None)
-    cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
-    trainer = cls(scene, model, cfg, work / f"{kind}_{appearance}")
+    trainer = scene_trainer(scene, kind, cfg, work / f"{kind}_{appearance}")
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0

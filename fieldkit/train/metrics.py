@@ -71,6 +71,9 @@ def ssim(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
 
 CC_ITERS = 5
 """Refits of ``color_correct`` (each on the pixels its last fit left unclipped)."""
+CC_FIT_PIXELS = 1 << 18
+"""Larger images fit the correction on an even stride of about this many pixels and apply it
+to all (a 1080 x 1920 view: 1.3 s instead of 3.0 s; up to 512 x 512 every pixel is fitted)."""
 CC_EPS = 0.5 / 255
 """Channel values within this of 0 or 1 count as clipped and are left out of the fit."""
 
@@ -79,30 +82,33 @@ def color_correct(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> Ten
     """``pred`` [H, W, 3] (or [N, 3]) with its colours mapped onto ``target``'s: per output
     channel, a least-squares polynomial of the three input channels (their pairwise products,
     the channels and a constant), fitted on the pixels clipped in neither image and refitted
-    ``CC_ITERS`` times. mip-NeRF 360's colour correction, which Zip-NeRF and gsplat report as
-    "cc_psnr": it scores a render without its photo's exposure and white balance."""
+    ``CC_ITERS`` times (on at most ~``CC_FIT_PIXELS`` of them). mip-NeRF 360's colour
+    correction, which Zip-NeRF and gsplat report as "cc_psnr": it scores a render without
+    its photo's exposure and white balance."""
     p, t = _as_tensor(pred).double(), _as_tensor(target).double()
     if p.shape != t.shape or p.shape[-1] != 3:
         raise ValueError(f"color_correct expects two [..., 3] images of one shape, got "
                          f"{tuple(p.shape)} and {tuple(t.shape)}")
     x, y = p.reshape(-1, 3), t.reshape(-1, 3)
+    fit = torch.arange(0, len(x), max(1, len(x) // CC_FIT_PIXELS))    # the pixels fitted on
 
     def unclipped(z: Tensor) -> Tensor:
         return (z >= CC_EPS) & (z <= 1 - CC_EPS)
 
-    first = unclipped(x)
-    pairs = [(i, j) for i in range(3) for j in range(i, 3)]
+    def features(z: Tensor) -> Tensor:                                   # [N, 10]
+        return torch.cat([torch.stack([z[:, i] * z[:, j] for i, j in pairs], -1), z,
+                          torch.ones_like(z[:, :1])], -1)
+
+    first, pairs = unclipped(x[fit]), [(i, j) for i in range(3) for j in range(i, 3)]
     for _ in range(CC_ITERS):
-        feats = torch.cat([torch.stack([x[:, i] * x[:, j] for i, j in pairs], -1), x,
-                           torch.ones_like(x[:, :1])], -1)               # [N, 10]
-        cols = []
+        feats, cols = features(x[fit]), []
         for c in range(3):
-            keep = (first[:, c] & unclipped(x[:, c]) & unclipped(y[:, c])).double()[:, None]
-            a, b = feats * keep, y[:, c:c + 1] * keep
+            keep = (first[:, c] & unclipped(x[fit, c]) & unclipped(y[fit, c])).double()[:, None]
+            a, b = feats * keep, y[fit, c:c + 1] * keep
             # normal equations with a tiny ridge: solvable when few pixels are unclipped
             gram = a.T @ a + 1e-9 * torch.eye(a.shape[1], dtype=a.dtype)
             cols.append(torch.linalg.solve(gram, a.T @ b))
-        x = (feats @ torch.cat(cols, 1)).clamp(0, 1)
+        x = (features(x) @ torch.cat(cols, 1)).clamp(0, 1)
     return x.reshape(p.shape).float()
 
 

@@ -102,6 +102,20 @@ def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig
                        bool(stats["interrupted"]))
 
 
+def scene_trainer(scene, kind: str, config: TrainConfig, run_dir: Path):
+    """A Trainer of a new ``kind`` model (default preset, seeded by ``config.seed``) on a
+    ``scene`` already in memory and made for the model (``scene_for_model``): for tests and
+    benchmarks that change a scene's photos or poses first. Writes no config.json."""
+    from fieldkit.train.trainer import Trainer
+
+    torch.manual_seed(config.seed)
+    model = build_model(kind, scene.normalisation.bound)
+    if hasattr(model, "init_from_scene"):
+        model.init_from_scene(scene, None)
+    cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
+    return cls(scene, model, config, run_dir)
+
+
 def prepare(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig,
             downscale: int = 1, device: str | None = None, resume: bool = False,
             preset: str = "default", model_config=None, init: Path | None = None):

@@ -10,13 +10,11 @@ from safetensors.torch import load_file
 
 from fieldkit.data.scene import composite, load_scene
 from fieldkit.encoders.hashgrid import HashGrid, HashGridConfig
-from fieldkit.fields.registry import build_model
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.metrics import psnr
 from fieldkit.train.pose_opt import (PoseCorrections, PoseRefiner, pose_errors, so3_exp,
                                      turn_poses)
-from fieldkit.train.run import prepare, scene_for_model, train
-from fieldkit.train.trainer import Trainer
+from fieldkit.train.run import prepare, scene_for_model, scene_trainer, train
 from tests.conftest import DEMO_SCENE
 
 
@@ -102,14 +100,9 @@ def _turned_run(kind: str, steps: int, tmp_path, pose_opt: bool = True):
     truth = scene.cameras.c2w.clone()
     views = scene.split("train")
     scene.cameras.c2w = turn_poses(truth, views, 2.0, 0.05)
-    torch.manual_seed(0)
-    model = build_model(kind, scene.normalisation.bound)
-    if hasattr(model, "init_from_scene"):
-        model.init_from_scene(scene, None)
-    cls = model.trainer_class() if hasattr(model, "trainer_class") else Trainer
     config = TrainConfig(max_steps=steps, eval_every=0, checkpoint_every=1e9,
                          background="random", pose_opt=pose_opt)
-    trainer = cls(scene, model, config, tmp_path / kind)
+    trainer = scene_trainer(scene, kind, config, tmp_path / kind)
     trainer.train()
     white = torch.ones(3)
     score = sum(psnr(trainer.render(scene.cameras[int(i)], "white")["rgb"],
