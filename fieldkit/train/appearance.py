@@ -13,14 +13,15 @@ any transform (as gsplat evaluates; ``fieldkit eval`` also reports the colour-co
 which leaves each test photo's own exposure out of the score).
 
 The grids store their difference from the identity, start at zero, and learn by their own
-row-wise Adam (``RowAdam``, a row per cell: a ray batch touches a third of them) with, for bilateral grids, gsplat's total-variation loss over the
-cells of the cameras each step saw. After every step the training views' grids are shifted to
-a mean of zero: the scene, not the transforms, carries what all photos share. Without that
-the transforms drift together and the scene with them (on the demo scene with varied photos,
-a tri-plane's affine transforms all darkened by 3-6% and its held-out views ended 0.8 dB
-below training without transforms), and a weight decay inside Adam instead pulled them back to
-the identity at the full learning rate once the scene fitted (they learned ~1% of the photos'
-changes).
+row-wise Adam (``RowAdam``, a row per cell: a ray batch touches a third of them) with, for
+bilateral grids, gsplat's total-variation loss over the cells of the cameras each step saw
+(at most ``TV_GRIDS`` of them). They start learning at ``start`` of the budget. After every
+step the training views' grids are shifted to a mean of zero: the scene, not the transforms,
+carries what all photos share. Without that the transforms drift together and the scene
+with them (on the demo scene with varied photos, a tri-plane's affine transforms all darkened
+by 3-6% and its held-out views ended 0.8 dB below training without transforms), and a weight
+decay inside Adam instead pulled them back to the identity at the full learning rate once the
+scene fitted (they learned ~1% of the photos' changes).
 """
 from __future__ import annotations
 

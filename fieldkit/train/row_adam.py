@@ -67,7 +67,8 @@ class RowAdam:
         delta / exp_avg / exp_avg_sq / steps."""
         return {f"{prefix}delta": self.param.detach().clone(),
                 f"{prefix}exp_avg": self.exp_avg.clone(),
-                f"{prefix}exp_avg_sq": self.exp_avg_sq.clone(), f"{prefix}steps": self.steps.clone()}
+                f"{prefix}exp_avg_sq": self.exp_avg_sq.clone(),
+                f"{prefix}steps": self.steps.clone()}
 
     def load_state_tensors(self, tensors: dict[str, Tensor], prefix: str) -> None:
         """Take back ``state_tensors`` (nothing under ``prefix``: the run was saved without
