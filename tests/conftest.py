@@ -15,6 +15,13 @@ os.environ.setdefault("FIELDKIT_QUIET", "1")
 # tests/encoders/test_hashgrid_infer_compile.py; elsewhere the suite renders eagerly.
 os.environ.setdefault("FIELDKIT_CPU_COMPILE", "off")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (pytest -n N) share the cores: torch's threads split between them.
+    import torch
+
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
 
 def shared_scene(name: str) -> Path:
     """Path of a real scene, or skip the test with the reason it is missing."""
