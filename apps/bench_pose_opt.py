@@ -47,7 +47,8 @@ def turned(args, kind: str, pose_opt: bool, work: Path) -> dict:
     views = scene.split("train")
     scene.cameras.c2w = turn_poses(truth, views, args.rot, args.trans)
     cfg = TrainConfig(max_steps=args.steps, eval_every=0, checkpoint_every=1e9,
-                      pose_opt=pose_opt, background="random")
+                      pose_opt=pose_opt, pose_start=args.pose_start, background="random",
+                      seed=args.seed)
     trainer = scene_trainer(scene, kind, cfg, work / f"{kind}_{pose_opt}")
     t0 = time.perf_counter()
     trainer.train()
@@ -58,7 +59,9 @@ def turned(args, kind: str, pose_opt: bool, work: Path) -> dict:
     white = torch.ones(3)
     scores = [psnr(trainer.render(scene.cameras[int(i)], "white")["rgb"],
                    composite(scene.image(int(i)), white)) for i in scene.split("test")]
-    return {"setting": "turned", "model": kind, "pose_opt": pose_opt, "steps": args.steps,
+    return {"setting": "turned", "model": kind, "pose_opt": pose_opt,
+            "pose_start": trainer.pose_start if pose_opt else None, "seed": args.seed,
+            "steps": args.steps,
             "rot_deg": args.rot, "trans": args.trans, "seconds": round(seconds, 1),
             "test_psnr": round(float(np.mean(scores)), 3),
             "rot_err_deg": [round(float(rot0.mean()), 4), round(float(rot1.mean()), 4)],
@@ -66,13 +69,15 @@ def turned(args, kind: str, pose_opt: bool, work: Path) -> dict:
 
 
 def real(args, scene_name: str, kind: str, pose_opt: bool, work: Path) -> dict:
-    cfg = TrainConfig(max_time=args.max_time, eval_every=0, pose_opt=pose_opt)
+    cfg = TrainConfig(max_time=args.max_time, eval_every=0, pose_opt=pose_opt,
+                      pose_start=args.pose_start)
     run = work / f"{scene_name}_{kind}_{pose_opt}"
     trainer = prepare(SCENES / scene_name, kind, run, cfg, downscale=args.downscale)
     trainer.train()
     metrics = evaluate_run(run)
     poses = json.loads((run / "poses.json").read_text()) if pose_opt else {}
     return {"setting": "real", "scene": scene_name, "model": kind, "pose_opt": pose_opt,
+            "pose_start": trainer.pose_start if pose_opt else None,
             "downscale": args.downscale, "max_time": args.max_time,
             "steps": trainer.step_count, "test_psnr": round(metrics["psnr"], 3),
             "test_ssim": round(metrics["ssim"], 4),
@@ -90,6 +95,11 @@ def main() -> None:
     p.add_argument("--trans", type=float, default=0.05)
     p.add_argument("--max-time", type=float, default=150.0)
     p.add_argument("--downscale", type=int, default=8)
+    p.add_argument("--pose-start", type=float, default=None,
+                   help="fraction of the budget before the poses learn (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (turned)")
+    p.add_argument("--only-with", action="store_true",
+                   help="skip the runs without --pose-opt (already measured)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     os.environ.setdefault("FIELDKIT_QUIET", "1")
@@ -101,7 +111,7 @@ def main() -> None:
         jobs = ([(s, k) for s in args.scenes for k in args.models] if args.setting == "real"
                 else [(None, k) for k in args.models])
         for scene_name, kind in jobs:
-            for pose_opt in (False, True):
+            for pose_opt in ((True,) if args.only_with else (False, True)):
                 row = (real(args, scene_name, kind, pose_opt, work) if scene_name
                        else turned(args, kind, pose_opt, work))
                 print(json.dumps(row), flush=True)

@@ -88,7 +88,7 @@ class SplatTrainer(Trainer):
         factor = lr_factor(self.step_count, self.progress(), self.config.warmup_steps)
         for r in self.refiners():
             r.set_lr_factor(factor, self.progress())
-        if self.poses is not None:
+        if self.poses is not None and self.poses.learning:
             camera = replace(camera, c2w=self.poses.corrections.adjust_c2w(
                 camera.c2w, torch.tensor([i], device=self.device)))
         if self.config.background == "random":

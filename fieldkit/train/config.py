@@ -41,6 +41,10 @@ class TrainConfig:
     pose_weight_decay: float = 1e-2
     """Adam weight decay of the pose corrections (nerfstudio's): pulls them towards the given
     poses, so that exact poses stay nearly put and the cameras do not drift as a whole."""
+    pose_start: float | None = None
+    """Fraction of the budget before the pose corrections learn; until then the rays are not
+    corrected. Default: the model's ``default_pose_start`` (tri-plane 0.25: while the scene is
+    still a blur the corrections drift with its errors; hash grid and splat 0)."""
     appearance: Literal["off", "affine", "bilateral"] = "off"
     """Learn a colour transform per training view (``fieldkit/train/appearance.py``), for
     photos that differ in exposure, white balance or vignetting: ``affine`` one 3x4 transform

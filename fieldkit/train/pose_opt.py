@@ -109,21 +109,26 @@ class PoseRefiner:
     learning-rate schedule and their place in checkpoints."""
 
     def __init__(self, cameras, train_views: Tensor, lr: float, weight_decay: float,
-                 device: torch.device | str = "cpu"):
+                 start: float = 0.0, device: torch.device | str = "cpu"):
         """cameras: the scene's ``Cameras`` (box coordinates); train_views [T]: the indices
-        whose corrections are learned and reported."""
+        whose corrections are learned and reported; start: the fraction of the budget before
+        they learn (until then the corrections stay zero and the rays are not adjusted)."""
         self.cameras, self.train_views = cameras, train_views
         self.corrections = PoseCorrections(cameras.c2w.to(device))
         self.adam = RowAdam(self.corrections.delta, lr, weight_decay)
+        self.start, self.learning = float(start), start <= 0
 
-    def set_lr_factor(self, factor: float, progress: float = 0.0) -> None:
+    def set_lr_factor(self, factor: float, progress: float = 1.0) -> None:
+        """The schedule's ``factor`` at ``progress`` (fraction of the budget) in [0, 1]."""
+        self.learning = progress >= self.start
         self.adam.set_lr_factor(factor)
 
     def zero_grad(self) -> None:
         self.adam.zero_grad()
 
     def step(self) -> None:
-        self.adam.step()
+        if self.learning:
+            self.adam.step()
 
     def _sizes(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(training views [T], their corrections [T, 6], rotation in degrees [T], translation

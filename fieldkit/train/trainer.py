@@ -15,6 +15,7 @@ from torch import Tensor
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.scene import Scene, composite
+from fieldkit.errors import FieldkitError
 from fieldkit.progress import make_progress
 from fieldkit.render.losses import contracted_intervals, distortion_loss
 from fieldkit.train.appearance import AppearanceRefiner
@@ -57,9 +58,15 @@ class Trainer:
         """Samples per step the ray batch adapts to: the config's, else the model's own (None
         for a model that marches no rays: splats)."""
         self._make_optimizer()
+        self.pose_start = config.pose_start if config.pose_start is not None else getattr(
+            model, "default_pose_start", 0.0)
+        """Fraction of the budget before ``--pose-opt`` learns."""
+        if not 0.0 <= self.pose_start < 1.0:
+            raise FieldkitError(f"--pose-start is a fraction of the budget in [0, 1), not "
+                                f"{self.pose_start:g}")
         self.poses = PoseRefiner(scene.cameras, scene.split("train"),
                                  config.pose_lr or self.default_pose_lr,
-                                 config.pose_weight_decay, self.device) \
+                                 config.pose_weight_decay, self.pose_start, self.device) \
             if config.pose_opt else None
         """Pose corrections of the training cameras (``--pose-opt``), else None."""
         self.appearance = AppearanceRefiner(
@@ -92,7 +99,7 @@ class Trainer:
         factor = self._start_step()
         origins, dirs, target, bg, image, uv = (t.to(self.device) for t in
                                                 self.batcher.sample(self.n_rays))
-        if self.poses is not None:
+        if self.poses is not None and self.poses.learning:
             origins, dirs = self.poses.corrections.adjust_rays(origins, dirs, image)
         out = self.model.render_rays(origins, dirs, bg, stratified=True)
         n_samples = int(out["num_samples"])
