@@ -112,9 +112,8 @@ class VolumeModel(nn.Module):
     default_pose_start: ClassVar[float] = 0.0
     """``--pose-opt``'s start (``TrainConfig.pose_start``) when the config leaves it unset: a
     hash grid (and the MLP, not measured) refines its cameras from the first step (on the demo
-    scene with turned poses,
-    25.76 dB from the start against 23.60 from a quarter of 600 steps; exact poses 26.17
-    against 26.93, 27.37 without: apps/results/pose_opt_cpu)."""
+    scene with turned poses, 25.76 dB from the start against 23.60 from a quarter of 600
+    steps; exact poses 26.17 against 26.93, 27.37 without: apps/results/pose_opt_cpu)."""
     default_target_samples: ClassVar[int] = 1 << 14
     """Samples per training step (``TrainConfig.target_samples``) when the config leaves it
     unset."""
