@@ -60,7 +60,7 @@ def turned(args, kind: str, pose_opt: bool, work: Path) -> dict:
     scores = [psnr(trainer.render(scene.cameras[int(i)], "white")["rgb"],
                    composite(scene.image(int(i)), white)) for i in scene.split("test")]
     return {"setting": "turned", "model": kind, "pose_opt": pose_opt,
-            "pose_start": trainer.pose_start if pose_opt else None, "seed": args.seed,
+            "pose_start": trainer.poses.start if pose_opt else None, "seed": args.seed,
             "steps": args.steps,
             "rot_deg": args.rot, "trans": args.trans, "seconds": round(seconds, 1),
             "test_psnr": round(float(np.mean(scores)), 3),
@@ -77,7 +77,7 @@ def real(args, scene_name: str, kind: str, pose_opt: bool, work: Path) -> dict:
     metrics = evaluate_run(run)
     poses = json.loads((run / "poses.json").read_text()) if pose_opt else {}
     return {"setting": "real", "scene": scene_name, "model": kind, "pose_opt": pose_opt,
-            "pose_start": trainer.pose_start if pose_opt else None,
+            "pose_start": trainer.poses.start if pose_opt else None,
             "downscale": args.downscale, "max_time": args.max_time,
             "steps": trainer.step_count, "test_psnr": round(metrics["psnr"], 3),
             "test_ssim": round(metrics["ssim"], 4),

@@ -58,15 +58,14 @@ class Trainer:
         """Samples per step the ray batch adapts to: the config's, else the model's own (None
         for a model that marches no rays: splats)."""
         self._make_optimizer()
-        self.pose_start = config.pose_start if config.pose_start is not None else getattr(
+        pose_start = config.pose_start if config.pose_start is not None else getattr(
             model, "default_pose_start", 0.0)
-        """Fraction of the budget before ``--pose-opt`` learns."""
-        if not 0.0 <= self.pose_start < 1.0:
+        if not 0.0 <= pose_start < 1.0:
             raise FieldkitError(f"--pose-start is a fraction of the budget in [0, 1), not "
-                                f"{self.pose_start:g}")
+                                f"{pose_start:g}")
         self.poses = PoseRefiner(scene.cameras, scene.split("train"),
                                  config.pose_lr or self.default_pose_lr,
-                                 config.pose_weight_decay, self.pose_start, self.device) \
+                                 config.pose_weight_decay, pose_start, self.device) \
             if config.pose_opt else None
         """Pose corrections of the training cameras (``--pose-opt``), else None."""
         self.appearance = AppearanceRefiner(
