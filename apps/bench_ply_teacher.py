@@ -117,8 +117,7 @@ def main() -> None:
             norm = Normalisation.from_dict(read_config(out)["normalisation"])
             world = frame if name == "gsplat-alone" else None
             report["vs_photos"] = versus_photos({"student": load_model(out).eval()},
-                                                {"student": moved_scene(scene, norm, world)},
-                                                args.gt_views)
+                                                moved_scene(scene, norm, world), args.gt_views)
         rows[name] = {"cameras": report["cameras"], "steps": report["student"]["steps"],
                       "vs_teacher": report["vs_teacher"]["psnr"],
                       "vs_photos": report["vs_photos"]["student"]["psnr"],

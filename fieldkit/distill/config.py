@@ -34,6 +34,20 @@ def student_config(kind: str, preset: str = "default"):
     return config
 
 
+FIELD_BANK_RAYS = 1 << 18
+"""A field teacher's ray bank: rays it renders one by one, each from a random one of the
+bank's views (so all of them are in it): more rays would cost render time, not add views."""
+SPLAT_BANK_RAYS = 1 << 20
+"""A splat teacher's ray bank: it renders whole views and the bank keeps a quarter of their
+pixels (``targets.VIEW_BANK_KEEP``), so the rays set how many views it renders (2^20: ~130 of
+fox at 135x240, within the render budget). What counts is the views: a student sees fewer
+rays than the bank holds. Splats -> hash grid against the undistorted photos: fox 22.87 dB
+with 2^20 (68 views made in 75 s) against 22.56 with 2^18 (33 views), 23.43 against 22.92
+in 300 s (130 against 33 views); beer-colmap 23.40 against 23.34 in 150 s, but 23.07 against
+23.20 in 38 s, where the views cost a third of the steps; lego 26.70 against 26.76 in 75 s
+(apps/results/splat_to_field_cpu/bench.md)."""
+
+
 @dataclass
 class DistillConfig:
     """Targets, stages and report of a distillation. The optimisation budget (steps, seconds)
@@ -58,9 +72,10 @@ class DistillConfig:
     lego (200x200, 300 s) 27.50 with 0.5 a pixel against 27.62 with 1.25 (50k)."""
     bank_views: int = 200
     """Novel views the ray bank of a volumetric student draws its rays from."""
-    bank_rays: int = 1 << 18
-    """Rays the teacher renders for a volumetric student's stage 2 (drawn at random from
-    bank_views novel views)."""
+    bank_rays: int | None = None
+    """Rays the teacher renders for a volumetric student's stage 2, drawn at random from
+    bank_views novel views (default ``bank_rays_for``: 2^18 from a field teacher, 2^20 from
+    splats)."""
     view_scale: float = 1.0
     """Size of the novel views relative to the teacher's training images."""
     held_out_views: int = 8
@@ -122,6 +137,12 @@ class DistillConfig:
     """Weight of the depth term in stage 2 (box units, weighted by the teacher's opacity)."""
     seed: int = 0
     """Seed of the novel views, the ray bank and the points."""
+
+    def bank_rays_for(self, splat_teacher: bool) -> int:
+        """The ray bank's size: ``bank_rays``, else FIELD_BANK_RAYS or SPLAT_BANK_RAYS."""
+        if self.bank_rays is not None:
+            return self.bank_rays
+        return SPLAT_BANK_RAYS if splat_teacher else FIELD_BANK_RAYS
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,7 +2,10 @@
 
 - student vs teacher on held-out novel views (never trained on), over white;
 - student vs the photos and teacher vs the photos on evenly spaced test views, when the teacher's
-  scene is on disk (each model on its own camera model: splats on undistorted photos);
+  scene is on disk. Both are judged against the same images, so that the two scores compare and
+  the student-vs-teacher PSNR there compares renders of the same pixels: the undistorted photos
+  (pinhole cameras) when either model projects through pinholes only (splats) and the photos
+  are distorted, else the photos as shot;
 - time taken, parameters, bytes on disk and render time per frame of both models.
 """
 from __future__ import annotations
@@ -49,17 +52,14 @@ def versus_teacher(student, views: TeacherViews) -> dict:
             "student_seconds_per_frame": float(np.median(secs))}
 
 
-def versus_photos(models: dict[str, torch.nn.Module], scenes: dict[str, Scene], n: int
-                  ) -> dict:
-    """PSNR/SSIM of each model on ``n`` evenly spaced test views of its scene, the render time
+def versus_photos(models: dict[str, torch.nn.Module], scene: Scene, n: int) -> dict:
+    """PSNR/SSIM of each model on ``n`` evenly spaced test views of ``scene``, the render time
     per frame, and student-vs-teacher PSNR on the same views."""
-    any_scene = next(iter(scenes.values()))
-    test = any_scene.split("test")
+    test = scene.split("test")
     pick = test[torch.linspace(0, len(test) - 1, min(n, len(test))).round().long()].tolist()
     out: dict = {"views": len(pick)}
     renders: dict[str, list] = {}
     for name, model in models.items():
-        scene = scenes[name]
         scores, secs, imgs = [], [], []
         for i in progress_iter(pick, total=len(pick), desc=f"{name} vs photos"):
             rgb, dt = _render(model, scene.cameras[i])
@@ -99,7 +99,8 @@ def print_report(report: dict) -> None:
                   f"{vt['psnr']:.2f} dB")
     gt = report.get("vs_photos")
     if gt:
-        table.add_row(f"PSNR vs photos ({gt['views']} test views)",
+        which = "" if gt.get("photos", "as shot") == "as shot" else f", {gt['photos']}"
+        table.add_row(f"PSNR vs photos ({gt['views']} test views{which})",
                       f"{gt['teacher']['psnr']:.2f} dB", f"{gt['student']['psnr']:.2f} dB")
         table.add_row("SSIM vs photos", f"{gt['teacher']['ssim']:.3f}",
                       f"{gt['student']['ssim']:.3f}")

@@ -15,6 +15,7 @@ import torch
 from fieldkit import __version__
 from fieldkit.data.cameras import Cameras
 from fieldkit.data.normalize import Normalisation
+from fieldkit.data.scene import Scene
 from fieldkit.distill.budget import RenderBudget
 from fieldkit.distill.config import DistillConfig, student_config
 from fieldkit.distill.field import FieldDistillTrainer, init_grid_from_teacher
@@ -81,8 +82,10 @@ def _empty_cameras() -> Cameras:
                    torch.zeros(0, dtype=torch.long))
 
 
-def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
-    """The teacher's photos for each model (undistorted for splats), or None when absent."""
+def _gt_scene(tcfg: dict, kinds: list[str]) -> tuple[Scene, str] | None:
+    """The teacher's test photos, the same images for every model of ``kinds`` (undistorted
+    when any of them projects through pinholes only), and which they are ("as shot" or
+    "undistorted"); None when the scene is absent or has no test split."""
     from fieldkit.data.scene import load_scene
     from fieldkit.errors import SceneError
     from fieldkit.train.run import scene_for_model
@@ -96,7 +99,10 @@ def _gt_scenes(tcfg: dict, kinds: dict[str, str]):
         return None
     if "test" not in scene.splits:
         return None
-    return {name: scene_for_model(scene, kind) for name, kind in kinds.items()}
+    distorted = scene.cameras.distortion is not None
+    for kind in kinds:
+        scene = scene_for_model(scene, kind)
+    return scene, "undistorted" if distorted and scene.cameras.distortion is None else "as shot"
 
 
 def distill(teacher_run: Path, kind: str, out: Path | None = None,
@@ -209,7 +215,7 @@ class Distillation:
             t0 = time.perf_counter()
             bank_cams = novel_cameras(cams, config.bank_views, seed=config.seed + 1,
                                       scale=config.view_scale)
-            bank = build_ray_bank(teacher, bank_cams, config.bank_rays,
+            bank = build_ray_bank(teacher, bank_cams, config.bank_rays_for(teacher.is_splat),
                                   torch.Generator().manual_seed(config.seed + 2), budget)
             student = student.to(device)
             init_grid_from_teacher(student, teacher)
@@ -276,11 +282,10 @@ class Distillation:
             "targets": {"rendered": budget.made, "cut": budget.cuts},
             "vs_teacher": versus_teacher(student, views),
         }
-        scenes = _gt_scenes(tcfg, {"teacher": teacher.kind, "student": self.kind}) \
-            if config.gt_views > 0 else None
-        if scenes is not None:
-            report["vs_photos"] = versus_photos({"teacher": teacher.model, "student": student},
-                                                scenes, config.gt_views)
+        photos = _gt_scene(tcfg, [teacher.kind, self.kind]) if config.gt_views > 0 else None
+        if photos is not None:
+            report["vs_photos"] = {"photos": photos[1], **versus_photos(
+                {"teacher": teacher.model, "student": student}, photos[0], config.gt_views)}
         report["time"] = {"teacher_seconds": teacher_seconds, "student_seconds": trainer.elapsed,
                           "distill_seconds": teacher_seconds + trainer.elapsed,
                           "held_out_seconds": held_seconds,

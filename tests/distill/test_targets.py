@@ -124,3 +124,15 @@ def test_a_saved_distill_config_keeps_its_views_across_the_new_default():
     new = DistillConfig(train_view_share=0.5).to_dict()
     assert DistillConfig.from_saved(new) == DistillConfig(train_view_share=0.5)
     assert DistillConfig().train_view_share == 1.0
+
+
+def test_a_splat_teachers_bank_holds_four_times_the_rays_of_a_field_teachers():
+    from fieldkit.distill.config import DistillConfig
+
+    default = DistillConfig()
+    assert default.bank_rays_for(splat_teacher=True) == 1 << 20
+    assert default.bank_rays_for(splat_teacher=False) == 1 << 18
+    assert DistillConfig(bank_rays=4096).bank_rays_for(splat_teacher=True) == 4096
+    # a saved config keeps the size it was saved with
+    saved = DistillConfig(bank_rays=1 << 18).to_dict()
+    assert DistillConfig.from_saved(saved).bank_rays_for(True) == 1 << 18
