@@ -35,27 +35,34 @@ from fieldkit.train.rays import resolve_background
 from fieldkit.train.run import read_config
 
 MIN_DEFAULT_SECONDS = 30.0
-DEFAULT_FRACTION = {"hashgrid": 0.25, "triplane": 0.25, "mlp": 0.25, "splat": 1.0}
-"""Without a budget, a student of each kind gets this share of the teacher's training time. A
-splat student needs more: its targets are whole views (100 renders of the teacher) and it
-starts from points, not from the teacher's occupancy. On lego (hash-grid teacher, 300 s) a
-quarter gave 25.98 dB against the photos, 2.14 below the teacher; the whole 300 s gave 27.62,
-0.50 below (README, Distillation)."""
+DEFAULT_FRACTION = {"field": 0.25, "splat": 1.0}
+"""Without a budget, a student gets this share of the teacher's training time: a quarter
+between fields, the whole of it when splats are on either side.
+
+- A splat student's targets are whole views (100 renders of the teacher) and it starts from
+  points, not from the teacher's occupancy. On lego (hash-grid teacher, 300 s) a quarter gave
+  25.98 dB against the photos, 2.14 below the teacher; the whole 300 s gave 27.62, 0.50 below
+  (README, Distillation).
+- A field student of splats learns a volume that draws what a rasterizer drew. Against the
+  photos, below splat teachers trained 300 s (150 s for beer-colmap): fox 1.46 dB in a quarter
+  of their time, 0.90 in all of it; beer-colmap 1.05 and 0.72; lego 1.29 and 0.79
+  (apps/results/splat_to_field_cpu/bench.md)."""
 STUDENT_MIN_SHARE = 0.5
 """The student's optimisation keeps at least this share of a time budget, however long the
 teacher's renders took."""
 
 
-def default_budget(config: TrainConfig, teacher_seconds: float | None,
-                   kind: str) -> TrainConfig:
-    """When no budget is given, DEFAULT_FRACTION[kind] of the teacher's training time (2000
-    steps when the teacher's time is unknown). ``distill`` takes the teacher's render time out
-    of any time budget, so that the whole distillation fits (``without_teacher_time``)."""
+def default_budget(config: TrainConfig, teacher_seconds: float | None, kind: str,
+                   teacher_kind: str = "hashgrid") -> TrainConfig:
+    """When no budget is given, DEFAULT_FRACTION of the teacher's training time (2000 steps
+    when the teacher's time is unknown) for a ``kind`` student of a ``teacher_kind`` teacher.
+    ``distill`` takes the teacher's render time out of any time budget, so that the whole
+    distillation fits (``without_teacher_time``)."""
     if config.max_steps is not None or config.max_time is not None:
         return config
     if teacher_seconds:
-        return replace(config, max_time=max(MIN_DEFAULT_SECONDS, DEFAULT_FRACTION[kind] *
-                                            teacher_seconds))
+        share = DEFAULT_FRACTION["splat" if "splat" in (kind, teacher_kind) else "field"]
+        return replace(config, max_time=max(MIN_DEFAULT_SECONDS, share * teacher_seconds))
     return replace(config, max_steps=2000)
 
 
@@ -180,7 +187,7 @@ class Distillation:
         # a time budget given now (or the default) covers the teacher's renders; a resumed run's
         # saved one already had them taken out
         fit_time = not resume or user_time is not None
-        train = default_budget(train, t_seconds, kind)
+        train = default_budget(train, t_seconds, kind, source.model.kind)
 
         teacher = Teacher(source.model)
         norm = Normalisation.from_dict(tcfg["normalisation"])

@@ -441,6 +441,9 @@ def test_the_default_budget_covers_the_teacher_renders(tmp_path):
     budget = default_budget(TrainConfig(), teacher_train_seconds(tmp_path), "triplane")
     assert budget.max_time == 75.0
     assert default_budget(TrainConfig(), 300.0, "splat").max_time == 300.0
+    # splats on either side get the teacher's whole time; a quarter between fields
+    assert default_budget(TrainConfig(), 300.0, "hashgrid", "splat").max_time == 300.0
+    assert default_budget(TrainConfig(), 300.0, "mlp", "triplane").max_time == 75.0
     assert default_budget(TrainConfig(), None, "splat").max_steps == 2000
     assert without_teacher_time(budget, 12.0).max_time == 63.0
     assert without_teacher_time(budget, 70.0).max_time == 37.5   # half the budget at least
