@@ -55,8 +55,8 @@ class Distill(ModelOptions):
     """Student run directory (default: <teacher>-to-<kind> beside the teacher)."""
     max_time: float | None = None
     """Seconds for the whole distillation: renders of the teacher, then the student's
-    optimisation for the rest (at least half). Default: the teacher's training time for a
-    splat student, a quarter of it for the others."""
+    optimisation for the rest (at least half). Default: the teacher's training time when
+    splats are on either side, a quarter of it between fields."""
     max_steps: int | None = None
     """Student optimisation steps."""
     device: Literal["cpu", "cuda"] | None = None
