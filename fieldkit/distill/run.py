@@ -53,9 +53,10 @@ teacher's renders took."""
 
 
 def default_budget(config: TrainConfig, teacher_seconds: float | None, kind: str,
-                   teacher_kind: str = "hashgrid") -> TrainConfig:
+                   teacher_kind: str | None = None) -> TrainConfig:
     """When no budget is given, DEFAULT_FRACTION of the teacher's training time (2000 steps
-    when the teacher's time is unknown) for a ``kind`` student of a ``teacher_kind`` teacher.
+    when the teacher's time is unknown) for a ``kind`` student of a ``teacher_kind`` teacher
+    (None: a field).
     ``distill`` takes the teacher's render time out of any time budget, so that the whole
     distillation fits (``without_teacher_time``)."""
     if config.max_steps is not None or config.max_time is not None:
