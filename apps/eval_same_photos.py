@@ -17,7 +17,7 @@ import torch
 
 from fieldkit.data.scene import composite, load_scene
 from fieldkit.data.undistort import undistort_scene
-from fieldkit.distill.report import WHITE, _render
+from fieldkit.distill.report import WHITE, _render, spaced_test_views
 from fieldkit.train.metrics import psnr
 from fieldkit.train.run import load_model, read_config
 
@@ -33,12 +33,11 @@ def main() -> None:
     cfg = read_config(args.teacher)
     raw = load_scene(cfg["scene"], downscale=cfg["downscale"])
     und = undistort_scene(raw)
-    test = raw.split("test")
-    pick = test[torch.linspace(0, len(test) - 1, min(args.views, len(test))).round().long()]
+    pick = spaced_test_views(raw, args.views)
     teacher, student = load_model(args.teacher).eval(), load_model(args.student).eval()
     rows = []
     with torch.no_grad():
-        for i in pick.tolist():
+        for i in pick:
             photo, flat = composite(raw.image(i), WHITE), composite(und.image(i), WHITE)
             t = _render(teacher, und.cameras[i])[0]
             s_flat = _render(student, und.cameras[i])[0]

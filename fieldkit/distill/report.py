@@ -52,11 +52,16 @@ def versus_teacher(student, views: TeacherViews) -> dict:
             "student_seconds_per_frame": float(np.median(secs))}
 
 
+def spaced_test_views(scene: Scene, n: int) -> list[int]:
+    """``n`` evenly spaced test views of ``scene`` (all of them when it has fewer)."""
+    test = scene.split("test")
+    return test[torch.linspace(0, len(test) - 1, min(n, len(test))).round().long()].tolist()
+
+
 def versus_photos(models: dict[str, torch.nn.Module], scene: Scene, n: int) -> dict:
     """PSNR/SSIM of each model on ``n`` evenly spaced test views of ``scene``, the render time
     per frame, and student-vs-teacher PSNR on the same views."""
-    test = scene.split("test")
-    pick = test[torch.linspace(0, len(test) - 1, min(n, len(test))).round().long()].tolist()
+    pick = spaced_test_views(scene, n)
     out: dict = {"views": len(pick)}
     renders: dict[str, list] = {}
     for name, model in models.items():
