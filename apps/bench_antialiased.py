@@ -19,9 +19,7 @@ drawn classic loses against itself at every scale, most when zoomed out.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -29,6 +27,8 @@ import torch
 from fieldkit.data.scene import composite, load_scene
 from fieldkit.train.metrics import psnr
 from fieldkit.train.run import last_log_entry, load_model, read_config
+
+from stamp import stamp
 
 
 @torch.no_grad()
@@ -76,12 +76,7 @@ def main() -> None:
         print(row)
     steps = {name: (last_log_entry(run) or {}).get("step") for name, run in
              (("classic", args.classic), ("antialiased", args.antialiased))}
-    meta = {"date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-                       f"{torch.__version__}, no GPU",
-            "command": f"python apps/bench_antialiased.py --classic {args.classic} "
-                       f"--antialiased {args.antialiased} --views {args.views} --zoom "
-                       f"{' '.join(map(str, args.zoom))} --out {args.out}",
+    meta = {**stamp(),
             "gaussians": {"classic": classic.num_gaussians, "antialiased": aa.num_gaussians},
             "steps": steps, "rows": rows}
     (args.out / "bench.json").write_text(json.dumps(meta, indent=2))

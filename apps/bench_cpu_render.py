@@ -25,6 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "apps"))
 
+from stamp import command, machine  # noqa: E402
+
 
 def _interleaved(fns: dict, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -132,11 +134,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "apps" / "results" / "cpu_render.md")
     args = ap.parse_args()
     head = [f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
-            f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {platform.platform()}",
-            f"- command: `OMP_NUM_THREADS={torch.get_num_threads()} python "
-            f"apps/bench_cpu_render.py --run {args.run} --rounds {args.rounds}"
-            + (f" --baseline {args.baseline}" if args.baseline else "") + "`",
+            f"- machine: {machine()}, {platform.platform()}",
+            f"- command: `OMP_NUM_THREADS={torch.get_num_threads()} {command()}`",
             f"- medians of {args.rounds} interleaved rounds", ""]
     enc = bench_encoder(args.rounds)
     print("\n".join(enc), flush=True)

@@ -16,9 +16,7 @@ Expected before the run: the cropped student ends closer to the cropped teacher,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -30,6 +28,8 @@ from fieldkit.render.crop import CropBox, crop_model
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.metrics import psnr
 from fieldkit.train.run import load_model, load_run_scene
+
+from stamp import stamp
 
 
 @torch.no_grad()
@@ -86,13 +86,7 @@ def main() -> None:
         mesh_path.unlink()   # the meshes are large; the numbers stay
         print(name, rows[name])
 
-    meta = {"date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                       f"torch {torch.__version__}",
-            "command": f"python apps/bench_crop.py --teacher {args.teacher} --crop "
-                       f"{' '.join(f'{v:g}' for v in args.crop)} --to {args.to}"
-                       + (f" --max-time {args.max_time:g}" if args.max_time else "")
-                       + f" --out {args.out} --runs {args.runs}",
+    meta = {**stamp(),
             "teacher_gaussians_or_params": teacher.num_gaussians
             if getattr(teacher, "kind", "") == "splat" else teacher.num_params,
             "views": len(ids), "rows": rows}

@@ -20,16 +20,12 @@ an hour).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from fieldkit.distill.config import DistillConfig
 from fieldkit.distill.report import versus_photos
@@ -39,6 +35,8 @@ from fieldkit.fields.registry import changed_fields, config_from_dict, merge, mo
     preset_config
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.run import load_run_scene, prepare, read_config
+
+from stamp import stamp
 
 PAIRS = ("hashgrid:triplane", "hashgrid:mlp", "hashgrid:splat", "splat:hashgrid",
          "triplane:hashgrid")
@@ -51,7 +49,7 @@ def scratch(scene: Path, kind: str, seconds: float, out: Path, downscale: int, v
     trainer = prepare(scene, kind, out, TrainConfig(max_time=seconds, eval_every=0),
                       downscale=downscale, model_config=model_config)
     trainer.train()
-    res = versus_photos({"student": trainer.model.eval()}, {"student": load_run_scene(out)},
+    res = versus_photos({"student": trainer.model.eval()}, load_run_scene(out),
                         views)
     return {"steps": trainer.step_count, "seconds": trainer.elapsed, **res["student"]}
 
@@ -178,11 +176,7 @@ def main() -> None:
 
 def write_results(args, rows: list[dict], tcfg: dict, t_seconds: float, scene: Path,
                   downscale: int) -> None:
-    meta = {"date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-                       f"{torch.__version__}, "
-                       f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
-            "command": "python " + " ".join(sys.argv), "teacher": str(args.teacher),
+    meta = {**stamp(), "teacher": str(args.teacher),
             "teacher_train_seconds": t_seconds, "scene": str(scene), "downscale": downscale,
             "gt_views": args.gt_views}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,18 +13,16 @@ cores. Poisson, expected before its first run: below TSDF's time (64 rendered vi
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import platform
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import torch
-
 from fieldkit.export.mesh import MeshConfig, export_mesh
 from fieldkit.export.poisson import PoissonConfig, export_mesh_poisson
 from fieldkit.export.tsdf import TsdfConfig, export_mesh_tsdf
+
+from stamp import stamp
 
 
 def main() -> None:
@@ -55,13 +53,9 @@ def main() -> None:
                                           PoissonConfig(depth=depth))
             rows.append((f"Poisson {args.poisson_resolution} cells/side, 64 views, 300k points",
                          time.perf_counter() - t0, mesh))
-    cmd = (f"python apps/bench_export.py --run {args.run} --resolutions "
-           + " ".join(map(str, args.resolutions))
-           + f" --tsdf-resolution {args.tsdf_resolution} --tsdf-views {args.tsdf_views}"
-           + f" --poisson-resolution {args.poisson_resolution} --out {args.out}")
-    lines = [f"# Mesh export of {args.run}", "", f"- date: {datetime.date.today().isoformat()}",
-             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
+    meta = stamp()
+    lines = [f"# Mesh export of {args.run}", "", f"- date: {meta['date']}",
+             f"- machine: {meta['machine']}", f"- command: `{meta['command']}`",
              "- wall time of the whole export (load, sample or render, extract, clean, colour, "
              "write)", "", "| method | seconds | faces | vertices |", "|---|---|---|---|"]
     for name, sec, mesh in rows:

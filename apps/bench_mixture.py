@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 from fieldkit.distill.teacher import Teacher
 from fieldkit.splats import mixture
 from fieldkit.train.run import load_model
+
+from stamp import machine
 
 
 def main() -> None:
@@ -43,8 +44,7 @@ def main() -> None:
     if hasattr(mixture, "mixture_field"):
         calls["mixture_field"] = lambda: mixture.mixture_field(pts, dirs, *gauss, sh)
     row = {"run": str(args.run), "gaussians": int(len(p["means"])), "points": args.points,
-           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                      f"torch {torch.__version__}"}
+           "machine": machine()}
     with torch.no_grad():
         for name, fn in calls.items():
             secs = []

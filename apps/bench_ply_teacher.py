@@ -50,6 +50,8 @@ from fieldkit.splats.ply import read_splat_ply
 from fieldkit.splats.transform import transform_splats
 from fieldkit.train.run import load_model, read_config
 
+from stamp import command
+
 ROWS = ("run", "ply+scene", "ply", "folder", "gsplat", "gsplat-alone")
 
 
@@ -127,11 +129,7 @@ def main() -> None:
         print(name, json.dumps(rows[name]))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "command": " ".join(["python", "apps/bench_ply_teacher.py", str(args.run), "--to",
-                                   args.to, "--max-time", str(args.max_time), "--out",
-                                   str(args.out), "--gsplat-sign", str(args.gsplat_sign)]
-                           + (["--only", *args.only] if args.only
-                                                     else [])),
+              "command": command(),
               "rows": rows}
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
     teacher = next((r["teacher_vs_photos"] for r in rows.values() if r["teacher_vs_photos"]),

@@ -16,8 +16,6 @@ their float32 magnitude), so the speed is read next to what it costs.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +24,8 @@ import torch
 from torch import Tensor
 
 from fieldkit.fields.registry import build_model, merge, preset_config
+
+from stamp import stamp
 
 KINDS = ("hashgrid", "triplane", "mlp")
 
@@ -74,14 +74,13 @@ def main() -> None:
         print(f"{kind}: {n} samples, fp32 {t32 * 1e3:.1f} ms, bf16 {t16 * 1e3:.1f} ms "
               f"({t32 / t16:.2f}x), largest relative output difference {rel:.3g}")
     if args.out:
-        cpu = platform.processor() or platform.machine()
+        meta = stamp()
         lines = [
             "# Field forward + backward: float32 vs bfloat16 autocast of the MLPs",
             "",
-            f"- date: {datetime.date.today()}",
-            f"- machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            f"- command: `python apps/bench_precision_cpu.py --reps {args.reps}"
-            f"{' --vary' if args.vary else ''} --out {args.out}`",
+            f"- date: {meta['date']}",
+            f"- machine: {meta['machine']}",
+            f"- command: `{meta['command']}`",
             "- median of the runs after the warm-up; fresh models at their default preset",
             "",
             "| model | samples | fp32 ms | bf16 ms | fp32 / bf16 | largest relative output "

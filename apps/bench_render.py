@@ -11,8 +11,6 @@ hash-grid model in under 2 minutes on CPU. Several runs may be given.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -23,6 +21,8 @@ from fieldkit.data.scene import composite
 from fieldkit.export.render import render_video
 from fieldkit.train.metrics import psnr
 from fieldkit.train.run import load_model, load_run_scene
+
+from stamp import stamp
 
 
 def bench(run: Path, frames: int, test_every: int) -> dict:
@@ -53,11 +53,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("apps/results/render_lego_cpu.md"))
     args = ap.parse_args()
     rows = [bench(r, args.frames, args.test_every) for r in args.run]
-    cmd = (f"python apps/bench_render.py --run {' '.join(map(str, args.run))} --frames "
-           f"{args.frames} --test-every {args.test_every}")
-    lines = ["# Render time of trained runs", "", f"- date: {datetime.date.today().isoformat()}",
-             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
+    meta = stamp()
+    lines = ["# Render time of trained runs", "", f"- date: {meta['date']}",
+             f"- machine: {meta['machine']}", f"- command: `{meta['command']}`",
              "- video: wall time of `fieldkit render RUN --frames N` (load, render, encode mp4)",
              "", "| run | model | size | s per test view | test PSNR (views) | video frames | "
              "video s |", "|---|---|---|---|---|---|---|"]

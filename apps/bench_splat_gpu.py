@@ -25,6 +25,8 @@ from fieldkit.train.evaluate import evaluate_run
 from fieldkit.train.metrics import psnr
 from fieldkit.train.run import prepare
 
+from stamp import command
+
 SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
 
 
@@ -77,12 +79,10 @@ def main() -> None:
     trainer.save()
     metrics = evaluate_run(run_dir, scene=trainer.scene, model=trainer.model)
     fps = fps_at(trainer, test[:10], 800)
-    cmd = (f"python apps/bench_splat_gpu.py --scene {args.scene} --max-time {args.max_time:g} "
-           f"--downscale {args.downscale} --preset {args.preset}")
     lines = [f"# Splats on {args.scene} ({metrics['resolution']}) on the GPU", "",
              f"- date: {datetime.date.today().isoformat()}",
              f"- device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-             f"{platform.machine()}", f"- command: `{cmd}`", "",
+             f"{platform.machine()}", f"- command: `{command()}`", "",
              f"Final: test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} on "
              f"{metrics['num_views']} views; {trainer.model.num_gaussians:,} Gaussians; "
              f"{fps:.0f} FPS at 800x800.", "",

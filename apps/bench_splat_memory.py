@@ -16,9 +16,7 @@ Gaussians.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import statistics
 import tempfile
@@ -26,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from stamp import stamp
 
 
 def main() -> None:
@@ -66,12 +66,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         print(f"step {k}: {time.perf_counter() - t:.2f} s", flush=True)
     result = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-                   f"{torch.__version__}, no GPU",
-        "command": f"apps/bench_splat_memory.py {args.scene} --downscale {args.downscale} "
-                   f"--steps {args.steps} --keep-pairs {args.keep_pairs}"
-                   + (f" --init {args.init}" if args.init else ""),
+        **stamp(),
         "fieldkit": str(Path(splat.__file__).parents[2]),
         "view": f"{w}x{h}", "gaussians": model.num_gaussians,
         "box_pixels_first_view": box_pixels, "keep_pairs": getattr(splat, "KEEP_PAIRS", None),

@@ -11,9 +11,7 @@ forward in <= 1 s on 2 cores.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 import torch
 
 from fieldkit.render.splat import bin_tiles, project, rasterize
+
+from stamp import stamp
 
 
 def scene(n: int, size: int, seed: int = 0):
@@ -142,17 +142,13 @@ def main() -> None:
         rasterizers = {"before": load_rasterizer(args.before), "now": rasterize}
     rows = [run(n, s, rasterizers, args.repeats) for n in args.gaussians for s in args.sizes]
     rows += [run_model(r, rasterizers, args.repeats) for r in args.runs]
-    cmd = ("python apps/bench_splat_raster.py --gaussians " + " ".join(map(str, args.gaussians))
-           + " --sizes " + " ".join(map(str, args.sizes))
-           + "".join(f" --runs {r}" for r in args.runs)
-           + (f" --before {args.before}" if args.before else "") + f" --repeats {args.repeats}")
+    meta = stamp()
     cols = list(rasterizers)
     head = " | ".join(f"forward s ({c}) | forward+backward s ({c})" for c in cols) \
         if args.before else "forward s | forward+backward s"
     lines = ["# Pure-torch splat rasterizer on CPU", "",
-             f"- date: {datetime.date.today().isoformat()}",
-             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
+             f"- date: {meta['date']}",
+             f"- machine: {meta['machine']}", f"- command: `{meta['command']}`",
              "- median of the repeats after one warm-up" + (", versions interleaved"
                                                             if args.before else ""), "",
              f"| Gaussians | size | visible | tile intersections | {head} |"

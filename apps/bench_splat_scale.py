@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from stamp import command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -198,7 +200,7 @@ def main() -> None:
     kept = json.loads((args.out / "bench.json").read_text()) if args.only else {}
     results = {**kept, "date": datetime.date.today().isoformat(), "machine": platform.machine(),
                "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "command": "python " + " ".join(sys.argv), "gaussians": n,
+               "command": command(), "gaussians": n,
                "ply_mib": big.stat().st_size / 2**20}
     wanted = args.only or ["render_before", "render", "mixture", "distill", "export"]
     for what in ("render_before", "render", "mixture"):

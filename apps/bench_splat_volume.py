@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from fieldkit.render.volume import ray_aabb
 from fieldkit.splats.mixture import mixture_field
 from fieldkit.splats.transform import quat_to_rotmat
 from fieldkit.train.run import load_model, read_config
+
+from stamp import machine
 
 
 def view_peaks(teacher: Teacher, origins: Tensor) -> Tensor:
@@ -91,8 +92,7 @@ def main() -> None:
                 row[f"{name}_psnr"] = round(-10 * math.log10(mse), 2)
                 row[f"{name}_alpha"] = round(float(acc.mean()), 3)
                 row[f"{name}_s"] = round(time.perf_counter() - t0, 1)
-            row["machine"] = (f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                              f"torch {torch.__version__}")
+            row["machine"] = machine()
             print(json.dumps(row), flush=True)
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +27,8 @@ import torch
 
 from fieldkit.encoders.plane_tv import plane_tv, plane_tv_reference
 from fieldkit.encoders.triplane import TriPlane, TriPlaneConfig
+
+from stamp import stamp
 
 TV_VARIANTS = {"autograd twin": plane_tv_reference, "closed form": plane_tv}
 STEP_VARIANTS = {"before": ("autograd twin", False), "closed-form TV": ("closed form", False),
@@ -118,13 +118,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("FIELDKIT_QUIET", "1")
+    meta = stamp()
     lines = [
         "# Training steps on the CPU: the tri-plane's closed-form TV gradient, fused Adam", "",
-        f"- date: {time.strftime('%Y-%m-%d')}",
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, no GPU" if not torch.cuda.is_available() else
-        f"- machine: {torch.cuda.get_device_name()}",
-        f"- command: `python apps/bench_step_cpu.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- date: {meta['date']}",
+        f"- machine: {meta['machine']}",
+        f"- command: `{meta['command']}`",
         "- medians, variants interleaved", "",
         "| what | before | after | speed-up |", "|---|---|---|---|"]
     for features in (4, 8):

@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import resource
 import time
 from pathlib import Path
 
-import torch
-
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.evaluate import evaluate_run
 from fieldkit.train.run import prepare
+
+from stamp import machine
 
 SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
 
@@ -98,8 +97,7 @@ def bench(scene: Path, kind: str, max_time: float, downscale: int, out: Path,
                + "".join(f" --set {x}" for x in settings or []) + f" --out {out}")
     result = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-                   f"{torch.__version__}, no GPU",
+        "machine": machine(),
         "command": command, "scene": scene.name, "model": kind, "preset": preset,
         "train_background": trainer.config.background, "eval_background": metrics["background"],
         "resolution": metrics["resolution"], "train_seconds": trainer.elapsed,

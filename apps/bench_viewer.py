@@ -45,6 +45,8 @@ from fieldkit.train.config import TrainConfig  # noqa: E402
 from fieldkit.viewer.camera import ViewCamera, cameras_to_view, view_to_cameras  # noqa: E402
 from fieldkit.viewer.config import ViewerConfig  # noqa: E402
 
+from stamp import command  # noqa: E402
+
 DEMO = REPO / "scenes" / "demo"
 KINDS = ("hashgrid", "triplane", "mlp", "splat")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -309,8 +311,7 @@ def main() -> None:
            for m, rs in results.items()}
     base = med["none"]
 
-    cmd = "OMP_NUM_THREADS={} python apps/bench_viewer.py {}".format(
-        os.environ.get("OMP_NUM_THREADS", "(unset)"), " ".join(sys.argv[1:])).strip()
+    cmd = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} {command()}"
     lines = [
         "# Viewer on the CPU: frame latency and training slowdown",
         "",

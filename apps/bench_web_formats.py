@@ -20,9 +20,7 @@ study found the .spz's only loss to be).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -38,6 +36,8 @@ from fieldkit.splats.transform import splats_to_box, splats_to_world
 from fieldkit.train.metrics import psnr
 from fieldkit.train.rays import BACKGROUNDS
 from fieldkit.train.run import load_model, load_run_scene, read_config
+
+from stamp import stamp
 
 
 def main() -> None:
@@ -94,11 +94,10 @@ def main() -> None:
                      "psnr_vs_photos": sum(vs_photos) / len(vs_photos)})
         path.unlink()
     ply = rows[0]["bytes"]
-    cmd = f"python apps/bench_web_formats.py --run {args.run} --views {args.views} --out {args.out}"
+    meta = stamp()
     lines = [f"# A splat run as web viewers' files: {args.run}", "",
-             f"- date: {datetime.date.today().isoformat()}",
-             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, no GPU", f"- command: `{cmd}`",
+             f"- date: {meta['date']}",
+             f"- machine: {meta['machine']}", f"- command: `{meta['command']}`",
              f"- {model.num_gaussians:,} Gaussians, SH degree {model.config.sh_degree}; "
              f"{len(ids)} test views; the run itself renders them at "
              f"{sum(float(psnr(own[i], photos[i])) for i in ids) / len(ids):.2f} dB vs the photos",

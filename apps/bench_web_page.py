@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 import time
 from io import BytesIO
@@ -34,6 +33,8 @@ from fieldkit.export.run import export_run
 from fieldkit.export.web_page import PageView
 from fieldkit.train.run import load_model
 from fieldkit.viewer.camera import ViewCamera, view_to_cameras
+
+from stamp import machine
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -119,8 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"date": datetime.date.today().isoformat(),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}",
+              "machine": machine(),
               "splats": splat_page(args.splat_run, args.out, args.size, args.settle)}
     (args.out / "splats.html").unlink()
     if args.field_run is not None:

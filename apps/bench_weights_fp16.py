@@ -10,7 +10,6 @@ PSNR of the float16 renders against the float32 ones.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from fieldkit.data.scene import composite, load_scene  # noqa: E402
 from fieldkit.fields.registry import load_model_file, save_model  # noqa: E402
 from fieldkit.train.metrics import psnr  # noqa: E402
 from fieldkit.train.run import load_model, read_config, scene_for_model  # noqa: E402
+
+from stamp import command, machine  # noqa: E402
 
 
 def measure(run: Path) -> dict:
@@ -66,9 +67,8 @@ def main() -> None:
         print(r, flush=True)
     lines = ["# float16 weights in model files", "",
              f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
-             f"- machine: {platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads",
-             f"- command: `python apps/bench_weights_fp16.py {' '.join(map(str, args.runs))}`",
+             f"- machine: {machine()}",
+             f"- command: `{command()}`",
              "- PSNR over white on every test view of each run's scene", "",
              "| run | kind | test views | MiB float32 | MiB float16 | PSNR float32 | "
              "PSNR float16 | float16 vs float32 renders |", "|---|---|---|---|---|---|---|---|"]

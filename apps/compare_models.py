@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import SCENES, bench  # noqa: E402
+from stamp import command  # noqa: E402
 
 
 def main() -> None:
@@ -39,8 +40,7 @@ def main() -> None:
     r0 = rows[0]
     lines = [f"# {args.scene}: models at the same {args.max_time:g} s budget, {r0['resolution']}",
              "", f"- date: {r0['date']}", f"- machine: {r0['machine']}",
-             f"- command: `python apps/compare_models.py --scene {args.scene} --downscale "
-             f"{args.downscale} --max-time {args.max_time:g}`",
+             f"- command: `{command()}`",
              f"- test views: {r0['test_views']}; trained on {r0['train_background']}, evaluated "
              f"on {r0['eval_background']}; per-model details in <model>/bench.md", "",
              "| model | test PSNR | test SSIM | parameters | bytes on disk | steps | train rays/s "

@@ -73,7 +73,7 @@ def main() -> None:
                           TrainConfig(**{"eval_every": 0, **train}), downscale=args.downscale,
                           model_config=model_config)
         trainer.train()
-        res = versus_photos({"student": trainer.model.eval()}, {"student": load_run_scene(out)},
+        res = versus_photos({"student": trainer.model.eval()}, load_run_scene(out),
                             20)
         row = {"name": args.name, "kind": args.scratch, "steps": trainer.step_count,
                "seconds": round(trainer.elapsed, 1), "student": round(res["student"]["psnr"], 2)}
