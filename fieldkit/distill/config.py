@@ -47,6 +47,17 @@ in 300 s (130 against 33 views); beer-colmap 23.40 against 23.34 in 150 s, but 2
 23.20 in 38 s, where the views cost a third of the steps; lego 26.70 against 26.76 in 75 s
 (apps/results/splat_to_field_cpu/bench.md)."""
 
+DEFAULT_VOLUME_FRACTION = 0.4
+"""Stage 1's share of a volumetric student's budget (``DistillConfig.volume_fraction``). On
+lego at equal steps (apps/results/distill_lego_cpu_v4/sweep.md), against the photos: tri-plane
+-> hash grid 27.32 dB at 0.1, 27.53 at 0.4, 27.59 at 0.6; splats -> hash grid 26.34 at 0.1,
+27.00 at 0.4, 26.90 at 0.6; hash grid -> tri-plane and -> MLP within 0.06 dB from 0.1 to 0.4."""
+VOLUME_FRACTION = {"mlp": 0.6}
+"""Students whose stage-1 share differs from DEFAULT_VOLUME_FRACTION. An MLP's stage-1 step
+(a point batch, no ray marching) costs much less than its stage-2 step, and it learns well
+from points: hash grid -> MLP on lego in 75 s, against the photos, 26.04 dB at 0.4 (three
+runs), 26.39 at 0.6 (two), 26.46 at 0.8, 26.35 at 0.9 (apps/results/distill_mlp_cpu)."""
+
 
 @dataclass
 class DistillConfig:
@@ -83,12 +94,10 @@ class DistillConfig:
     gt_views: int = 20
     """Test views (evenly spaced) where student and teacher are compared with the photos, when
     the teacher's scene is on disk (0: skip)."""
-    volume_fraction: float = 0.4
+    volume_fraction: float | None = None
     """Share of a volumetric student's budget spent in stage 1 (matching density and colour at
-    3D points); the rest is stage 2 (matching rendered rays). On lego at equal steps
-    (apps/results/distill_lego_cpu_v4/sweep.md), against the photos: tri-plane -> hash grid
-    27.32 dB at 0.1, 27.53 at 0.4, 27.59 at 0.6; splats -> hash grid 26.34 at 0.1, 27.00 at
-    0.4, 26.90 at 0.6; hash grid -> tri-plane and -> MLP within 0.06 dB from 0.1 to 0.4."""
+    3D points); the rest is stage 2 (matching rendered rays). Default ``volume_fraction_for``:
+    0.6 for an MLP student, 0.4 for the others (``VOLUME_FRACTION``)."""
     points_per_step: int | None = None
     """3D points per stage-1 step (default: the student's samples per step,
     ``TrainConfig.target_samples`` or its model's own: 2^14, 2^12 for an MLP). On lego,
@@ -137,6 +146,12 @@ class DistillConfig:
     """Weight of the depth term in stage 2 (box units, weighted by the teacher's opacity)."""
     seed: int = 0
     """Seed of the novel views, the ray bank and the points."""
+
+    def volume_fraction_for(self, kind: str) -> float:
+        """Stage 1's share for a ``kind`` student: ``volume_fraction``, else VOLUME_FRACTION's."""
+        if self.volume_fraction is not None:
+            return self.volume_fraction
+        return VOLUME_FRACTION.get(kind, DEFAULT_VOLUME_FRACTION)
 
     def bank_rays_for(self, splat_teacher: bool) -> int:
         """The ray bank's size: ``bank_rays``, else FIELD_BANK_RAYS or SPLAT_BANK_RAYS."""

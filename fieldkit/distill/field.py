@@ -72,6 +72,8 @@ class FieldDistillTrainer(Trainer):
         """Stage-1 points a step: the config's, else as many as the student's ray samples."""
         self.stage2_points = distill.stage2_points or self.target_samples // 2
         """Points a stage-2 step keeps the stage-1 loss on."""
+        self.volume_fraction = distill.volume_fraction_for(student.kind)
+        """Share of the budget spent in stage 1."""
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """The trainer's, plus the point generator, the stage and the bank's error map
@@ -101,7 +103,7 @@ class FieldDistillTrainer(Trainer):
         self.model.update_grid(self.step_count, warmup_steps=0)
 
     def stage(self) -> int:
-        return 1 if self.progress() < self.distill.volume_fraction else 2
+        return 1 if self.progress() < self.volume_fraction else 2
 
     def point_loss(self, n: int) -> tuple[Tensor, float]:
         """Stage-1 loss on ``n`` points, and the colour MSE there (weighted by teacher

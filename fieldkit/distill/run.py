@@ -174,6 +174,8 @@ class Distillation:
         elif (out / "checkpoint").exists():
             raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                                 "to start a new one")
+        else:   # saved with the run as it applies to this student (a resume reads it back)
+            config = replace(config, volume_fraction=config.volume_fraction_for(kind))
         source = open_teacher(teacher_run, device, scene, downscale, ply_transform)
         if source.is_ply:   # in the file's own coordinates, as `fieldkit view` shows it
             from fieldkit.export.subject import crop_file_splats

@@ -74,11 +74,15 @@ def test_hash_to_triplane(hash_to_triplane):
     assert json.loads((out / "metrics.json").read_text())["psnr"] > 22.0
 
 
+def _log(run: Path) -> list[dict]:
+    """The logged steps of ``run``."""
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x]
+
+
 def _batches(run: Path) -> dict[int, list[int]]:
     """Samples of each logged step of ``run``, by stage."""
-    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x]
     out: dict[int, list[int]] = {1: [], 2: []}
-    for line in lines:
+    for line in _log(run):
         out[int(line["stage"])].append(int(line["samples"]))
     return out
 
@@ -98,6 +102,20 @@ def test_hash_to_mlp(hash_to_mlp):
     batches = _batches(out)
     assert set(batches[1]) == {1 << 12}
     assert 0.5 * (1 << 12) < sorted(batches[2])[len(batches[2]) // 2] < 2 * (1 << 12)
+    # its stage 1 takes 60% of the budget (VOLUME_FRACTION), saved with the run
+    saved = json.loads((out / "config.json").read_text())["distill"]["config"]
+    assert saved["volume_fraction"] == 0.6
+    steps = {s: [x["step"] for x in _log(out) if x["stage"] == s] for s in (1, 2)}
+    assert 160 <= max(steps[1]) <= 181 <= min(steps[2]) <= 200, (max(steps[1]), min(steps[2]))
+
+
+def test_stage_one_share_by_student_kind():
+    """An MLP student spends 60% of its budget on points, the others 40%; a setting given
+    applies to every kind."""
+    assert DistillConfig().volume_fraction_for("mlp") == 0.6
+    assert DistillConfig().volume_fraction_for("hashgrid") == 0.4
+    assert DistillConfig().volume_fraction_for("triplane") == 0.4
+    assert DistillConfig(volume_fraction=0.25).volume_fraction_for("mlp") == 0.25
 
 
 def test_hash_to_splat(demo_run, tmp_path):
