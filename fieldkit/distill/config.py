@@ -58,6 +58,18 @@ VOLUME_FRACTION = {"mlp": 0.6}
 from points: hash grid -> MLP on lego in 75 s, against the photos, 26.04 dB at 0.4 (three
 runs), 26.39 at 0.6 (two), 26.46 at 0.8, 26.35 at 0.9 (apps/results/distill_mlp_cpu)."""
 
+SPLAT_POINT_BANK = 1 << 19
+"""Stage-1 points a splat teacher answers once (its mixture is costly to query per step and
+never changes). On lego, splats -> hash grid at 500 steps against the photos: 27.00 dB with
+2^18, 27.17 with 2^19 (~3 s more: ~6 s in all), 27.14 with 2^20 (~12 s);
+apps/results/distill_lego_cpu_v5/sweep.md."""
+POINT_BANK = {"mlp": 1 << 20}
+"""Students of a field teacher whose stage-1 points come from a bank the teacher answers once
+(the others get fresh points every step). An MLP's stage-1 step is cheap, and the teacher's
+answers were a third of it (hash grid: 6 ms of ~20 ms for 2^12 points): hash grid -> MLP on
+lego in 75 s, against the photos, 26.67 and 26.70 dB with 2^20 and 2^21 points against 26.39
+fresh (apps/results/distill_mlp_cpu)."""
+
 
 @dataclass
 class DistillConfig:
@@ -124,13 +136,13 @@ class DistillConfig:
     density the rays do not see stays matched. Field teachers only (on lego, 0: -0.14 dB for
     tri-plane -> hash grid, -0.18 for hash grid -> tri-plane at equal steps); with a splat
     teacher it made steps ~35% dearer for -0.1 dB (distill_lego_cpu_v4/sweep.md)."""
-    point_bank: int = 0
+    point_bank: int | None = None
     """Answer this many stage-1 points once and draw every step's points from them (0: field
-    teachers are queried afresh every step, splat teachers answer a bank of 2^19, their
-    mixture being costly to query). Field teachers on lego: 2^20 made hash grid -> tri-plane
-    steps ~8% cheaper but cost 0.14 dB at the same steps (0.14 dB for tri-plane -> hash grid
-    too). Splats: 2^18 -> 2^19 gave +0.17 dB for ~3 s more, 2^20 nothing more
-    (distill_lego_cpu_v5/sweep.md)."""
+    teachers are queried afresh every step; default ``point_bank_for``: 2^19 from splats, 2^20
+    for an MLP student of a field, the others fresh). Field teachers on lego: 2^20 made hash
+    grid -> tri-plane steps ~8% cheaper but cost 0.14 dB at the same steps (0.14 dB for
+    tri-plane -> hash grid too). Splats: 2^18 -> 2^19 gave +0.17 dB for ~3 s more, 2^20
+    nothing more (distill_lego_cpu_v5/sweep.md)."""
     stage2_points: int | None = None
     """3D points per stage-2 step for the stage-1 loss kept in stage 2 (default: half of
     points_per_step's default; with 2^14 samples a step, 4096 instead of 8192 made hash grid
@@ -152,6 +164,14 @@ class DistillConfig:
         if self.volume_fraction is not None:
             return self.volume_fraction
         return VOLUME_FRACTION.get(kind, DEFAULT_VOLUME_FRACTION)
+
+    def point_bank_for(self, kind: str, splat_teacher: bool) -> int:
+        """Stage-1 points the teacher answers once for a ``kind`` student (0: fresh points
+        every step): ``point_bank``, else SPLAT_POINT_BANK from splats and POINT_BANK's from
+        a field. Splats always answer a bank (SPLAT_POINT_BANK when ``point_bank`` is 0)."""
+        if self.point_bank is None:
+            return SPLAT_POINT_BANK if splat_teacher else POINT_BANK.get(kind, 0)
+        return self.point_bank or (SPLAT_POINT_BANK if splat_teacher else 0)
 
     def bank_rays_for(self, splat_teacher: bool) -> int:
         """The ray bank's size: ``bank_rays``, else FIELD_BANK_RAYS or SPLAT_BANK_RAYS."""

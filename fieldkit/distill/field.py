@@ -38,11 +38,6 @@ def init_grid_from_teacher(student, teacher: Teacher) -> None:
     grid.binary.copy_((grid.density > threshold).reshape(grid.binary.shape))
 
 
-SPLAT_POINT_BANK = 1 << 19
-"""Stage-1 points a splat teacher answers once (its mixture is costly to query per step and
-never changes). On lego, splats -> hash grid at 500 steps against the photos: 27.00 dB with
-2^18, 27.17 with 2^19 (~3 s more: ~6 s in all), 27.14 with 2^20 (~12 s);
-apps/results/distill_lego_cpu_v5/sweep.md."""
 POINT_BANK_SHARE = 0.2
 """Under a time budget, the bank may take at most this share of the student's optimisation
 time: its first points are timed and only as many answered as fit. Lego's 23k Gaussians
@@ -125,10 +120,9 @@ class FieldDistillTrainer(Trainer):
 
     def point_targets(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``n`` stage-1 points [n, 3], their directions [n, 3] and the teacher's colour
-        [n, 3] and density [n] there: drawn from a bank of ``distill.point_bank`` points the
-        teacher answered once (splats: SPLAT_POINT_BANK when it is 0, their mixture being
-        costly to query), or fresh."""
-        size = self.distill.point_bank or (SPLAT_POINT_BANK if self.teacher.is_splat else 0)
+        [n, 3] and density [n] there: drawn from a bank of points the teacher answered once
+        (``DistillConfig.point_bank_for``), or fresh."""
+        size = self.distill.point_bank_for(self.model.kind, self.teacher.is_splat)
         if not size:
             pts, dirs = self.draw_points(n)
             return (pts, dirs, *self.teacher.query(pts, dirs))

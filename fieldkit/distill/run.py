@@ -174,8 +174,6 @@ class Distillation:
         elif (out / "checkpoint").exists():
             raise FieldkitError(f"{out} already holds a run; pass --resume to continue it or --out "
                                 "to start a new one")
-        else:   # saved with the run as it applies to this student (a resume reads it back)
-            config = replace(config, volume_fraction=config.volume_fraction_for(kind))
         source = open_teacher(teacher_run, device, scene, downscale, ply_transform)
         if source.is_ply:   # in the file's own coordinates, as `fieldkit view` shows it
             from fieldkit.export.subject import crop_file_splats
@@ -193,6 +191,9 @@ class Distillation:
         train = default_budget(train, t_seconds, kind, source.model.kind)
 
         teacher = Teacher(source.model)
+        if not resume:   # saved with the run as they apply to this pair (a resume reads them)
+            config = replace(config, volume_fraction=config.volume_fraction_for(kind),
+                             point_bank=config.point_bank_for(kind, teacher.is_splat))
         norm = Normalisation.from_dict(tcfg["normalisation"])
         budget = render_budget(train, fit_time, saved["distill"].get("rendered", {})
                                if resume else {})

@@ -9,6 +9,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -105,6 +106,8 @@ def test_hash_to_mlp(hash_to_mlp):
     # its stage 1 takes 60% of the budget (VOLUME_FRACTION), saved with the run
     saved = json.loads((out / "config.json").read_text())["distill"]["config"]
     assert saved["volume_fraction"] == 0.6
+    # and its stage-1 points come from a bank of 2^20 the teacher answered once (POINT_BANK)
+    assert saved["point_bank"] == 1 << 20
     steps = {s: [x["step"] for x in _log(out) if x["stage"] == s] for s in (1, 2)}
     assert 160 <= max(steps[1]) <= 181 <= min(steps[2]) <= 200, (max(steps[1]), min(steps[2]))
 
@@ -116,6 +119,19 @@ def test_stage_one_share_by_student_kind():
     assert DistillConfig().volume_fraction_for("hashgrid") == 0.4
     assert DistillConfig().volume_fraction_for("triplane") == 0.4
     assert DistillConfig(volume_fraction=0.25).volume_fraction_for("mlp") == 0.25
+
+
+def test_point_bank_by_student_and_teacher():
+    """Stage-1 points answered once: 2^19 from splats (also when 0 is asked: their mixture is
+    too costly to query every step), 2^20 for an MLP student of a field, fresh for the
+    others; a size given applies to every pair."""
+    c = DistillConfig()
+    assert c.point_bank_for("hashgrid", True) == c.point_bank_for("mlp", True) == 1 << 19
+    assert c.point_bank_for("mlp", False) == 1 << 20
+    assert c.point_bank_for("triplane", False) == c.point_bank_for("hashgrid", False) == 0
+    assert DistillConfig(point_bank=0).point_bank_for("mlp", False) == 0
+    assert DistillConfig(point_bank=0).point_bank_for("mlp", True) == 1 << 19
+    assert DistillConfig(point_bank=5000).point_bank_for("triplane", False) == 5000
 
 
 def test_hash_to_splat(demo_run, tmp_path):
@@ -235,6 +251,7 @@ def test_a_field_teachers_point_bank_is_asked_once():
 
     trainer = object.__new__(FieldDistillTrainer)
     trainer.teacher, trainer.point_bank, trainer.bank_points = FieldTeacher(), None, None
+    trainer.model = SimpleNamespace(kind="hashgrid")
     trainer.distill, trainer.config = DistillConfig(point_bank=1000), TrainConfig(max_time=60)
     trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
     trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
@@ -273,7 +290,7 @@ def test_a_slow_splat_teachers_point_bank_fits_the_time_budget(monkeypatch):
     def trainer_with(config):
         trainer = object.__new__(field.FieldDistillTrainer)
         trainer.teacher, trainer.point_bank, trainer.config = SlowSplats(), None, config
-        trainer.bank_points = None
+        trainer.bank_points, trainer.model = None, SimpleNamespace(kind="hashgrid")
         trainer.distill = DistillConfig(point_bank=20000)
         trainer.generator, trainer.device = torch.Generator().manual_seed(1), torch.device("cpu")
         trainer.draw_points = lambda n, g=None: (torch.rand(n, 3, generator=g),
