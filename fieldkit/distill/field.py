@@ -157,7 +157,7 @@ class FieldDistillTrainer(Trainer):
                 keep = max(min(POINT_BANK_MIN, size), min(size, fit))
         self.bank_points = keep
         if keep < size and fixed is None:
-            warn(f"the splat teacher's stage-1 point bank was cut to {keep:,} of {size:,} "
+            warn(f"the teacher's stage-1 point bank was cut to {keep:,} of {size:,} "
                  f"points to fit the time budget ({(time.perf_counter() - t0) / keep * 1e3:.2g}"
                  " ms a point); a longer --max-time gives the student more")
         rgb, sigma = (torch.cat(t) for t in zip(*answers))
