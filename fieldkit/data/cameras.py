@@ -81,6 +81,16 @@ class Cameras:
         K[:, 1, :] *= sy[:, None]
         return replace(self, K=K, width=width.clone(), height=height.clone())
 
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> Cameras:
+        """The ``width`` x ``height`` window of every image whose top-left pixel is (x0, y0):
+        the principal point moves, nothing else (distortion is kept as it is)."""
+        K = self.K.clone()
+        K[:, 0, 2] -= x0
+        K[:, 1, 2] -= y0
+        n = len(self)
+        return replace(self, K=K, width=self.width.new_full((n,), width),
+                       height=self.height.new_full((n,), height))
+
     def transformed(self, world_to_new: Tensor, scale: float) -> Cameras:
         """Apply a similarity transform ``p' = world_to_new @ p`` (4x4, rotation times ``scale``
         plus translation). Camera axes stay orthonormal; only positions are scaled."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from fieldkit.data.cameras import Cameras
 from fieldkit.encoders.sh import C0, sh_encode
+from fieldkit.errors import FieldkitError
 from fieldkit.fields.registry import load_model_dir, register, save_model
 from fieldkit.render.backends import choose_splat_backend
 from fieldkit.render.splat import rasterize
@@ -74,6 +75,14 @@ class SplatConfig:
     """Multiplier of the initial scale (mean distance to the 3 nearest neighbours). Half of
     3DGS's: the CPU rasterizer's cost follows the pixels the Gaussians cover, and 1.0 made the
     first steps on lego at 200x200 8x slower (6.2 vs 0.8 s)."""
+    step_pixels: int = 1 << 16
+    """Most pixels a training step draws (0: no limit). A larger view trains on a random
+    window of about this many pixels, of its shape, a new one every step (gsplat's
+    --patch-size): a step's cost follows its pixels, and a run needs steps more than whole
+    views. Fox at 270x480 from the photos in 300 s: 21.22 dB with windows of a quarter of the
+    view (1090 steps) against 17.33 whole (140 steps); at 135x240 (32k pixels) whole views
+    did better, a hash grid -> splat student 22.62 dB against 21.95 with windows of half
+    the view (apps/results/splat_windows_cpu/bench.md)."""
     ssim_weight: float = 0.2
     """Loss = (1 - w) * L1 + w * (1 - SSIM)."""
     lr_means: float = 1.6e-4
@@ -121,6 +130,9 @@ class SplatModel(nn.Module):
         super().__init__()
         if not 0 <= config.sh_degree <= 3:
             raise ValueError(f"sh_degree must be 0..3, not {config.sh_degree}")
+        if config.step_pixels < 0:
+            raise FieldkitError(f"--splat.step-pixels {config.step_pixels}: pass the most "
+                                f"pixels a step draws, or 0 for whole views")
         self.config = config
         k = (config.sh_degree + 1) ** 2
         shapes = {"means": (3,), "scales": (3,), "quats": (4,), "opacities": (),

@@ -95,3 +95,15 @@ def test_subset_and_state_dict_round_trip():
     assert len(one) == 1 and one.distortion is None  # camera 1 has no distortion
     back = Cameras.from_state_dict(cams.state_dict())
     assert torch.equal(back.c2w, cams.c2w) and torch.equal(back.distortion, cams.distortion)
+
+
+def test_cropped_cameras_see_the_same_rays_at_the_shifted_pixels():
+    cams = _cams()                      # distorted: the window keeps the distortion's centre
+    win = cams.cropped(37, 21, 50, 40)
+    assert win.width.tolist() == [50, 50] and win.height.tolist() == [40, 40]
+    xy = torch.tensor([[0.5, 0.5], [49.5, 39.5], [12.25, 30.75]], dtype=torch.float64)
+    for cam in (0, 1):
+        idx = torch.full((3,), cam)
+        o_win, d_win = win.rays(idx, xy)
+        o_full, d_full = cams.rays(idx, xy + torch.tensor([37.0, 21.0], dtype=torch.float64))
+        assert torch.allclose(o_win, o_full) and torch.allclose(d_win, d_full, atol=1e-10)

@@ -312,3 +312,45 @@ def test_empty_and_all_culled_scenes_render_background():
         assert out["rgb"].shape == (6, 8, 3)
         assert torch.allclose(out["rgb"], bg.expand(6, 8, 3))
         assert out["alpha"].abs().max() == 0
+
+
+def _window_and_view(params, x0, y0, w, h, W=37, H=29):
+    view, K = camera(W, H, f=30.0)
+    bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    full, _ = rasterize(*params, view, K, W, H, background=bg, tile_size=8)
+    Kw = K.clone()
+    Kw[0, 2] -= x0
+    Kw[1, 2] -= y0
+    win, proj = rasterize(*params, view, Kw, w, h, background=bg, tile_size=8)
+    return win, {k: v[y0:y0 + h, x0:x0 + w] for k, v in full.items()}, proj
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_window_renders_as_the_same_pixels_of_the_whole_view(inside):
+    # A splat training step can draw a window of its view (``SplatConfig.step_pixels``) through a
+    # camera whose principal point moved. Its pixels and their gradients are the view's, but
+    # for 3DGS's clamp of the projection's Jacobian, taken at 1.3x the window's field of view
+    # (as gsplat's patches do): Gaussians centred beyond it differ a little (``inside=False``).
+    x0, y0, w, h = 20, 4, 14, 12
+    scene = random_scene(40, 5)
+    if inside:      # only Gaussians centred within the window's clamp
+        px = 30.0 * scene[0][:, :2] / scene[0][:, 2:] + torch.tensor([18.5, 14.5])
+        keep = ((px[:, 0] > x0 + 1) & (px[:, 0] < x0 + w - 1)
+                & (px[:, 1] > y0 + 1) & (px[:, 1] < y0 + h - 1))
+        assert int(keep.sum()) >= 2
+        scene = [t[keep] for t in scene]
+    params = [t.requires_grad_(True) for t in scene]
+    win, full, proj = _window_and_view(params, x0, y0, w, h)
+    if not inside:
+        assert 0 < int(proj.visible.sum()) < 40     # some Gaussians lie outside the window
+    atol = 1e-10 if inside else 5e-3
+    for key in ("rgb", "alpha", "depth"):
+        assert torch.allclose(win[key], full[key], atol=atol if key != "depth" else 10 * atol)
+    up = torch.randn(h, w, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ours = torch.autograd.grad((win["rgb"] * up).sum(), params, retain_graph=True)
+    theirs = torch.autograd.grad((full["rgb"] * up).sum(), params)
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), ours, theirs):
+        if inside:
+            assert torch.allclose(a, b, atol=1e-8, rtol=1e-6), name
+        else:
+            assert (a - b).norm() <= 0.05 * b.norm(), name

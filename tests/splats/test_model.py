@@ -14,6 +14,7 @@ from fieldkit.encoders.sh import sh_encode
 from fieldkit.splats.mixture import mixture_density, mixture_field
 from fieldkit.splats.model import SplatModel
 from fieldkit.splats.ply import read_splat_ply
+from fieldkit.splats.trainer import MIN_PATCH
 from fieldkit.splats.transform import quat_to_rotmat, splats_to_box
 from fieldkit.train.config import TrainConfig
 from fieldkit.train.evaluate import evaluate_run
@@ -87,24 +88,47 @@ def test_export_splats_refuses_a_nerf_run(demo_run, tmp_path, capsys):
     assert "needs a splat run" in err and err.count("\n") == 1
 
 
-def test_resume_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("step_pixels", [0, 300])
+def test_resume_gives_identical_results(tmp_path, step_pixels):
     # 40 steps compress the 30k-step schedule: refinements and opacity resets happen on both
-    # sides of the interruption at step 20.
-    straight = train(DEMO_SCENE, "splat", tmp_path / "a", _config(max_steps=40), downscale=4)
-    first = prepare(DEMO_SCENE, "splat", tmp_path / "b", _config(max_steps=40), downscale=4)
+    # sides of the interruption at step 20. With windows (``step_pixels``), the same windows.
+    model = SplatModel.config_class(step_pixels=step_pixels)
+    straight = train(DEMO_SCENE, "splat", tmp_path / "a", _config(max_steps=40), downscale=4,
+                     model_config=model)
+    first = prepare(DEMO_SCENE, "splat", tmp_path / "b", _config(max_steps=40), downscale=4,
+                    model_config=model)
     n0 = first.model.num_gaussians
+    cams = first.scene.cameras
     for _ in range(20):
-        first.step()
+        i = first.view(first.step_count)
+        stats = first.step()
+        w, h = int(cams.width[i]), int(cams.height[i])
+        if step_pixels == 0:
+            assert stats["rays"] == w * h
+        else:   # a window: a cell of a jittered grid over the view (3 x 3 here)
+            assert (MIN_PATCH // 2) ** 2 <= stats["rays"] < w * h
     assert first.model.num_gaussians != n0
     first.save()
     resumed = train(DEMO_SCENE, "splat", tmp_path / "b", _config(max_steps=40), downscale=4,
-                    resume=True)
+                    resume=True, model_config=model)
     assert resumed.steps == 40
     a = load_file(straight.run_dir / "model.safetensors")
     b = load_file(resumed.run_dir / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_step_with_nothing_in_sight_trains_nothing(tmp_path):
+    # A window of empty space (or a view whose Gaussians are all culled) has no gradient.
+    trainer = prepare(DEMO_SCENE, "splat", tmp_path / "run", _config(max_steps=5), downscale=4)
+    with torch.no_grad():
+        trainer.model.params["opacities"].fill_(-20.0)    # every Gaussian below 1/255
+    before = {k: v.detach().clone() for k, v in trainer.model.params.items()}
+    stats = trainer.step()
+    assert math.isfinite(stats["loss"]) and trainer.step_count == 1
+    for key, value in trainer.model.params.items():
+        assert torch.equal(value.detach(), before[key]), key
 
 
 def test_max_gaussians_caps_growth(tmp_path):
@@ -143,20 +167,23 @@ def test_fox_without_sparse_points_trains_from_the_photos_rays(tmp_path):
     assert metrics["psnr"] > FOX_PSNR_FLOOR
 
 
-@pytest.mark.parametrize("size,downscale,expected", [
-    ((1920, 1080), 1, "--downscale 4 makes them about 480x270"),
-    ((1920, 1080), 2, "--downscale 8 makes them about 480x270"),   # a 4K capture at 1/2
-    ((1600, 1600), 1, "--downscale 4 makes them about 400x400"),
-    ((1024, 1024), 1, None), ((400, 400), 1, None)])
-def test_large_training_views_warn_with_the_downscale_to_use(size, downscale, expected,
-                                                             recwarn):
+@pytest.mark.parametrize("size,downscale,step_pixels,expected", [
+    ((1920, 1080), 1, 0, "--downscale 4 makes them about 480x270"),
+    ((1920, 1080), 2, 0, "--downscale 8 makes them about 480x270"),   # a 4K capture at 1/2
+    ((1600, 1600), 1, 0, "--downscale 4 makes them about 400x400"),
+    ((1600, 1600), 1, 1 << 21, "--downscale 4 makes them about 400x400"),
+    ((1920, 1080), 1, 1 << 16, None),     # steps draw windows of 2^16 pixels
+    ((1024, 1024), 1, 0, None), ((400, 400), 1, 0, None)])
+def test_large_training_views_warn_with_the_downscale_to_use(size, downscale, step_pixels,
+                                                             expected, recwarn):
     from types import SimpleNamespace
 
     from fieldkit.splats.trainer import warn_large_views
 
     w, h = size
     cams = SimpleNamespace(width=torch.tensor([64, w, 64]), height=torch.tensor([48, h, 48]))
-    warn_large_views(SimpleNamespace(cameras=cams, downscale=downscale), torch.arange(3))
+    warn_large_views(SimpleNamespace(cameras=cams, downscale=downscale), torch.arange(3),
+                     step_pixels)
     said = [str(r.message) for r in recwarn]
     if expected is None:
         assert not said
