@@ -78,11 +78,11 @@ class SplatConfig:
     step_pixels: int = 1 << 16
     """Most pixels a training step draws (0: no limit). A larger view trains on a random
     window of about this many pixels, of its shape, a new one every step (gsplat's
-    --patch-size): a step's cost follows its pixels, and a run needs steps more than whole
-    views. Fox at 270x480 from the photos in 300 s: 21.22 dB with windows of a quarter of the
-    view (1090 steps) against 17.33 whole (140 steps); at 135x240 (32k pixels) whole views
-    did better, a hash grid -> splat student 22.62 dB against 21.95 with windows of half
-    the view (apps/results/splat_windows_cpu/bench.md)."""
+    --patch-size): a step's cost follows its pixels, and a short run needs steps more than
+    whole views. In 300 s from the photos: fox at 270x480 20.60 dB (310 steps) against 17.33
+    with whole views (140), lego at 400x400 24.36 against 21.44; at 135x240 (32k pixels) whole
+    views did better, a hash grid -> splat student 22.62 dB against 21.95 with windows of
+    about a quarter of its pixels (apps/results/splat_windows_cpu/bench.md)."""
     ssim_weight: float = 0.2
     """Loss = (1 - w) * L1 + w * (1 - SSIM)."""
     lr_means: float = 1.6e-4
