@@ -118,7 +118,7 @@ class SplatTrainer(Trainer):
         win = min(11, (min(rgb.shape[:2]) // 2) * 2 - 1)
         ssim = _ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0,
                      size_average=True, win_size=win)
-        # A window cut by the view's edge weighs its pixels as a whole window would.
+        # A window (a cell of a jittered grid) weighs its pixels as a nominal window would.
         loss = share * ((1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim))
         extra = self.densifier.loss(model.params)
         if extra is not None:
