@@ -5,7 +5,7 @@
 
 Renders ``--views`` of the teacher's training cameras (evenly spaced) with the teacher and each student (over black), and scores each student against the
 teacher on two parts of every view: the band of ``--band`` of each side along the edges, and
-the rest. A student trained on windows of its views (``--splat.patch``) that draws the views'
+the rest. A student trained on windows of its views (``--splat.step-pixels``) that draws the views'
 edges less often than their middles shows it here first.
 """
 from __future__ import annotations
