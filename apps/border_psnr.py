@@ -3,10 +3,11 @@
     .venv/bin/python apps/border_psnr.py --teacher runs/fox_hash --students RUN [RUN ...] \\
         --out apps/results/NAME/border.json
 
-Renders ``--views`` of the teacher's training cameras (evenly spaced) with the teacher and each student (over black), and scores each student against the
-teacher on two parts of every view: the band of ``--band`` of each side along the edges, and
-the rest. A student trained on windows of its views (``--splat.step-pixels``) that draws the views'
-edges less often than their middles shows it here first.
+Renders ``--views`` of the teacher's training cameras (evenly spaced) with the teacher and
+each student (over black), and scores each student against the teacher on two parts of every
+view: the band of ``--band`` of each side along the edges, and the rest. A student trained on
+windows of its views (``--splat.step-pixels``) that draws the views' edges less often than
+their middles shows it here first.
 """
 from __future__ import annotations
 
