@@ -334,13 +334,17 @@ class HashGrid(nn.Module):
         kind = x.device.type
         if kind not in self._fast:
             self._fast[kind] = accelerated(self, x.device)
-        fast = self._fast[kind] or inference_function(self, x)
+        infer = None if self._fast[kind] else inference_function(self, x)
+        fast = self._fast[kind] or infer
         if fast is not None and getattr(fast, "encodes_whole", False):
             return fast(self.table, x)                    # tiny-cuda-nn: [N, L*F] directly
         if fast is None:   # eager; the traceable twin when dynamo traces a compiled caller
             fast = (_HashGridTraceable.apply if torch.compiler.is_dynamo_compiling()
                     else _HashGridFunction.apply)
-        out = fast(x.detach(), self.table, *self.fused_args())
+        # the compiled inference takes a plain tensor, as it was compiled for: a Parameter
+        # would fail its guards and compile it again (~3 s, once per process)
+        table = self.table.detach() if infer is not None else self.table
+        out = fast(x.detach(), table, *self.fused_args())
         return out.permute(1, 0, 2).reshape(x.shape[0], self.out_dim)   # [L, N, F] -> [N, L*F]
 
     def fused_args(self) -> tuple:

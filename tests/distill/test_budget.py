@@ -40,6 +40,7 @@ class FakeTeacher:
     """Renders views (depth = the camera's x position) and rays (rgb = the ray's direction)."""
 
     is_splat = False
+    model = torch.nn.Module()   # a teacher without hash grids: nothing to compile
 
     def __init__(self):
         self.views = self.rays = 0
@@ -108,6 +109,32 @@ def test_views_slower_than_the_estimate_stop_when_the_time_is_spent(tmp_path):
     again = RenderBudget(0.0, fixed=dict(budget.made))
     assert targets.render_scene(SlowerTeacher(), _cameras(60), _cameras(5, first=100), norm,
                                 tmp_path, again).num_train == views.num_train
+
+
+def test_the_teacher_compiles_when_the_renders_ahead_pay_for_it(tmp_path, monkeypatch):
+    norm = Normalisation(1.0, np.eye(3), np.zeros(3))
+    asked = []
+
+    def compile_if_it_pays(model, seconds_ahead):
+        asked.append(seconds_ahead)
+        time.sleep(0.05)            # the compilation
+        return True
+
+    monkeypatch.setattr(targets, "compile_if_it_pays", compile_if_it_pays)
+    budget = RenderBudget(1e6)
+    views = targets.render_scene(SlowerTeacher(), _cameras(10), _cameras(5, first=100), norm,
+                                 tmp_path, budget)
+    # timed by the first held-out view: 4 more of them and the 10 target views ahead
+    assert asked == [pytest.approx(views.frame_seconds[10] * 14)]
+    # the compilation counts as rendering time of the budget
+    assert budget.spent == pytest.approx(sum(views.frame_seconds[:10]) + 0.05, abs=0.02)
+    # no held-out views: timed by the first target view, the 9 others ahead
+    asked.clear()
+    budget = RenderBudget(1e6)
+    views = targets.render_scene(SlowerTeacher(), _cameras(10), _cameras(0), norm, tmp_path,
+                                 budget)
+    assert views.num_train == 10 and asked == [pytest.approx(views.frame_seconds[0] * 9)]
+    assert budget.spent == pytest.approx(sum(views.frame_seconds) + 0.05, abs=0.02)
 
 
 def test_a_ray_bank_cut_short_keeps_its_first_rays_with_their_targets():

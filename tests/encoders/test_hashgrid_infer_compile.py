@@ -70,6 +70,26 @@ def test_compiled_inference_matches_eager_and_training_keeps_its_path():
         assert grid(x[:0]).shape == (0, CONFIG.num_levels * 2)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (g++ not found)")
+def test_compiles_only_when_it_pays_and_the_grid_parameter_reuses_the_compilation():
+    grid = _grid()
+    model = torch.nn.Sequential(grid)
+    pays = hashgrid_fast.COMPILE_PAYS_SECONDS
+    assert not hashgrid_fast.compile_if_it_pays(model, 0.5 * pays)
+    assert hashgrid_fast._INFER_READY == {}            # nothing compiled
+    torch._dynamo.reset()   # no graph left over from other tests: a recompilation would show
+    assert hashgrid_fast.compile_if_it_pays(model, pays)
+    assert hashgrid_fast._INFER_READY[hashgrid_fast._layout(grid)] is True
+    assert not hashgrid_fast.compile_if_it_pays(model, 10 * pays)   # compiled already
+    # the model's table is a Parameter that requires grad, the warm-up's a plain tensor:
+    # the grid passes what the compilation was made for, so it is not compiled again
+    assert isinstance(grid.table, torch.nn.Parameter) and grid.table.requires_grad
+    x = _points(3000)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        torch.testing.assert_close(grid(x), _eager(grid, x), atol=1e-5, rtol=0)
+
+
 def _eager(grid: HashGrid, x: torch.Tensor) -> torch.Tensor:
     from fieldkit.encoders.hashgrid import _HashGridFunction
 

@@ -41,6 +41,20 @@ def test_demo_scene_trains_above_a_psnr_floor(demo_run):
     assert (demo_run / "renders" / "test" / "0000.png").is_file()
 
 
+def test_evaluation_compiles_the_hash_grid_when_the_views_ahead_pay_for_it(demo_run,
+                                                                          monkeypatch):
+    from fieldkit.train import evaluate
+
+    asked = []
+    monkeypatch.setattr(evaluate, "compile_if_it_pays",
+                        lambda model, seconds: asked.append((model.kind, seconds)) or False)
+    metrics = evaluate_run(demo_run, save_renders=False)
+    # asked once, after the first view, with the other 15 views at its speed
+    (kind, seconds), = asked
+    assert kind == "hashgrid"
+    assert 0 < seconds <= 15 * metrics["seconds_per_view"] * metrics["num_views"]
+
+
 def test_lego_downscaled_trains_above_a_psnr_floor(tmp_path):
     root = shared_scene("lego-400")
     # A step budget, not a time budget, so a loaded machine cannot change the outcome.
