@@ -161,9 +161,11 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
     """Compile the forward without gradients of every hash grid in ``model`` for the CPU.
 
     The compiled forward fuses the 8 corners of every level into one loop, 3x faster than the
-    eager path at 2^15-2^17 points (apps/results/cpu_render.md), for a one-off compilation of
-    5-15 s per process and grid layout. The viewer and long video renders ask for it; the
-    pass with gradients of training keeps its own path either way. Until a
+    eager path at 2^15-2^17 points (apps/results/cpu_render.md), for a one-off compilation
+    per process and grid layout (~25 s on a machine's first run, ~5 s from torch's on-disk
+    cache). The viewer and long video renders ask for it, evaluation and a distillation's
+    teacher views when it pays (``compile_if_it_pays``); the pass with gradients of training
+    keeps its own path either way. Until a
     grid is ready, and wherever compilation fails (one warning), rendering runs eagerly:
     nothing waits on it.
 
@@ -192,10 +194,11 @@ def compile_for_inference(model: torch.nn.Module, background: bool = False) -> l
     return keys
 
 
-COMPILE_PAYS_SECONDS = 30.0
-"""Eager hash-grid renders of at least this many seconds ahead pay for compiling first: the
-compilation takes 5-15 s once per process, and the compiled encoder saves 25-40% of a frame
-(a fox hash grid's 135 x 240 views: 2.20 s -> 1.37 s; apps/results/compile_renders_cpu)."""
+COMPILE_PAYS_SECONDS = 60.0
+"""Eager hash-grid renders of at least this many seconds ahead pay for compiling first. The
+compiled encoder saves 30-35% of a view (fox's hash grid at 135 x 240: 2.38 -> 1.66 s, lego's
+at 200 x 200: 0.93 -> 0.60 s); the compilation takes ~25 s on a machine's first run and ~5 s
+once torch's on-disk cache holds it (apps/results/compile_renders_cpu)."""
 
 
 def compile_if_it_pays(model: torch.nn.Module, seconds_ahead: float) -> bool:
