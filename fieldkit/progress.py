@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from typing import TypeVar
 
 from rich.console import Console
@@ -36,3 +37,9 @@ def progress_iter(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
         for item in items:
             yield item
             bar.advance(task)
+
+
+def building(what: str):
+    """A spinner saying ``what`` is being done while the block runs (a one-off build); it
+    goes away after."""
+    return nullcontext() if quiet() else _console.status(what)

@@ -367,8 +367,8 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
               viewmat: Tensor, K: Tensor, width: int, height: int,
               background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
               eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = BATCH_PAIRS,
-              antialiased: bool = False, keep_pairs: int | None = None
-              ) -> tuple[dict[str, Tensor], Projection]:
+              antialiased: bool = False, keep_pairs: int | None = None,
+              cpu_blend: bool = False) -> tuple[dict[str, Tensor], Projection]:
     """Render N Gaussians into one camera (pure PyTorch, differentiable).
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],
@@ -376,9 +376,15 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     Returns ({"rgb" [H, W, D], "depth" [H, W, 1] camera z, "alpha" [H, W, 1]}, projection);
     ``projection.means2d`` carries the view-space gradient densification needs.
     ``antialiased``: gsplat's antialiased mode (``project``). ``keep_pairs``: see ``composite``.
+    ``cpu_blend``: blend with the compiled C++ loops (``splat_cpu``; float32 CPU tensors)
+    instead of ``composite`` / ``splat_render``, with or without gradients.
     """
     proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d,
                    antialiased)
+    if cpu_blend:
+        from fieldkit.render.splat_cpu import rasterize_cpu
+
+        return rasterize_cpu(proj, colors, width, height, background, tile_size), proj
     if not (torch.is_grad_enabled() and any(
             t.requires_grad for t in (means, quats, scales, opacities, colors))):
         from fieldkit.render.splat_render import BATCH_PAIRS as RENDER_BATCH

@@ -23,6 +23,7 @@ from fieldkit.errors import FieldkitError
 from fieldkit.fields.registry import load_model_dir, register, save_model
 from fieldkit.render.backends import choose_splat_backend
 from fieldkit.render.splat import rasterize
+from fieldkit.render.splat_cpu import use_cpu_blend
 from fieldkit.splats.densify import DensifyConfig
 from fieldkit.splats.mixture import mixture_density
 
@@ -47,8 +48,9 @@ class SplatRenderConfig:
     --antialiased, splatfacto's rasterize_mode antialiased, a .spz flagged so) must be drawn
     this way; others not."""
     backend: str = "auto"
-    """auto (gsplat's CUDA kernels on a GPU when they build, else the pure-torch twin), cuda
-    or torch."""
+    """auto (gsplat's CUDA kernels on a GPU when they build; on the CPU, float32 Gaussians
+    blend with compiled C++ loops when they build, ``fieldkit/render/splat_cpu.py``; else the
+    pure-torch twin), cuda, or torch (the pure-torch twin, the reference)."""
 
 
 @dataclass
@@ -238,14 +240,16 @@ class SplatModel(nn.Module):
         p, rc = self.params, self.config.render
         c2w = camera.c2w[0]
         viewmat = torch.linalg.inv(c2w)
-        raster = rasterize
+        raster, extra = rasterize, {}
         if choose_splat_backend(rc.backend, p["means"].device) == "gsplat":
             from fieldkit.render.splat_gsplat import rasterize_gsplat as raster
+        elif use_cpu_blend(rc.backend, p["means"]):
+            extra = {"cpu_blend": True}
         return raster(p["means"], p["quats"], torch.exp(p["scales"]),
-                         torch.sigmoid(p["opacities"]), self.colors(c2w[:3, 3]), viewmat,
-                         camera.K[0], int(camera.width[0]), int(camera.height[0]),
-                         background=background, near=rc.near, eps2d=rc.eps2d,
-                         tile_size=rc.tile_size, antialiased=rc.antialiased)
+                      torch.sigmoid(p["opacities"]), self.colors(c2w[:3, 3]), viewmat,
+                      camera.K[0], int(camera.width[0]), int(camera.height[0]),
+                      background=background, near=rc.near, eps2d=rc.eps2d,
+                      tile_size=rc.tile_size, antialiased=rc.antialiased, **extra)
 
     @torch.no_grad()
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:

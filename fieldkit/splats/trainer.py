@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fieldkit.data.scene import Scene, composite
 from fieldkit.errors import warn
+from fieldkit.render.splat_cpu import use_cpu_blend
 from fieldkit.splats.densify import make_densifier
 from fieldkit.train.appearance import pixel_uv
 from fieldkit.train.checkpoint import load_checkpoint, rng_state, set_rng_state
@@ -65,6 +66,8 @@ class SplatTrainer(Trainer):
         self.last_refine: dict = {}
         if self.device.type == "cpu" and scene.format != "teacher":   # not a student's views
             warn_large_views(scene, self.train_views, model.config.step_pixels)
+        # the compiled CPU blending builds (once per machine) before the clock starts
+        use_cpu_blend(model.config.render.backend, model.params["means"])
 
     def schedule_step(self) -> int:
         """Position in the 30k-step reference schedule."""

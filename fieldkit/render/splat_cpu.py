@@ -1,0 +1,130 @@
+"""Gaussian blending compiled for the CPU: the C++ twin of ``splat.composite``.
+
+``splat.composite`` expands every (Gaussian, pixel) pair into tensors and lets autograd
+differentiate ~60 passes over them; each pass over 10^7 pairs costs ~5 ms whoever writes it
+in torch (``apps/results/splat_raster_cpu.md``). Here C++ loops blend each tile's Gaussians
+front to back over their pixel boxes (``csrc/splat_blend.cpp``), and the backward walks them
+back to front with 3DGS's closed-form gradients, tiles shared among ATen's threads. The
+pairs, thresholds and stop are ``splat.composite``'s; tests hold the two together, forward
+and backward. No (Gaussian, pixel) pair is ever stored, so memory does not grow with the
+image or the Gaussians' overlap.
+
+The extension is built on first use with ``torch.utils.cpp_extension`` (g++ and ninja; ~40 s
+once per machine, cached in torch's extension folder, ``TORCH_EXTENSIONS_DIR``). Where that
+fails, or ``FIELDKIT_CPU_COMPILE=off``, ``cpu_blend_status`` says why and the pure-torch
+path renders; ``--splat.render.backend torch`` asks for that path.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fieldkit.render.splat import Projection, TileBins, bin_tiles, finish, pixel_boxes
+
+SOURCE = Path(__file__).parent / "csrc" / "splat_blend.cpp"
+
+
+@functools.lru_cache(maxsize=None)
+def _extension():
+    from torch.utils.cpp_extension import load
+
+    try:   # the ninja of the pip package, when the venv's bin folder is not on PATH
+        import ninja
+
+        os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    except ImportError:
+        pass
+    return load(name="fieldkit_splat_blend", sources=[str(SOURCE)], extra_cflags=["-O3"],
+                verbose=False)
+
+
+def _smoke_test() -> None:
+    """Blend two overlapping Gaussians with the extension and with ``splat.composite``."""
+    from fieldkit.render.splat import composite, project
+
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, 3.0]])
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2)
+    scales = torch.full((2, 3), 0.2)
+    opacities = torch.tensor([0.8, 0.6])
+    colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    K = torch.tensor([[16.0, 0.0, 8.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]])
+    proj = project(means, quats, scales, opacities, torch.eye(4), K, 20, 18)
+    bins = bin_tiles(proj, 20, 18)
+    ours = blend_sums(proj, bins, colors, 20, 18)
+    ref = composite(proj, bins, colors, 20, 18)
+    (grad,) = torch.autograd.grad(ours[:, :3].sum(), colors)
+    (want,) = torch.autograd.grad(ref["rgb"].sum(), colors)
+    if not (torch.allclose(ours[:, :3].reshape(18, 20, 3), ref["rgb"], atol=1e-5)
+            and torch.allclose(grad, want, atol=1e-4)):
+        raise RuntimeError("the compiled blending does not match the torch one")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_blend_status() -> tuple[bool, str]:
+    """(ok, one-line reason): whether splats blend with the compiled C++ loops on the CPU."""
+    if os.environ.get("FIELDKIT_CPU_COMPILE", "").lower() in ("0", "off", "false", "no"):
+        return False, "FIELDKIT_CPU_COMPILE is off"
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        return False, "no C++ compiler (g++) to build the CPU splat blending"
+    from fieldkit.progress import building
+
+    try:
+        with building("building the CPU splat blending (once per machine, ~40 s)"):
+            _extension()
+        _smoke_test()
+    except Exception as err:  # no ninja, a failed build, a mismatch: the torch path renders
+        text = " ".join(str(err).split())[:160]
+        return False, f"the CPU splat blending did not build or run ({type(err).__name__}: {text})"
+    return True, "splats blend with compiled C++ loops on the CPU (built once per machine)"
+
+
+def use_cpu_blend(requested: str, like: Tensor) -> bool:
+    """Whether a splat render of ``like``'s device and dtype, with ``requested`` as its
+    backend (``SplatRenderConfig.backend``), blends with the compiled loops: "auto", float32
+    tensors on the CPU, and the extension usable."""
+    return (requested == "auto" and like.device.type == "cpu" and like.dtype == torch.float32
+            and cpu_blend_status()[0])
+
+
+class _Blend(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, per_gaussian: Tensor, gaussian: Tensor, offsets: Tensor, box: Tensor,
+                geometry: tuple[int, int, int, int]) -> Tensor:
+        sums, last, t_final = _extension().forward(per_gaussian, gaussian, offsets, box,
+                                                   *geometry)
+        ctx.save_for_backward(per_gaussian, gaussian, offsets, box, last, t_final)
+        ctx.geometry = geometry
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad_sums: Tensor):
+        per_gaussian, gaussian, offsets, box, last, t_final = ctx.saved_tensors
+        grad = _extension().backward(grad_sums.contiguous(), per_gaussian, gaussian, offsets,
+                                     box, last, t_final, *ctx.geometry)
+        return grad, None, None, None, None
+
+
+def blend_sums(proj: Projection, bins: TileBins, colors: Tensor, width: int, height: int
+               ) -> Tensor:
+    """[H * W, D + 2] float32 per-pixel sums of weighted colour, weight and weighted depth
+    of the binned Gaussians (``splat.finish`` makes the images); differentiable."""
+    per_gaussian = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None],
+                              proj.depths[:, None], colors], 1).float().contiguous()
+    box = pixel_boxes(proj, width, height).contiguous()
+    geometry = (bins.tiles_x, bins.tile_size, width, height)
+    return _Blend.apply(per_gaussian, bins.gaussian.contiguous(), bins.offsets.contiguous(),
+                        box, geometry)
+
+
+def rasterize_cpu(proj: Projection, colors: Tensor, width: int, height: int,
+                  background: Tensor | None, tile_size: int) -> dict[str, Tensor]:
+    """The images of ``splat.composite`` (with or without gradients) from the compiled
+    loops: "rgb" [H, W, D], "depth" [H, W, 1], "alpha" [H, W, 1]."""
+    bins = bin_tiles(proj, width, height, tile_size)
+    return finish(blend_sums(proj, bins, colors, width, height), colors.shape[1], width,
+                  height, background)
