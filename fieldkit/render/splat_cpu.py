@@ -4,14 +4,15 @@
 differentiate ~60 passes over them; each pass over 10^7 pairs costs ~5 ms whoever writes it
 in torch (``apps/results/splat_raster_cpu.md``). Here C++ loops blend each tile's Gaussians
 front to back over their pixel boxes (``csrc/splat_blend.cpp``), and the backward walks them
-back to front with 3DGS's closed-form gradients, tiles shared among ATen's threads. The
+back to front with 3DGS's closed-form gradients, tiles dealt out to ATen's threads in a fixed order
+(the gradients are the same from run to run). The
 pairs, thresholds and stop are ``splat.composite``'s; tests hold the two together, forward
 and backward. No (Gaussian, pixel) pair is ever stored, so memory does not grow with the
 image or the Gaussians' overlap.
 
 The extension is built on first use with ``torch.utils.cpp_extension`` (g++ and ninja; ~40 s
 once per machine, cached in torch's extension folder, ``TORCH_EXTENSIONS_DIR``). Where that
-fails, or ``FIELDKIT_CPU_COMPILE=off``, ``cpu_blend_status`` says why and the pure-torch
+fails, or with ``FIELDKIT_CPU_BLEND=off``, ``cpu_blend_status`` says why and the pure-torch
 path renders; ``--splat.render.backend torch`` asks for that path.
 """
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _smoke_test() -> None:
 @functools.lru_cache(maxsize=None)
 def cpu_blend_status() -> tuple[bool, str]:
     """(ok, one-line reason): whether splats blend with the compiled C++ loops on the CPU."""
-    if os.environ.get("FIELDKIT_CPU_COMPILE", "").lower() in ("0", "off", "false", "no"):
-        return False, "FIELDKIT_CPU_COMPILE is off"
+    if os.environ.get("FIELDKIT_CPU_BLEND", "").lower() in ("0", "off", "false", "no"):
+        return False, "FIELDKIT_CPU_BLEND is off"
     if shutil.which("g++") is None and shutil.which("c++") is None:
         return False, "no C++ compiler (g++) to build the CPU splat blending"
     from fieldkit.progress import building

@@ -1,7 +1,7 @@
 // Front-to-back blending of binned Gaussians on the CPU, forward and backward: the compiled
 // twin of fieldkit/render/splat.py's ``composite`` (the same pairs, thresholds and stop).
 //
-// Work is per tile, tiles handed out to ATen's threads one at a time. Within a tile the
+// Work is per tile, the tiles dealt out to ATen's threads in a fixed interleave. Within a tile the
 // Gaussians are walked in list order (front to back; back to front in the backward), each
 // over its pixel box cut to the tile, with the tile's per-pixel state (transmittance, sums)
 // in local arrays: only the (Gaussian, pixel) pairs of the boxes are visited, as in the torch
@@ -13,7 +13,6 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -33,17 +32,19 @@ inline float pair_alpha(const float* p, float fx, float fy, float& dx, float& dy
   return alpha < kAlphaMin ? -1.0f : alpha;
 }
 
-// Calls body(tile, thread) for every tile, tiles handed out one at a time.
+// Calls body(tile, task) for every tile: task k of n takes tiles k, k + n, k + 2n, ... (an
+// interleave spreads the costly middle of a view over the tasks), so that what each task
+// accumulates, and the backward's sum over tasks, is the same from run to run.
 template <typename F>
-void for_tiles(int64_t n_tiles, F body) {
-  std::atomic<int64_t> next{0};
-  const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
-  at::parallel_for(0, n_threads, 1, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) {
-      const int thread = at::get_thread_num();
-      for (int64_t t = next++; t < n_tiles; t = next++) body(t, thread);
-    }
+void for_tiles(int64_t n_tiles, int64_t n_tasks, F body) {
+  at::parallel_for(0, n_tasks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k)
+      for (int64_t t = k; t < n_tiles; t += n_tasks) body(t, k);
   });
+}
+
+int64_t tasks_for(int64_t n_tiles) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
 }
 
 }  // namespace
@@ -65,7 +66,7 @@ std::vector<torch::Tensor> blend_forward(torch::Tensor per_gaussian, torch::Tens
   float* out = sums.data_ptr<float>();
   int32_t* lst = last.data_ptr<int32_t>();
   double* tf = t_final.data_ptr<double>();
-  for_tiles(n_tiles, [&](int64_t t, int) {
+  for_tiles(n_tiles, tasks_for(n_tiles), [&](int64_t t, int64_t) {
     const int64_t lo = off[t], hi = off[t + 1];
     if (hi <= lo) return;
     const int64_t x0 = (t % tiles_x) * ts, y0 = (t / tiles_x) * ts;
@@ -123,7 +124,8 @@ torch::Tensor blend_backward(torch::Tensor grad_sums, torch::Tensor per_gaussian
                              int64_t ts, int64_t width, int64_t height) {
   const int64_t N = per_gaussian.size(0), C = per_gaussian.size(1), D = C - 7, S = D + 2;
   const int64_t n_tiles = offsets.size(0) - 1;
-  auto grads = torch::zeros({at::get_num_threads(), N, C}, per_gaussian.options());
+  const int64_t n_tasks = tasks_for(n_tiles);
+  auto grads = torch::zeros({n_tasks, N, C}, per_gaussian.options());
   const float* pg = per_gaussian.data_ptr<float>();
   const float* go = grad_sums.data_ptr<float>();
   const int64_t* ids = gaussian.data_ptr<int64_t>();
@@ -132,10 +134,10 @@ torch::Tensor blend_backward(torch::Tensor grad_sums, torch::Tensor per_gaussian
   const int32_t* lst = last.data_ptr<int32_t>();
   const double* tf = t_final.data_ptr<double>();
   float* gr = grads.data_ptr<float>();
-  for_tiles(n_tiles, [&](int64_t t, int thread) {
+  for_tiles(n_tiles, n_tasks, [&](int64_t t, int64_t task) {
     const int64_t lo = off[t], hi = off[t + 1];
     if (hi <= lo) return;
-    float* mine = gr + thread * N * C;
+    float* mine = gr + task * N * C;
     const int64_t x0 = (t % tiles_x) * ts, y0 = (t / tiles_x) * ts;
     const int64_t x1 = std::min(x0 + ts, width), y1 = std::min(y0 + ts, height);
     const int64_t tw = x1 - x0;
