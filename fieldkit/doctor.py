@@ -60,6 +60,10 @@ def report() -> str:
 
     ok, reason = cpu_compile_status()
     lines.append(f"{'cpu render':<11}{'compiled' if ok else 'eager':<22}{reason}")
+    from fieldkit.render.splat_cpu import cpu_blend_status
+
+    ok, reason = cpu_blend_status()   # builds the extension the first time (~40 s)
+    lines.append(f"{'cpu splats':<11}{'compiled C++' if ok else 'torch twin':<22}{reason}")
     from fieldkit.fields.radiance import CPU_BF16_MIN_WIDTH, cpu_bf16_status
 
     ok, reason = cpu_bf16_status()

@@ -19,8 +19,8 @@ Differences from the torch twin (all at the level of float32 rounding or the 1/2
   or 1e-4 threshold can flip), keeps transmittance as a running float32 product (the twin sums
   float64 logs), and tests every pixel of each tile a box touches against the 1/255 threshold
   (the twin only the box's pixels; the box encloses that region, so only the edge differs).
-- ``batch_pairs`` and ``keep_pairs`` are accepted for signature parity and ignored (gsplat
-  manages its memory).
+- ``batch_pairs``, ``keep_pairs`` and ``cpu_blend`` are accepted for signature parity and
+  ignored (gsplat manages its memory, and blends on the GPU).
 - The ``Projection`` is camera 0 of gsplat's ``meta`` with culled Gaussians' means2d, conics
   and depths set to 0 (gsplat leaves them uninitialised) and radii as [N, 2] int64.
   ``means2d`` is derived from ``meta["means2d"]`` ([1, N, 2], the tensor the kernels consumed)
@@ -67,8 +67,8 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
                      colors: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
                      background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
                      eps2d: float = 0.3, tile_size: int = 16, batch_pairs: int = BATCH_PAIRS,
-                     antialiased: bool = False, keep_pairs: int | None = None
-                     ) -> tuple[dict[str, Tensor], Projection]:
+                     antialiased: bool = False, keep_pairs: int | None = None,
+                     cpu_blend: bool = False) -> tuple[dict[str, Tensor], Projection]:
     """Render N Gaussians into one camera with gsplat's CUDA kernels (differentiable).
 
     means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N] in [0, 1],

@@ -1,0 +1,115 @@
+"""Splat training steps on the CPU: the torch blending (``splat.composite``) against the
+compiled C++ loops (``splat_cpu``), alternating in one process.
+
+Each case loads a trained splat run (its Gaussians at the size they reached), makes a
+SplatTrainer on the scene at the given size and windows, and times ``--steps`` training steps
+with one path, then the other, for ``--rounds`` rounds (densification off, all SH bands on, so
+that both see the same work); then one forward + backward of a view's render alone.
+
+    python apps/bench_splat_cpu_blend.py --case fox:8:0:runs/fox_h2s ... --out FILE.json
+
+A case is SCENE_NAME:DOWNSCALE:STEP_PIXELS:RUN (the scene in ../shared/scenes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fieldkit.render import splat as S
+from fieldkit.render.splat_cpu import blend_sums, cpu_blend_status
+from fieldkit.splats.model import SplatConfig
+from fieldkit.train.config import TrainConfig
+from fieldkit.train.run import load_model, prepare
+
+SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
+
+
+def raster_times(model, camera) -> dict:
+    """Seconds of one forward and of its backward, each path, for ``camera``."""
+    p = model.params
+    c2w = camera.c2w[0]
+    viewmat = torch.linalg.inv(c2w)
+    W, H = int(camera.width[0]), int(camera.height[0])
+    out = {}
+    for name in ("torch", "compiled"):
+        best = []
+        for _ in range(3):
+            proj = S.project(p["means"], p["quats"], torch.exp(p["scales"]),
+                             torch.sigmoid(p["opacities"]), viewmat, camera.K[0], W, H)
+            colors = model.colors(c2w[:3, 3])
+            bins = S.bin_tiles(proj, W, H)
+            t0 = time.perf_counter()
+            if name == "torch":
+                img = S.composite(proj, bins, colors, W, H)["rgb"]
+            else:
+                img = S.finish(blend_sums(proj, bins, colors, W, H), 3, W, H, None)["rgb"]
+            t1 = time.perf_counter()
+            img.square().sum().backward()
+            best.append((t1 - t0, time.perf_counter() - t1))
+            model.zero_grad(set_to_none=True)
+        f, b = min(best)
+        out[name] = {"forward_s": f, "backward_s": b}
+    return out
+
+
+def bench(case: str, steps: int, rounds: int) -> dict:
+    scene, ds, sp, run = case.split(":", 3)
+    tr = prepare(SCENES / scene, "splat", Path("/tmp/bench_splat_cpu_blend"),
+                 TrainConfig(max_steps=10**6, eval_every=0, checkpoint_every=1e9,
+                             log_every=10**9), downscale=int(ds),
+                 model_config=SplatConfig(step_pixels=int(sp)))
+    tr.model.load_state_dict(load_model(Path(run)).state_dict())
+    tr._make_optimizer()
+    tr.base_lrs = {g["name"]: g["lr"] for g in tr.optimizer.param_groups}
+    tr.densifier.step = lambda *a, **k: {"reset": False}   # the same Gaussians throughout
+    tr.schedule_step = lambda: 10**6                          # all SH bands
+    times: dict[str, list[float]] = {"torch": [], "compiled": []}
+    for r in range(rounds):
+        for name, backend in (("torch", "torch"), ("compiled", "auto")):
+            tr.model.config.render.backend = backend
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tr.step()
+            times[name].append((time.perf_counter() - t0) / steps)
+    cam = tr.scene.cameras[int(tr.train_views[0])]
+    t, c = statistics.median(times["torch"]), statistics.median(times["compiled"])
+    return {"case": case, "gaussians": tr.model.num_gaussians,
+            "view": f"{int(cam.width[0])}x{int(cam.height[0])}", "step_pixels": int(sp),
+            "step_s": {"torch": t, "compiled": c}, "speedup": t / c, "rounds": times,
+            "raster": raster_times(tr.model, cam)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", nargs="+", required=True)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    ok, reason = cpu_blend_status()
+    if not ok:
+        raise SystemExit(f"the compiled blending is not available: {reason}")
+    rows = [bench(c, args.steps, args.rounds) for c in args.case]
+    for r in rows:
+        print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, step "
+              f"{r['step_s']['torch']:.3f} -> {r['step_s']['compiled']:.3f} s "
+              f"({r['speedup']:.2f}x); render fwd+bwd "
+              f"{sum(r['raster']['torch'].values()):.3f} -> "
+              f"{sum(r['raster']['compiled'].values()):.3f} s")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"),
+                                        "machine": platform.machine(),
+                                        "threads": torch.get_num_threads(),
+                                        "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
