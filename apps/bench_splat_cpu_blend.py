@@ -6,7 +6,8 @@ SplatTrainer on the scene at the given size and windows, and times ``--steps`` t
 with one path, then the other, for ``--rounds`` rounds (densification off, all SH bands on, so
 that both see the same work); then one forward + backward of a view's render alone.
 
-    python apps/bench_splat_cpu_blend.py --case fox:8:0:runs/fox_h2s ... --out FILE.json
+    python apps/bench_splat_cpu_blend.py --case fox:8:0:runs/fox_h2s ... \
+        [--render-case lego-400:2:runs/lego_splat:100] --out FILE.json
 
 A case is SCENE_NAME:DOWNSCALE:STEP_PIXELS:RUN (the scene in ../shared/scenes).
 """
@@ -86,9 +87,42 @@ def bench(case: str, steps: int, rounds: int) -> dict:
             "raster": raster_times(tr.model, cam)}
 
 
+def render_bench(case: str) -> dict:
+    """No-grad renders of a test view by both paths, the run's Gaussians each replaced by
+    ``replicas`` copies jittered by one standard deviation and shrunk by replicas^(1/3) (the
+    size of a real capture's 3DGS file; ``apps/bench_splat_scale.py`` makes them the same way).
+    A case is SCENE_NAME:DOWNSCALE:RUN:REPLICAS."""
+    from fieldkit.data.scene import load_scene
+
+    scene_name, ds, run, replicas = case.split(":", 3)
+    r = int(replicas)
+    model = load_model(Path(run)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        p = {k: v.detach() for k, v in model.params.items()}
+        sd = torch.exp(p["scales"]).repeat(r, 1)
+        big = {k: v.repeat(r, *([1] * (v.dim() - 1))) for k, v in p.items()}
+        big["means"] = big["means"] + torch.randn(big["means"].shape, generator=g) * sd
+        big["scales"] = big["scales"] - torch.log(torch.tensor(float(r))) / 3
+        model.set_gaussians(big)
+    scene = load_scene(SCENES / scene_name, downscale=int(ds))
+    cam = scene.cameras[int(scene.split("test")[0])]
+    out = {"case": case, "gaussians": model.num_gaussians,
+           "view": f"{int(cam.width[0])}x{int(cam.height[0])}"}
+    for name, backend in (("torch", "torch"), ("compiled", "auto"), ("torch", "torch"),
+                          ("compiled", "auto")):
+        model.config.render.backend = backend
+        t0 = time.perf_counter()
+        model.render(cam, torch.ones(3))
+        out[name] = min(out.get(name, 1e9), time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", nargs="+", required=True)
+    ap.add_argument("--case", nargs="*", default=[])
+    ap.add_argument("--render-case", nargs="*", default=[],
+                    help="SCENE_NAME:DOWNSCALE:RUN:REPLICAS, no-grad renders of a large file")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", type=Path)
@@ -97,18 +131,23 @@ def main() -> None:
     if not ok:
         raise SystemExit(f"the compiled blending is not available: {reason}")
     rows = [bench(c, args.steps, args.rounds) for c in args.case]
+    renders = [render_bench(c) for c in args.render_case]
     for r in rows:
         print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, step "
               f"{r['step_s']['torch']:.3f} -> {r['step_s']['compiled']:.3f} s "
               f"({r['speedup']:.2f}x); render fwd+bwd "
               f"{sum(r['raster']['torch'].values()):.3f} -> "
               f"{sum(r['raster']['compiled'].values()):.3f} s")
+    for r in renders:
+        print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, no-grad render "
+              f"{r['torch']:.2f} -> {r['compiled']:.2f} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"),
                                         "machine": platform.machine(),
                                         "threads": torch.get_num_threads(),
-                                        "torch": torch.__version__, "rows": rows}, indent=1))
+                                        "torch": torch.__version__, "rows": rows,
+                                        "renders": renders}, indent=1))
 
 
 if __name__ == "__main__":
