@@ -1,4 +1,5 @@
-"""Gaussian-splat rasterizer in pure PyTorch: the CPU backend and the reference of the CUDA path.
+"""Gaussian-splat rasterizer in pure PyTorch: the reference of the CUDA path and of the CPU's
+compiled blending (``splat_cpu``, which replaces stage 3 on the CPU where it builds).
 
 One camera at a time, in three stages (the structure of 3DGS and gsplat):
 

@@ -1,6 +1,7 @@
 """Rendering Gaussians without gradients, front to back in depth-sorted batches, in bounded
 memory and with early termination: the path of every render that trains nothing (a teacher's
-targets, evaluation, the viewer, exports).
+targets, evaluation, the viewer, exports) where the compiled CPU blending (``splat_cpu``) does
+not run: CUDA tensors without gsplat, float64, ``--splat.render.backend torch``, or no build.
 
 The differentiable path (``splat.composite``) keeps every (Gaussian, pixel) pair of a view for
 the backward pass: a 3DGS file of millions of Gaussians makes ~10^8 of them a view, more than
