@@ -110,12 +110,11 @@ def _layout(grid) -> tuple:
 
 def cpu_compile_status() -> tuple[bool, str]:
     """(usable, reason): whether hash grids can be compiled for CPU rendering here."""
-    import os
-    import shutil
+    from fieldkit.render.backends import has_cxx_compiler, switched_off
 
-    if os.environ.get("FIELDKIT_CPU_COMPILE", "").lower() in ("0", "off", "false", "no"):
+    if switched_off("FIELDKIT_CPU_COMPILE"):
         return False, "FIELDKIT_CPU_COMPILE is off"
-    if shutil.which("g++") is None and shutil.which("c++") is None:
+    if not has_cxx_compiler():
         return False, "no C++ compiler (g++) for torch.compile on the CPU"
     return True, "rendering compiles the hash grid with torch.compile (once per process)"
 

@@ -44,6 +44,20 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def switched_off(variable: str) -> bool:
+    """Whether the environment variable ``variable`` turns a feature off (0, off, false, no)."""
+    import os
+
+    return os.environ.get(variable, "").lower() in ("0", "off", "false", "no")
+
+
+def has_cxx_compiler() -> bool:
+    """Whether a C++ compiler (g++ or c++) is on PATH, for torch.compile or an extension."""
+    import shutil
+
+    return shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
 def cuda_available() -> bool:
     """True when torch was built with CUDA and sees at least one device."""
     try:

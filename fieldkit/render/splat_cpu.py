@@ -4,10 +4,9 @@
 differentiate ~60 passes over them; each pass over 10^7 pairs costs ~5 ms whoever writes it
 in torch (``apps/results/splat_raster_cpu.md``). Here C++ loops blend each tile's Gaussians
 front to back over their pixel boxes (``csrc/splat_blend.cpp``), and the backward walks them
-back to front with 3DGS's closed-form gradients, tiles dealt out to ATen's threads in a fixed order
-(the gradients are the same from run to run). The
-pairs, thresholds and stop are ``splat.composite``'s; tests hold the two together, forward
-and backward. No (Gaussian, pixel) pair is ever stored, so memory does not grow with the
+back to front with 3DGS's closed-form gradients, the tiles dealt out to ATen's threads in a
+fixed order (the gradients are the same from run to run). The pairs, thresholds and stop are
+``splat.composite``'s; tests hold the two together, forward and backward. No (Gaussian, pixel) pair is ever stored, so memory does not grow with the
 image or the Gaussians' overlap.
 
 The extension is built on first use with ``torch.utils.cpp_extension`` (g++ and ninja; ~40 s
@@ -19,12 +18,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from fieldkit.render.backends import has_cxx_compiler, switched_off
 from fieldkit.render.splat import Projection, TileBins, bin_tiles, finish, pixel_boxes
 
 SOURCE = Path(__file__).parent / "csrc" / "splat_blend.cpp"
@@ -68,9 +67,9 @@ def _smoke_test() -> None:
 @functools.lru_cache(maxsize=None)
 def cpu_blend_status() -> tuple[bool, str]:
     """(ok, one-line reason): whether splats blend with the compiled C++ loops on the CPU."""
-    if os.environ.get("FIELDKIT_CPU_BLEND", "").lower() in ("0", "off", "false", "no"):
+    if switched_off("FIELDKIT_CPU_BLEND"):
         return False, "FIELDKIT_CPU_BLEND is off"
-    if shutil.which("g++") is None and shutil.which("c++") is None:
+    if not has_cxx_compiler():
         return False, "no C++ compiler (g++) to build the CPU splat blending"
     from fieldkit.progress import building
 
