@@ -68,6 +68,9 @@ class Train(ModelOptions):
     init: Path | None = None
     """--model splat: start from this splat file (.ply, .spz, .splat, .ksplat, .sog; the scene's
     world units) instead of the scene's sparse points or random points."""
+    checkpoint_every: float = 60.0
+    """Seconds of training between checkpoints in RUN/checkpoint (one is also written when
+    training ends, and on Ctrl-C)."""
     weights: Literal["float32", "float16"] = "float32"
     """Precision of the weights in RUN/model.safetensors (float16: about half the file, renders
     within 0.003 dB of float32 on the demo; checkpoints stay float32)."""
@@ -81,7 +84,8 @@ class Train(ModelOptions):
                              distortion_weight=self.distortion_weight, weights=self.weights,
                              pose_opt=self.pose_opt, pose_lr=self.pose_lr,
                              pose_start=self.pose_start,
-                             appearance=self.appearance, appearance_lr=self.appearance_lr)
+                             appearance=self.appearance, appearance_lr=self.appearance_lr,
+                             checkpoint_every=self.checkpoint_every)
         self.check_only_kind(self.model)
         model_config = None if self.resume else self.model_config(self.model)
         live = None

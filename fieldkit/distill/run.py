@@ -123,10 +123,14 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     ``kind`` student in ``out``; returns the report (also in ``out/distill.json``), or
     ``{"interrupted": True, ...}`` after Ctrl-C (a checkpoint is saved). The arguments are
     ``Distillation``'s."""
-    job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
-                       resume=resume, model_config=model_config, scene=scene,
-                       downscale=downscale, ply_transform=ply_transform, crop=crop)
-    return job.report(job.trainer.train(), quiet=quiet)
+    from fieldkit.train.interrupt import stop_on_ctrl_c
+
+    with stop_on_ctrl_c():  # a Ctrl-C while the targets render stops it at step 0
+        job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
+                           resume=resume, model_config=model_config, scene=scene,
+                           downscale=downscale, ply_transform=ply_transform, crop=crop)
+        stats = job.trainer.train()
+    return job.report(stats, quiet=quiet)
 
 
 class Distillation:

@@ -22,6 +22,7 @@ from fieldkit.distill.budget import RenderBudget
 from fieldkit.distill.teacher import Teacher
 from fieldkit.encoders.hashgrid_fast import compile_if_it_pays
 from fieldkit.progress import progress_iter
+from fieldkit.train.interrupt import stop_here_if_requested
 
 BANK_CHUNK = 1 << 14
 """Rays rendered per progress tick when filling a bank."""
@@ -175,6 +176,7 @@ def render_scene(teacher: Teacher, train: Cameras, held_out: Cameras,
     t0 = time.perf_counter()
     held = []
     for i in progress_iter(range(len(held_out)), total=len(held_out), desc="held-out views"):
+        stop_here_if_requested()
         held.append(_render_rgba(teacher, held_out[i]))
         if i == 0:
             _compile_teacher(teacher, held[0][2] * (len(held_out) - 1 + len(train)), budget)
@@ -193,6 +195,7 @@ def render_scene(teacher: Teacher, train: Cameras, held_out: Cameras,
         if budget is not None and i >= MIN_TRAIN_VIEWS and budget.exhausted("views"):
             budget.stop("views", "teacher views", asked, i)   # slower than the estimate
             break
+        stop_here_if_requested()
         renders.append(_render_rgba(teacher, train[i]))
         if budget is not None:
             budget.add(renders[-1][2])

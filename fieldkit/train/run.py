@@ -95,9 +95,12 @@ def train(scene_path: Path, kind: str, run_dir: Path | None, config: TrainConfig
           downscale: int = 1, device: str | None = None, resume: bool = False,
           preset: str = "default", model_config=None, init: Path | None = None) -> TrainResult:
     """Train (or resume) a run. Prints nothing; the CLI reports."""
-    trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume, preset,
-                      model_config, init)
-    stats = trainer.train()
+    from fieldkit.train.interrupt import stop_on_ctrl_c
+
+    with stop_on_ctrl_c():  # a Ctrl-C during set-up stops it at step 0, with a checkpoint
+        trainer = prepare(scene_path, kind, run_dir, config, downscale, device, resume, preset,
+                          model_config, init)
+        stats = trainer.train()
     return TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
                        bool(stats["interrupted"]))
 

@@ -5,7 +5,6 @@ The viewer and the trainer meet at two functions: ``Trainer.step()`` and ``Train
 from __future__ import annotations
 
 import json
-import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from fieldkit.data.scene import Scene, composite
 from fieldkit.errors import FieldkitError
 from fieldkit.progress import make_progress
 from fieldkit.render.losses import contracted_intervals, distortion_loss
+from fieldkit.train import interrupt
 from fieldkit.train.appearance import AppearanceRefiner
 from fieldkit.train.checkpoint import (atomic_write_bytes, load_checkpoint, rng_state,
                                        save_checkpoint, set_rng_state)
@@ -77,7 +77,7 @@ class Trainer:
         self.step_count = 0
         self.elapsed = 0.0  # seconds of training, evaluation and checkpoints excluded
         self.n_rays = config.init_rays
-        self._interrupted = False
+        self._stop = False
         self._log_lines: list[str] = []
 
     def _make_optimizer(self) -> None:
@@ -271,10 +271,14 @@ class Trainer:
         self._log_lines.clear()
 
     # ------------------------------------------------------------------ the loop
-    def _on_sigint(self, signum, frame) -> None:
-        if self._interrupted:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self._interrupted = True
+    @property
+    def _interrupted(self) -> bool:
+        """Training was asked to stop: Ctrl-C (``fieldkit/train/interrupt.py``), or set."""
+        return self._stop or interrupt.requested()
+
+    @_interrupted.setter
+    def _interrupted(self, value: bool) -> None:
+        self._stop = bool(value)
 
     def done(self) -> bool:
         c = self.config
@@ -284,8 +288,13 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run until a budget is spent or Ctrl-C; always leaves a checkpoint. Returns the last
         step's stats plus ``interrupted``."""
+        with interrupt.stop_on_ctrl_c():
+            stats = self._train_loop()
+            self._stop = self._interrupted  # the request ends with the context
+        return {**stats, "interrupted": self._stop}
+
+    def _train_loop(self) -> dict[str, float]:
         c = self.config
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
         last_save = start_elapsed = self.elapsed
         self.total_rays = 0
         stats: dict[str, float] = {}
@@ -311,6 +320,5 @@ class Trainer:
                         self.save()
                         last_save = self.elapsed
         finally:
-            signal.signal(signal.SIGINT, previous)
             self.save()
-        return {**stats, "interrupted": self._interrupted}
+        return stats

@@ -176,15 +176,18 @@ def train_with_viewer(scene_path: Path, kind: str, run_dir: Path | None, train_c
     With ``keep_open`` the caller keeps the viewer (``live.viewer.stop()`` ends it)."""
     from fieldkit.train.run import TrainResult, prepare
 
-    trainer = prepare(scene_path, kind, run_dir, train_config, **prepare_kwargs)
-    live = LiveTraining(trainer, viewer_config)
-    live.viewer.print_url()
-    try:
-        stats = trainer.train()
-    finally:
-        live.finish()
-        if not keep_open:
-            live.viewer.stop()
+    from fieldkit.train.interrupt import stop_on_ctrl_c
+
+    with stop_on_ctrl_c():  # a Ctrl-C during set-up stops training at step 0
+        trainer = prepare(scene_path, kind, run_dir, train_config, **prepare_kwargs)
+        live = LiveTraining(trainer, viewer_config)
+        live.viewer.print_url()
+        try:
+            stats = trainer.train()
+        finally:
+            live.finish()
+            if not keep_open:
+                live.viewer.stop()
     result = TrainResult(trainer.run_dir, trainer.step_count, trainer.elapsed,
                          bool(stats["interrupted"]))
     return result, live
@@ -198,13 +201,16 @@ def distill_with_viewer(viewer_config: ViewerConfig, keep_open: bool = True, qui
     from fieldkit.distill.run import Distillation
     from fieldkit.viewer.sources import Source
 
-    job = Distillation(**distill_kwargs)
-    live = LiveTraining(job.trainer, viewer_config, Source.from_distillation(job))
-    live.viewer.print_url()
-    try:
-        stats = job.trainer.train()
-    finally:
-        live.finish()
-        if not keep_open:
-            live.viewer.stop()
+    from fieldkit.train.interrupt import stop_on_ctrl_c
+
+    with stop_on_ctrl_c():  # a Ctrl-C during set-up stops distillation at step 0
+        job = Distillation(**distill_kwargs)
+        live = LiveTraining(job.trainer, viewer_config, Source.from_distillation(job))
+        live.viewer.print_url()
+        try:
+            stats = job.trainer.train()
+        finally:
+            live.finish()
+            if not keep_open:
+                live.viewer.stop()
     return job.report(stats, quiet=quiet), live

@@ -178,3 +178,23 @@ def test_a_slow_teacher_gets_fewer_views_and_a_resume_renders_the_same(demo_run,
                     resume=True, quiet=True)
     assert again["targets"]["rendered"] == {"views": targets.MIN_TRAIN_VIEWS}
     assert not again["targets"]["cut"] and again["student"]["steps"] == steps + 5
+
+
+def test_ctrl_c_while_the_targets_render_stops_at_the_next_view(tmp_path):
+    """Distillation's set-up runs under stop_on_ctrl_c: the first Ctrl-C ends the renders at
+    the next view (a KeyboardInterrupt from a safe point), not after all of them."""
+    import signal
+
+    from fieldkit.train.interrupt import stop_on_ctrl_c
+
+    class CtrlCAtThree(FakeTeacher):
+        def render_view(self, camera):
+            if self.views == 3:
+                signal.raise_signal(signal.SIGINT)
+            return super().render_view(camera)
+
+    norm = Normalisation(1.0, np.eye(3), np.zeros(3))
+    teacher = CtrlCAtThree()
+    with stop_on_ctrl_c(), pytest.raises(KeyboardInterrupt):
+        targets.render_scene(teacher, _cameras(40), _cameras(5, first=100), norm, tmp_path)
+    assert teacher.views == 4

@@ -115,26 +115,64 @@ def test_existing_run_needs_resume_flag(tmp_path, capsys):
     assert code == 1 and "pass --resume" in capsys.readouterr().err
 
 
+def _train_cmd(run, *extra):
+    return [sys.executable, "-m", "fieldkit.cli", "train", str(DEMO_SCENE), "--out", str(run),
+            "--downscale", "4", "--no-final-eval", "--no-video", *extra]
+
+
+def _interrupt(proc, wait_for, timeout=180.0):
+    """SIGINT ``proc`` once ``wait_for()`` holds; its (stdout, stderr). Killed if it hangs."""
+    deadline = time.time() + timeout
+    while not wait_for() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"still running 120 s after Ctrl-C: {proc.communicate()[1][-2000:]}")
+
+
+def _saved_step(run) -> int:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    """Ctrl-C mid-training (after a periodic checkpoint at step > 0): one more checkpoint,
+    exit code 130 and the resume command; --resume then continues from it."""
     run = tmp_path / "run"
     env = {**os.environ, "FIELDKIT_QUIET": "1"}
-    cmd = [sys.executable, "-m", "fieldkit.cli", "train", str(DEMO_SCENE), "--out", str(run),
-           "--downscale", "4", "--max-steps", "100000", "--no-final-eval", "--no-video"]
+    cmd = _train_cmd(run, "--max-steps", "100000", "--checkpoint-every", "0.5")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 120
-    while not (run / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(4.0)  # let it take some steps
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = _interrupt(proc, lambda: _saved_step(run) > 0)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
-    state = json.loads((run / "checkpoint" / "state.json").read_text())
-    stopped_at = state["step"]
+    stopped_at = _saved_step(run)
     assert stopped_at > 0
-    done = subprocess.run(cmd[:7] + ["--max-steps", str(stopped_at + 20), "--resume",
-                                     "--no-final-eval", "--no-video"],
+    done = subprocess.run(_train_cmd(run, "--max-steps", str(stopped_at + 20), "--resume"),
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == stopped_at + 20
+    assert _saved_step(run) == stopped_at + 20
+
+
+def test_ctrl_c_during_set_up_leaves_a_run_that_resumes(tmp_path):
+    """Ctrl-C as soon as config.json is written (the model and trainer are still being set up,
+    torch still importing): no traceback, no hang, a checkpoint and the resume command."""
+    run = tmp_path / "run"
+    env = {**os.environ, "FIELDKIT_QUIET": "1"}
+    proc = subprocess.Popen(_train_cmd(run, "--max-steps", "100000"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = _interrupt(proc, lambda: (run / "config.json").exists())
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err, err
+    stopped_at = _saved_step(run)
+    assert (run / "checkpoint" / "state.json").exists()
+    done = subprocess.run(_train_cmd(run, "--max-steps", str(stopped_at + 5), "--resume"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert _saved_step(run) == stopped_at + 5
