@@ -7,9 +7,13 @@ with one path, then the other, for ``--rounds`` rounds (densification off, all S
 that both see the same work); then one forward + backward of a view's render alone.
 
     python apps/bench_splat_cpu_blend.py --case fox:8:0:runs/fox_h2s ... \
-        [--render-case lego-400:2:runs/lego_splat:100] --out FILE.json
+        [--render-case lego-400:2:runs/lego_splat:100] \
+        [--baseline-source OLD.cpp --baseline-cflags=-O3] --out FILE.json
 
 A case is SCENE_NAME:DOWNSCALE:STEP_PIXELS:RUN (the scene in ../shared/scenes).
+``--baseline-source``: an earlier version of ``csrc/splat_blend.cpp`` (built with
+``--baseline-cflags``) joins the alternation as a third path, "baseline", for a same-process
+comparison of two versions of the compiled loops.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fieldkit.render import splat as S
+from fieldkit.render import splat_cpu
 from fieldkit.render.splat_cpu import blend_sums, cpu_blend_status
 from fieldkit.splats.model import SplatConfig
 from fieldkit.train.config import TrainConfig
@@ -31,14 +36,39 @@ from fieldkit.train.run import load_model, prepare
 SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
 
 
-def raster_times(model, camera) -> dict:
+CURRENT = splat_cpu._extension
+
+
+def paths(baseline) -> list[tuple[str, str, object]]:
+    """(name, render backend, extension) of each path timed."""
+    out = [("torch", "torch", CURRENT)]
+    if baseline is not None:
+        out.append(("baseline", "auto", baseline))
+    return out + [("compiled", "auto", CURRENT)]
+
+
+def use_extension(ext) -> None:
+    """Blend with ``ext`` (a loaded extension, or ``CURRENT``, the function that loads ours)."""
+    splat_cpu._extension = ext if ext is CURRENT else (lambda: ext)
+
+
+def build_baseline(source: Path, cflags: list[str]):
+    from torch.utils.cpp_extension import load
+
+    CURRENT()   # puts ninja on PATH
+    return load(name="fieldkit_splat_blend_baseline", sources=[str(source)],
+                extra_cflags=cflags, extra_ldflags=[f for f in cflags if f == "-fopenmp"])
+
+
+def raster_times(model, camera, baseline=None) -> dict:
     """Seconds of one forward and of its backward, each path, for ``camera``."""
     p = model.params
     c2w = camera.c2w[0]
     viewmat = torch.linalg.inv(c2w)
     W, H = int(camera.width[0]), int(camera.height[0])
     out = {}
-    for name in ("torch", "compiled"):
+    for name, _, ext in paths(baseline):
+        use_extension(ext)
         best = []
         for _ in range(3):
             proj = S.project(p["means"], p["quats"], torch.exp(p["scales"]),
@@ -59,7 +89,7 @@ def raster_times(model, camera) -> dict:
     return out
 
 
-def bench(case: str, steps: int, rounds: int) -> dict:
+def bench(case: str, steps: int, rounds: int, baseline=None) -> dict:
     scene, ds, sp, run = case.split(":", 3)
     tr = prepare(SCENES / scene, "splat", Path("/tmp/bench_splat_cpu_blend"),
                  TrainConfig(max_steps=10**6, eval_every=0, checkpoint_every=1e9,
@@ -70,9 +100,10 @@ def bench(case: str, steps: int, rounds: int) -> dict:
     tr.base_lrs = {g["name"]: g["lr"] for g in tr.optimizer.param_groups}
     tr.densifier.step = lambda *a, **k: {"reset": False}   # the same Gaussians throughout
     tr.schedule_step = lambda: 10**6                          # all SH bands
-    times: dict[str, list[float]] = {"torch": [], "compiled": []}
+    times: dict[str, list[float]] = {name: [] for name, _, _ in paths(baseline)}
     for r in range(rounds):
-        for name, backend in (("torch", "torch"), ("compiled", "auto")):
+        for name, backend, ext in paths(baseline):
+            use_extension(ext)
             tr.model.config.render.backend = backend
             torch.manual_seed(r)
             t0 = time.perf_counter()
@@ -80,11 +111,11 @@ def bench(case: str, steps: int, rounds: int) -> dict:
                 tr.step()
             times[name].append((time.perf_counter() - t0) / steps)
     cam = tr.scene.cameras[int(tr.train_views[0])]
-    t, c = statistics.median(times["torch"]), statistics.median(times["compiled"])
+    step_s = {name: statistics.median(t) for name, t in times.items()}
     return {"case": case, "gaussians": tr.model.num_gaussians,
             "view": f"{int(cam.width[0])}x{int(cam.height[0])}", "step_pixels": int(sp),
-            "step_s": {"torch": t, "compiled": c}, "speedup": t / c, "rounds": times,
-            "raster": raster_times(tr.model, cam)}
+            "step_s": step_s, "speedup": step_s["torch"] / step_s["compiled"],
+            "rounds": times, "raster": raster_times(tr.model, cam, baseline)}
 
 
 def render_bench(case: str) -> dict:
@@ -125,19 +156,24 @@ def main() -> None:
                     help="SCENE_NAME:DOWNSCALE:RUN:REPLICAS, no-grad renders of a large file")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--baseline-source", type=Path,
+                    help="an earlier splat_blend.cpp, timed as a third path")
+    ap.add_argument("--baseline-cflags", default="-O3",
+                    help="its compiler flags, space-separated")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     ok, reason = cpu_blend_status()
     if not ok:
         raise SystemExit(f"the compiled blending is not available: {reason}")
-    rows = [bench(c, args.steps, args.rounds) for c in args.case]
+    baseline = (build_baseline(args.baseline_source, args.baseline_cflags.split())
+                if args.baseline_source else None)
+    rows = [bench(c, args.steps, args.rounds, baseline) for c in args.case]
     renders = [render_bench(c) for c in args.render_case]
     for r in rows:
-        print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, step "
-              f"{r['step_s']['torch']:.3f} -> {r['step_s']['compiled']:.3f} s "
-              f"({r['speedup']:.2f}x); render fwd+bwd "
-              f"{sum(r['raster']['torch'].values()):.3f} -> "
-              f"{sum(r['raster']['compiled'].values()):.3f} s")
+        steps = " -> ".join(f"{k} {v:.3f}" for k, v in r["step_s"].items())
+        raster = " -> ".join(f"{k} {sum(v.values()):.3f}" for k, v in r["raster"].items())
+        print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, step s: {steps} "
+              f"({r['speedup']:.2f}x over torch); render fwd+bwd s: {raster}")
     for r in renders:
         print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, no-grad render "
               f"{r['torch']:.2f} -> {r['compiled']:.2f} s")
@@ -146,7 +182,9 @@ def main() -> None:
         args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"),
                                         "machine": platform.machine(),
                                         "threads": torch.get_num_threads(),
-                                        "torch": torch.__version__, "rows": rows,
+                                        "torch": torch.__version__,
+                                        "baseline": str(args.baseline_source or ""),
+                                        "baseline_cflags": args.baseline_cflags, "rows": rows,
                                         "renders": renders}, indent=1))
 
 

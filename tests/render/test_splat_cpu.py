@@ -66,6 +66,18 @@ def test_images_and_gradients_match_the_torch_path(seed, W, H, tile, channels, o
                                    msg=name)
 
 
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="one CPU core here")
+def test_the_tile_loops_run_on_all_of_atens_threads():
+    """Built with OpenMP: ATen's parallel_for, inlined into the extension, runs on one thread
+    without it, and the blending took as long on 2 threads as on 1."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert splat_cpu._extension().threads_used() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_gradients_are_the_same_from_run_to_run_and_without_grad_the_image_too():
     params = _scene(200, 9)
     view, K = camera(70, 50, f=40.0, dtype=torch.float32)

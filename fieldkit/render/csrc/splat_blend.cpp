@@ -1,11 +1,11 @@
 // Front-to-back blending of binned Gaussians on the CPU, forward and backward: the compiled
 // twin of fieldkit/render/splat.py's ``composite`` (the same pairs, thresholds and stop).
 //
-// Work is per tile, the tiles dealt out to ATen's threads in a fixed interleave. Within a tile the
-// Gaussians are walked in list order (front to back; back to front in the backward), each
-// over its pixel box cut to the tile, with the tile's per-pixel state (transmittance, sums)
-// in local arrays: only the (Gaussian, pixel) pairs of the boxes are visited, as in the torch
-// path, and a pixel stops at 3DGS's transmittance floor.
+// Work is per tile, the tiles dealt out to ATen's threads in a fixed interleave. Within a
+// tile the Gaussians are walked in list order (front to back; back to front in the
+// backward), each over the chords of its ellipse (``row_span``) in its pixel box cut to the
+// tile, with the tile's per-pixel state (transmittance, sums) in local arrays: the pairs
+// visited are the torch path's, and a pixel stops at 3DGS's transmittance floor.
 //
 // per_gaussian [N, 7 + D] float32: mean x, mean y, conic a, b, c, opacity, depth, colour.
 // gaussian [M] int64: the tile lists (sorted by tile, then front to back); offsets [T + 1].
@@ -31,6 +31,27 @@ inline float pair_alpha(const float* p, float fx, float fy, float& dx, float& dy
   const float alpha = std::min(p[5] * std::exp(-sigma), kAlphaMax);
   return alpha < kAlphaMin ? -1.0f : alpha;
 }
+
+// The pixels [xs, xe) of row ``y`` (within [gx0, gx1)) where Gaussian ``p`` can reach alpha
+// 1/255: the chord of its ellipse sigma <= level = log(255 opacity), in closed form, widened
+// by a hair (the alpha test drops the few outside), as ``splat.chord_pairs``. About half of a
+// pixel box lies outside the ellipse (fox, lego: 2.0-2.1x), so this halves the pairs visited.
+inline void row_span(const float* p, float level, int64_t y, int64_t gx0, int64_t gx1,
+                     int64_t& xs, int64_t& xe) {
+  const float dy = (float)y + 0.5f - p[1];
+  const float a = p[2], b = p[3], c = p[4];
+  const float disc = (b * b - a * c) * dy * dy + 2.0f * a * level;
+  if (!(disc >= 0.0f)) {
+    xs = xe = gx0;
+    return;
+  }
+  const float root = std::sqrt(disc);
+  const float lo_t = (-b * dy - root) / a, hi_t = (-b * dy + root) / a;
+  xs = std::max((int64_t)std::ceil(p[0] + lo_t - 0.5f - 1e-3f), gx0);
+  xe = std::min((int64_t)std::floor(p[0] + hi_t - 0.5f + 1e-3f) + 1, gx1);
+}
+
+inline float alpha_level(const float* p) { return std::max(std::log(p[5] * 255.0f), 0.0f); }
 
 // Calls body(tile, task) for every tile: task k of n takes tiles k, k + n, k + 2n, ... (an
 // interleave spreads the costly middle of a view over the tasks), so that what each task
@@ -82,8 +103,11 @@ std::vector<torch::Tensor> blend_forward(torch::Tensor per_gaussian, torch::Tens
       const float* p = pg + C * g;
       const int64_t gx0 = std::max(b[0], x0), gx1 = std::min(b[2], x1);
       const int64_t gy0 = std::max(b[1], y0), gy1 = std::min(b[3], y1);
+      const float level = alpha_level(p);
       for (int64_t y = gy0; y < gy1; ++y) {
-        for (int64_t x = gx0; x < gx1; ++x) {
+        int64_t xs, xe;
+        row_span(p, level, y, gx0, gx1, xs, xe);
+        for (int64_t x = xs; x < xe; ++x) {
           const int64_t l = (y - y0) * tw + (x - x0);
           if (done[l]) continue;
           float dx, dy;
@@ -159,8 +183,11 @@ torch::Tensor blend_backward(torch::Tensor grad_sums, torch::Tensor per_gaussian
       float* q = mine + C * g;
       const int64_t gx0 = std::max(b[0], x0), gx1 = std::min(b[2], x1);
       const int64_t gy0 = std::max(b[1], y0), gy1 = std::min(b[3], y1);
+      const float level = alpha_level(p);
       for (int64_t y = gy0; y < gy1; ++y) {
-        for (int64_t x = gx0; x < gx1; ++x) {
+        int64_t xs, xe;
+        row_span(p, level, y, gx0, gx1, xs, xe);
+        for (int64_t x = xs; x < xe; ++x) {
           const int64_t l = (y - y0) * tw + (x - x0);
           if (j - lo >= end[l]) continue;   // at or after the pixel's stop
           float dx, dy;
@@ -194,7 +221,24 @@ torch::Tensor blend_backward(torch::Tensor grad_sums, torch::Tensor per_gaussian
   return grads.sum(0);
 }
 
+// How many of ATen's threads ``for_tiles`` runs on (tests: an extension built without OpenMP
+// runs ATen's parallel_for on one thread).
+int64_t threads_used() {
+  const int64_t n = at::get_num_threads();
+  std::vector<char> seen(n, 0);
+  for_tiles(64 * n, n, [&](int64_t, int64_t) {
+    const int64_t k = at::get_thread_num();
+    if (k >= 0 && k < n) seen[k] = 1;
+    volatile double spin = 0.0;   // long enough that one thread cannot take every task
+    for (int i = 0; i < 20000; ++i) spin = spin + 1.0;
+  });
+  int64_t used = 0;
+  for (char c : seen) used += c;
+  return used;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &blend_forward, "splat blending forward (CPU)");
   m.def("backward", &blend_backward, "splat blending backward (CPU)");
+  m.def("threads_used", &threads_used, "threads the tile loops run on");
 }
