@@ -115,14 +115,19 @@ def canvas_pixels(page) -> np.ndarray:
 
     from PIL import Image
 
-    page.evaluate("""() => {
+    box = page.evaluate("""() => {
         const all = Array.from(document.querySelectorAll('canvas'));
         const c = all.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a));
         c.setAttribute('data-fk-main', '1');
         for (const el of document.body.querySelectorAll('*')) {
             if (el !== c && !el.contains(c) && !c.contains(el)) el.style.visibility = 'hidden';
-        }}""")
-    png = page.locator("canvas[data-fk-main]").screenshot()
+        }
+        const r = c.getBoundingClientRect();
+        return {x: r.x, y: r.y, width: r.width, height: r.height};}""")
+    # A clip of the page, not the element's own screenshot: that one first waits for the
+    # canvas to keep its box over two animation frames, which a CPU-starved software WebGL
+    # (the suite's other worker training) did not give within 30 s in CI
+    png = page.screenshot(clip=box, timeout=60_000)
     page.evaluate("""() => { for (const el of document.body.querySelectorAll('*'))
         el.style.visibility = ''; }""")
     return np.asarray(Image.open(BytesIO(png)).convert("RGB"))
