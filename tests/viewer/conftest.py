@@ -110,11 +110,8 @@ def wait_refined(viewer, session, timeout: float = 30.0) -> None:
 
 
 def canvas_pixels(page) -> np.ndarray:
-    """[H, W, 3] uint8 of the 3D canvas alone (GUI panel and notifications hidden)."""
-    from io import BytesIO
-
-    from PIL import Image
-
+    """[H, W, 3] uint8 of the 3D canvas alone (GUI panel and notifications hidden), once it
+    has stopped changing."""
     box = page.evaluate("""() => {
         const all = Array.from(document.querySelectorAll('canvas'));
         const c = all.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a));
@@ -126,10 +123,25 @@ def canvas_pixels(page) -> np.ndarray:
         return {x: r.x, y: r.y, width: r.width, height: r.height};}""")
     # A clip of the page, not the element's own screenshot: that one first waits for the
     # canvas to keep its box over two animation frames, which a CPU-starved software WebGL
-    # (the suite's other worker training) did not give within 30 s in CI
-    png = page.screenshot(clip=box, timeout=60_000)
+    # (the suite's other worker training) did not give within 30 s in CI. Instead, shots
+    # until two in a row agree: a starved page was caught still drawing (half-faded splats).
+    png, end = page.screenshot(clip=box, timeout=60_000), time.monotonic() + 60
+    while time.monotonic() < end:
+        page.wait_for_timeout(500)
+        again = page.screenshot(clip=box, timeout=60_000)
+        if np.abs(_rgb(again).astype(int) - _rgb(png).astype(int)).mean() < 0.5:
+            break
+        png = again
     page.evaluate("""() => { for (const el of document.body.querySelectorAll('*'))
         el.style.visibility = ''; }""")
+    return _rgb(png)
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
     return np.asarray(Image.open(BytesIO(png)).convert("RGB"))
 
 
