@@ -199,11 +199,10 @@ def distill_with_viewer(viewer_config: ViewerConfig, keep_open: bool = True, qui
     (``Source.from_distillation``): returns (report, LiveTraining). With ``keep_open`` the
     caller keeps the viewer (``live.viewer.stop()`` ends it)."""
     from fieldkit.distill.run import Distillation
+    from fieldkit.train.interrupt import stop_on_ctrl_c
     from fieldkit.viewer.sources import Source
 
-    from fieldkit.train.interrupt import stop_on_ctrl_c
-
-    with stop_on_ctrl_c():  # a Ctrl-C during set-up stops distillation at step 0
+    with stop_on_ctrl_c():  # Ctrl-C during set-up: fieldkit/train/interrupt.py
         job = Distillation(**distill_kwargs)
         live = LiveTraining(job.trainer, viewer_config, Source.from_distillation(job))
         live.viewer.print_url()
