@@ -125,7 +125,7 @@ def distill(teacher_run: Path, kind: str, out: Path | None = None,
     ``Distillation``'s."""
     from fieldkit.train.interrupt import stop_on_ctrl_c
 
-    with stop_on_ctrl_c():  # a Ctrl-C while the targets render stops it at step 0
+    with stop_on_ctrl_c():  # Ctrl-C during set-up: fieldkit/train/interrupt.py
         job = Distillation(teacher_run, kind, out, train, config, preset=preset, device=device,
                            resume=resume, model_config=model_config, scene=scene,
                            downscale=downscale, ply_transform=ply_transform, crop=crop)
