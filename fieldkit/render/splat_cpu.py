@@ -81,7 +81,11 @@ def cpu_blend_status() -> tuple[bool, str]:
     try:
         with building("building the CPU splat blending (once per machine, ~40 s)"):
             _extension()
-        _smoke_test()
+        # the first ask often comes from a render under no_grad (a teacher, the viewer, an
+        # export), where the smoke test's gradient check would fail and, cached, keep every
+        # later render of the process on the torch path
+        with torch.inference_mode(False), torch.enable_grad():
+            _smoke_test()
     except Exception as err:  # no ninja, a failed build, a mismatch: the torch path renders
         text = " ".join(str(err).split())[:160]
         return False, f"the CPU splat blending did not build or run ({type(err).__name__}: {text})"

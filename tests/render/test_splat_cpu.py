@@ -140,3 +140,19 @@ def test_the_model_blends_with_the_compiled_loops_unless_asked_not_to(monkeypatc
         assert not splat_cpu.use_cpu_blend("auto", torch.zeros(1, dtype=torch.float64))
     finally:
         splat_cpu.cpu_blend_status.cache_clear()
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_a_first_ask_without_gradients_still_finds_the_compiled_loops(monkeypatch, context):
+    """A process whose first splat render is a teacher's, the viewer's or an export's (under
+    no_grad) asks for the status there; the smoke test's gradient check must not fail and
+    leave the whole process on the torch path (cached)."""
+    monkeypatch.delenv("FIELDKIT_CPU_BLEND", raising=False)
+    splat_cpu.cpu_blend_status.cache_clear()
+    try:
+        with getattr(torch, context)():
+            ok, reason = splat_cpu.cpu_blend_status()
+            assert ok, reason
+            assert splat_cpu.use_cpu_blend("auto", torch.zeros(1))
+    finally:
+        splat_cpu.cpu_blend_status.cache_clear()
