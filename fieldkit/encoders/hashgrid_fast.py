@@ -20,6 +20,7 @@ import warnings
 import torch
 
 from fieldkit.errors import FieldkitError, FieldkitWarning
+from fieldkit.render.backends import run_with_gradients
 
 _warned: set[str] = set()
 
@@ -38,7 +39,6 @@ def _compiled_function():
     return torch.compile(_HashGridTraceable.apply, dynamic=True)
 
 
-@torch.enable_grad()   # the first call may come from rendering, under no_grad
 def _compile_smoke_test(grid, device: torch.device) -> None:
     """Compile, then check forward and backward on 64 points against eager (raises if not)."""
     from fieldkit.encoders.hashgrid import _HashGridFunction
@@ -82,7 +82,7 @@ def accelerated(grid, device: torch.device):
     if not use_compile(config.compile, device):
         return None
     try:
-        _compile_smoke_test(grid, device)
+        run_with_gradients(lambda: _compile_smoke_test(grid, device))   # may be a render's
     except Exception as err:  # no Triton, no C++ compiler, a dynamo limitation, ...
         text = " ".join(str(err).split())[:160]
         _warn_once(f"compile-{device.type}", f"torch.compile of the hash grid failed on "

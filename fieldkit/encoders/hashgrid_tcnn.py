@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from fieldkit.errors import FieldkitError
-from fieldkit.render.backends import _choose, _one_line, cuda_available
+from fieldkit.render.backends import _choose, _one_line, cuda_available, run_with_gradients
 
 
 def tcnn_encoding_config(config) -> dict:
@@ -61,7 +61,7 @@ def tcnn_status() -> tuple[bool, str]:
         return False, (f"tinycudann cannot be imported ({_one_line(err)}); it is optional, see "
                        "the README's GPU section to install it")
     try:
-        _tcnn_smoke_test()
+        run_with_gradients(_tcnn_smoke_test)
     except Exception as err:
         return False, f"tiny-cuda-nn is installed but does not run ({_one_line(err)})"
     return True, f"tiny-cuda-nn runs on {torch.cuda.get_device_name()}"

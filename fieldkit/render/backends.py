@@ -98,6 +98,15 @@ def _gsplat_smoke_test() -> None:
         raise RuntimeError("the two test Gaussians did not render or got no gradient")
 
 
+def run_with_gradients(smoke_test: Callable[[], None]) -> None:
+    """Run a probe's ``smoke_test`` with autograd on. A probe is cached for the process and
+    the first ask often comes from a render under ``no_grad`` or ``inference_mode`` (a viewer
+    frame, an export, a distillation teacher): there, a smoke test that backpropagates would
+    fail and leave the whole process on the torch fallback."""
+    with torch.inference_mode(False), torch.enable_grad():
+        smoke_test()
+
+
 def _library_status(module: str, smoke_test: Callable[[], None]) -> tuple[bool, str]:
     """(ok, one-line reason) for a CUDA library: it imports, CUDA is present, and
     ``smoke_test`` (its kernels built and run on a tiny problem) raises nothing."""
@@ -112,7 +121,7 @@ def _library_status(module: str, smoke_test: Callable[[], None]) -> tuple[bool, 
         return False, (f"{module} {version} is installed but CUDA is not available "
                        "(torch.cuda.is_available() is False)")
     try:
-        smoke_test()
+        run_with_gradients(smoke_test)
     except Exception as err:  # any failure, build errors included, means "not usable"
         return False, (f"{module} {version} CUDA kernels failed to build or run "
                        f"({_one_line(err)})")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fieldkit.render.backends import has_cxx_compiler, switched_off
+from fieldkit.render.backends import has_cxx_compiler, run_with_gradients, switched_off
 from fieldkit.render.splat import Projection, TileBins, bin_tiles, finish, pixel_boxes
 
 SOURCE = Path(__file__).parent / "csrc" / "splat_blend.cpp"
@@ -81,11 +81,7 @@ def cpu_blend_status() -> tuple[bool, str]:
     try:
         with building("building the CPU splat blending (once per machine, ~40 s)"):
             _extension()
-        # the first ask often comes from a render under no_grad (a teacher, the viewer, an
-        # export), where the smoke test's gradient check would fail and, cached, keep every
-        # later render of the process on the torch path
-        with torch.inference_mode(False), torch.enable_grad():
-            _smoke_test()
+        run_with_gradients(_smoke_test)   # the first ask may come from a no_grad render
     except Exception as err:  # no ninja, a failed build, a mismatch: the torch path renders
         text = " ".join(str(err).split())[:160]
         return False, f"the CPU splat blending did not build or run ({type(err).__name__}: {text})"

@@ -106,6 +106,29 @@ def test_failing_probe_on_cuda_warns_once(fresh_backends, monkeypatch):
         choose_volume_backend("cuda", "cuda")
 
 
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_a_probe_first_asked_by_a_render_without_gradients_still_passes(fresh_backends,
+                                                                         monkeypatch, context):
+    """The first ask is often a render's (a viewer frame, an export, a teacher), under no_grad
+    or inference_mode; the smoke test backpropagates, and must not fail there and leave the
+    process on the torch fallback for good (the probe is cached)."""
+    pytest.importorskip("nerfacc")
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a stand-in GPU")
+
+    def backpropagating_smoke_test():   # what the real one does, on CPU tensors
+        sigmas = torch.full((4,), 2.0).requires_grad_()
+        (1 - torch.exp(-sigmas)).sum().backward()
+        if sigmas.grad is None:
+            raise RuntimeError("no gradient")
+
+    monkeypatch.setattr(backends, "_nerfacc_smoke_test", backpropagating_smoke_test)
+    with getattr(torch, context)():
+        ok, reason = nerfacc_status()
+        assert ok, reason
+        assert choose_volume_backend("auto", "cuda") == "nerfacc"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_probe_without_cuda_fails_cleanly(fresh_backends):
     ok, reason = nerfacc_status()
