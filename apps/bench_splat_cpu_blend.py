@@ -4,7 +4,8 @@ compiled C++ loops (``splat_cpu``), alternating in one process.
 Each case loads a trained splat run (its Gaussians at the size they reached), makes a
 SplatTrainer on the scene at the given size and windows, and times ``--steps`` training steps
 with one path, then the other, for ``--rounds`` rounds (densification off, all SH bands on, so
-that both see the same work); then one forward + backward of a view's render alone.
+that both see the same work); then one forward + backward of a view's render alone, and of
+its projection by the torch code and by the compiled one (``splat_cpu_project``).
 
     python apps/bench_splat_cpu_blend.py --case fox:8:0:runs/fox_h2s ... \
         [--render-case lego-400:2:runs/lego_splat:100] \
@@ -13,7 +14,9 @@ that both see the same work); then one forward + backward of a view's render alo
 A case is SCENE_NAME:DOWNSCALE:STEP_PIXELS:RUN (the scene in ../shared/scenes).
 ``--baseline-source``: an earlier version of ``csrc/splat_blend.cpp`` (built with
 ``--baseline-cflags``) joins the alternation as a third path, "baseline", for a same-process
-comparison of two versions of the compiled loops.
+comparison of two versions of the compiled loops. ``--torch-projection``: the compiled
+blending with the torch projection joins as "torch-projection" (what the projection's C++ twin
+buys in a step).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 
 from fieldkit.render import splat as S
 from fieldkit.render import splat_cpu
+from fieldkit.render import splat_cpu_project
 from fieldkit.render.splat_cpu import blend_sums, cpu_blend_status
 from fieldkit.splats.model import SplatConfig
 from fieldkit.train.config import TrainConfig
@@ -39,12 +43,45 @@ SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
 CURRENT = splat_cpu._extension
 
 
-def paths(baseline) -> list[tuple[str, str, object]]:
+COMPILED_PROJECTION = splat_cpu_project.project_cpu
+
+
+def paths(baseline, torch_projection: bool = False) -> list[tuple[str, str, object]]:
     """(name, render backend, extension) of each path timed."""
     out = [("torch", "torch", CURRENT)]
     if baseline is not None:
         out.append(("baseline", "auto", baseline))
+    if torch_projection:
+        out.append(("torch-projection", "auto", CURRENT))
     return out + [("compiled", "auto", CURRENT)]
+
+
+def use_projection(name: str) -> None:
+    """Path "torch-projection" blends with the compiled loops but projects with the torch
+    code; the others project as the render chooses."""
+    splat_cpu_project.project_cpu = (S.project if name == "torch-projection"
+                                     else COMPILED_PROJECTION)
+
+
+def projection_times(model, camera) -> dict:
+    """Seconds of one forward + backward of the projection alone, torch code and compiled
+    (best of 5)."""
+    p = model.params
+    viewmat = torch.linalg.inv(camera.c2w[0])
+    W, H = int(camera.width[0]), int(camera.height[0])
+    out = {}
+    for name, fn in (("torch", S.project), ("compiled", COMPILED_PROJECTION)):
+        best = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            proj = fn(p["means"], p["quats"], torch.exp(p["scales"]),
+                      torch.sigmoid(p["opacities"]), viewmat, camera.K[0], W, H)
+            (proj.means2d.sum() + proj.conics.sum() + proj.opacities.sum()
+             + proj.depths.sum()).backward()
+            best.append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+        out[name] = min(best)
+    return out
 
 
 def use_extension(ext) -> None:
@@ -89,7 +126,7 @@ def raster_times(model, camera, baseline=None) -> dict:
     return out
 
 
-def bench(case: str, steps: int, rounds: int, baseline=None) -> dict:
+def bench(case: str, steps: int, rounds: int, baseline=None, torch_projection=False) -> dict:
     scene, ds, sp, run = case.split(":", 3)
     tr = prepare(SCENES / scene, "splat", Path("/tmp/bench_splat_cpu_blend"),
                  TrainConfig(max_steps=10**6, eval_every=0, checkpoint_every=1e9,
@@ -100,10 +137,12 @@ def bench(case: str, steps: int, rounds: int, baseline=None) -> dict:
     tr.base_lrs = {g["name"]: g["lr"] for g in tr.optimizer.param_groups}
     tr.densifier.step = lambda *a, **k: {"reset": False}   # the same Gaussians throughout
     tr.schedule_step = lambda: 10**6                          # all SH bands
-    times: dict[str, list[float]] = {name: [] for name, _, _ in paths(baseline)}
+    times: dict[str, list[float]] = {name: [] for name, _, _ in paths(baseline,
+                                                                      torch_projection)}
     for r in range(rounds):
-        for name, backend, ext in paths(baseline):
+        for name, backend, ext in paths(baseline, torch_projection):
             use_extension(ext)
+            use_projection(name)
             tr.model.config.render.backend = backend
             torch.manual_seed(r)
             t0 = time.perf_counter()
@@ -115,7 +154,8 @@ def bench(case: str, steps: int, rounds: int, baseline=None) -> dict:
     return {"case": case, "gaussians": tr.model.num_gaussians,
             "view": f"{int(cam.width[0])}x{int(cam.height[0])}", "step_pixels": int(sp),
             "step_s": step_s, "speedup": step_s["torch"] / step_s["compiled"],
-            "rounds": times, "raster": raster_times(tr.model, cam, baseline)}
+            "rounds": times, "raster": raster_times(tr.model, cam, baseline),
+            "projection_s": projection_times(tr.model, cam)}
 
 
 def render_bench(case: str) -> dict:
@@ -160,6 +200,8 @@ def main() -> None:
                     help="an earlier splat_blend.cpp, timed as a third path")
     ap.add_argument("--baseline-cflags", default="-O3",
                     help="its compiler flags, space-separated")
+    ap.add_argument("--torch-projection", action="store_true",
+                    help="also time the compiled blending with the torch projection")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     ok, reason = cpu_blend_status()
@@ -167,13 +209,16 @@ def main() -> None:
         raise SystemExit(f"the compiled blending is not available: {reason}")
     baseline = (build_baseline(args.baseline_source, args.baseline_cflags.split())
                 if args.baseline_source else None)
-    rows = [bench(c, args.steps, args.rounds, baseline) for c in args.case]
+    rows = [bench(c, args.steps, args.rounds, baseline, args.torch_projection)
+            for c in args.case]
     renders = [render_bench(c) for c in args.render_case]
     for r in rows:
         steps = " -> ".join(f"{k} {v:.3f}" for k, v in r["step_s"].items())
         raster = " -> ".join(f"{k} {sum(v.values()):.3f}" for k, v in r["raster"].items())
+        proj = " -> ".join(f"{k} {v:.4f}" for k, v in r["projection_s"].items())
         print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, step s: {steps} "
-              f"({r['speedup']:.2f}x over torch); render fwd+bwd s: {raster}")
+              f"({r['speedup']:.2f}x over torch); render fwd+bwd s: {raster}; "
+              f"projection fwd+bwd s: {proj}")
     for r in renders:
         print(f"{r['case']}: {r['gaussians']:,} Gaussians, {r['view']}, no-grad render "
               f"{r['torch']:.2f} -> {r['compiled']:.2f} s")

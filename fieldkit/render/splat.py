@@ -378,10 +378,15 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     ``projection.means2d`` carries the view-space gradient densification needs.
     ``antialiased``: gsplat's antialiased mode (``project``). ``keep_pairs``: see ``composite``.
     ``cpu_blend``: blend with the compiled C++ loops (``splat_cpu``; float32 CPU tensors)
-    instead of ``composite`` / ``splat_render``, with or without gradients.
+    instead of ``composite`` / ``splat_render``, with or without gradients, and project with
+    them too (``splat_cpu_project``) unless the camera needs a gradient.
     """
-    proj = project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d,
-                   antialiased)
+    if cpu_blend and not (viewmat.requires_grad or K.requires_grad):
+        from fieldkit.render.splat_cpu_project import project_cpu as projector
+    else:   # the torch code also gives the gradient of a camera being optimised
+        projector = project
+    proj = projector(means, quats, scales, opacities, viewmat, K, width, height, near, far,
+                     eps2d, antialiased)
     if cpu_blend:
         from fieldkit.render.splat_cpu import rasterize_cpu
 

@@ -12,6 +12,7 @@ the image or the Gaussians' overlap. Built with OpenMP, without which ATen's thr
 idle: with the chords, training steps 1.7x faster on 2 cores than single-threaded loops over
 whole pixel boxes (``apps/results/splat_cpu_blend_threads``).
 
+The same extension projects the Gaussians (``splat_cpu_project``, ``csrc/splat_project.cpp``).
 The extension is built on first use with ``torch.utils.cpp_extension`` (g++ and ninja; ~40 s
 once per machine, cached in torch's extension folder, ``TORCH_EXTENSIONS_DIR``). Where that
 fails, or with ``FIELDKIT_CPU_BLEND=off``, ``cpu_blend_status`` says why and the pure-torch
@@ -29,7 +30,9 @@ from torch import Tensor
 from fieldkit.render.backends import has_cxx_compiler, run_with_gradients, switched_off
 from fieldkit.render.splat import Projection, TileBins, bin_tiles, finish, pixel_boxes
 
-SOURCE = Path(__file__).parent / "csrc" / "splat_blend.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = [CSRC / "splat_blend.cpp", CSRC / "splat_project.cpp", CSRC / "splat_cpu_module.cpp"]
+"""The extension: blending, projection (``splat_cpu_project``) and their Python module."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,29 +47,33 @@ def _extension():
         pass
     # -fopenmp: ATen's parallel_for is inlined into the extension and runs on one thread
     # without it (measured: a fox student's view blended in the same time on 1 and 2 threads)
-    return load(name="fieldkit_splat_blend", sources=[str(SOURCE)],
+    return load(name="fieldkit_splat_cpu", sources=[str(p) for p in SOURCES],
                 extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
 
 
 def _smoke_test() -> None:
-    """Blend two overlapping Gaussians with the extension and with ``splat.composite``."""
+    """Project and blend two overlapping Gaussians with the extension and with the torch
+    path (``splat.project``, ``splat.composite``): images and gradients."""
     from fieldkit.render.splat import composite, project
+    from fieldkit.render.splat_cpu_project import project_cpu
 
-    means = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, 3.0]])
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, 3.0]], requires_grad=True)
     quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2)
     scales = torch.full((2, 3), 0.2)
     opacities = torch.tensor([0.8, 0.6])
     colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
     K = torch.tensor([[16.0, 0.0, 8.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]])
-    proj = project(means, quats, scales, opacities, torch.eye(4), K, 20, 18)
-    bins = bin_tiles(proj, 20, 18)
+    ref_proj = project(means, quats, scales, opacities, torch.eye(4), K, 20, 18)
+    proj = project_cpu(means, quats, scales, opacities, torch.eye(4), K, 20, 18)
+    bins = bin_tiles(ref_proj, 20, 18)
     ours = blend_sums(proj, bins, colors, 20, 18)
-    ref = composite(proj, bins, colors, 20, 18)
-    (grad,) = torch.autograd.grad(ours[:, :3].sum(), colors)
-    (want,) = torch.autograd.grad(ref["rgb"].sum(), colors)
-    if not (torch.allclose(ours[:, :3].reshape(18, 20, 3), ref["rgb"], atol=1e-5)
-            and torch.allclose(grad, want, atol=1e-4)):
-        raise RuntimeError("the compiled blending does not match the torch one")
+    ref = composite(ref_proj, bins, colors, 20, 18)
+    grads = torch.autograd.grad(ours[:, :3].sum(), (colors, means))
+    wants = torch.autograd.grad(ref["rgb"].sum(), (colors, means))
+    if not (torch.equal(proj.radii, ref_proj.radii)
+            and torch.allclose(ours[:, :3].reshape(18, 20, 3), ref["rgb"], atol=1e-5)
+            and all(torch.allclose(g, w, atol=1e-4) for g, w in zip(grads, wants))):
+        raise RuntimeError("the compiled projection and blending do not match the torch ones")
 
 
 @functools.lru_cache(maxsize=None)

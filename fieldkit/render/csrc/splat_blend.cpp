@@ -236,9 +236,3 @@ int64_t threads_used() {
   for (char c : seen) used += c;
   return used;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &blend_forward, "splat blending forward (CPU)");
-  m.def("backward", &blend_backward, "splat blending backward (CPU)");
-  m.def("threads_used", &threads_used, "threads the tile loops run on");
-}
