@@ -13,7 +13,8 @@ its projection by the torch code and by the compiled one (``splat_cpu_project``)
 
 A case is SCENE_NAME:DOWNSCALE:STEP_PIXELS:RUN (the scene in ../shared/scenes).
 ``--baseline-source``: an earlier version of ``csrc/splat_blend.cpp`` (built with
-``--baseline-cflags``) joins the alternation as a third path, "baseline", for a same-process
+``--baseline-cflags``; with the current projection and module when it has no module of its
+own) joins the alternation as a third path, "baseline", for a same-process
 comparison of two versions of the compiled loops. ``--torch-projection``: the compiled
 blending with the torch projection joins as "torch-projection" (what the projection's C++ twin
 buys in a step).
@@ -93,7 +94,10 @@ def build_baseline(source: Path, cflags: list[str]):
     from torch.utils.cpp_extension import load
 
     CURRENT()   # puts ninja on PATH
-    return load(name="fieldkit_splat_blend_baseline", sources=[str(source)],
+    sources = [source]
+    if "PYBIND11_MODULE" not in source.read_text():   # the blending alone: ours around it
+        sources += [p for p in splat_cpu.SOURCES if p.name != "splat_blend.cpp"]
+    return load(name="fieldkit_splat_blend_baseline", sources=[str(p) for p in sources],
                 extra_cflags=cflags, extra_ldflags=[f for f in cflags if f == "-fopenmp"])
 
 
