@@ -103,11 +103,11 @@ def depth_png(depth) -> bytes:
                                       jpeg_quality=None, channel_ordering="bgr")
 
 
-def latency(runs: Path, seconds: float, repeats: int) -> list[tuple]:
+def latency(runs: Path, seconds: float, repeats: int, kinds=KINDS) -> list[tuple]:
     from fieldkit.viewer.sources import Source
 
     rows = []
-    for kind in KINDS:
+    for kind in kinds:
         run = ensure_run(runs, kind, seconds)
         t0 = time.perf_counter()
         source = Source.from_run(run)   # hash grids: compiled for CPU rendering in the background
@@ -271,6 +271,8 @@ def main() -> None:
                     help="take the latency table from RUNS/latency.json (a previous run)")
     ap.add_argument("--latency-only", action="store_true",
                     help="measure the frame latency (into RUNS/latency.json) and stop")
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS),
+                    help="the models of the latency table")
     ap.add_argument("--out", type=Path, default=REPO / "apps" / "results" / "viewer_cpu.md")
     ap.add_argument("--pin", action="store_true",
                     help="training and viewer on core 0 (1 torch thread), the browser on core 1: "
@@ -289,7 +291,7 @@ def main() -> None:
     if args.reuse_latency and cache.is_file():
         rows = [tuple(r) for r in json.loads(cache.read_text())]
     else:
-        rows = latency(args.runs, args.train_seconds, args.repeats)
+        rows = latency(args.runs, args.train_seconds, args.repeats, args.kinds)
         cache.write_text(json.dumps(rows))
     if args.latency_only:
         print(f"latency table in {cache}")
