@@ -64,6 +64,10 @@ def report() -> str:
 
     ok, reason = cpu_blend_status()   # builds the extension the first time (~40 s)
     lines.append(f"{'cpu splats':<11}{'compiled C++' if ok else 'torch twin':<22}{reason}")
+    from fieldkit.encoders.hashgrid_cpu import cpu_hashgrid_status
+
+    ok, reason = cpu_hashgrid_status()   # builds the extension the first time (~30 s)
+    lines.append(f"{'cpu hash':<11}{'compiled C++' if ok else 'torch twin':<22}{reason}")
     from fieldkit.fields.radiance import CPU_BF16_MIN_WIDTH, cpu_bf16_status
 
     ok, reason = cpu_bf16_status()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from fieldkit.encoders.hashgrid_cpu import encode_cpu, use_cpu_hashgrid
 from fieldkit.encoders.hashgrid_eager import (EAGER_CHUNK, _encode_eager, _position,
                                               _position_grad_eager,
                                               _table_grad_eager)
@@ -338,6 +339,9 @@ class HashGrid(nn.Module):
         fast = self._fast[kind] or infer
         if fast is not None and getattr(fast, "encodes_whole", False):
             return fast(self.table, x)                    # tiny-cuda-nn: [N, L*F] directly
+        if (fast is None and kind == "cpu" and not torch.compiler.is_dynamo_compiling()
+                and use_cpu_hashgrid(self.table)):
+            return encode_cpu(self, x)                     # compiled C++ loops (hashgrid_cpu)
         if fast is None:   # eager; the traceable twin when dynamo traces a compiled caller
             fast = (_HashGridTraceable.apply if torch.compiler.is_dynamo_compiling()
                     else _HashGridFunction.apply)
