@@ -18,30 +18,19 @@ where that fails, or with ``FIELDKIT_CPU_HASHGRID=off``, the eager torch path ru
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from fieldkit.render.backends import has_cxx_compiler, run_with_gradients, switched_off
+from fieldkit.cpu_extensions import cpu_extension_status, load_cpu_extension
 
 SOURCE = Path(__file__).parent / "csrc" / "hashgrid_cpu.cpp"
 
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    from torch.utils.cpp_extension import load
-
-    try:   # the ninja of the pip package, when the venv's bin folder is not on PATH
-        import ninja
-
-        os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
-    except ImportError:
-        pass
-    # -fopenmp: ATen's parallel_for is inlined into the extension (one thread without it)
-    return load(name="fieldkit_hashgrid_cpu", sources=[str(SOURCE)],
-                extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    return load_cpu_extension("fieldkit_hashgrid_cpu", [SOURCE])
 
 
 class _HashGridCpu(torch.autograd.Function):
@@ -95,20 +84,9 @@ def _smoke_test() -> None:
 @functools.lru_cache(maxsize=None)
 def cpu_hashgrid_status() -> tuple[bool, str]:
     """(ok, one-line reason): whether hash grids encode with the compiled loops on the CPU."""
-    if switched_off("FIELDKIT_CPU_HASHGRID"):
-        return False, "FIELDKIT_CPU_HASHGRID is off"
-    if not has_cxx_compiler():
-        return False, "no C++ compiler (g++) to build the CPU hash encoding"
-    from fieldkit.progress import building
-
-    try:
-        with building("building the CPU hash encoding (once per machine, ~30 s)"):
-            _extension()
-        run_with_gradients(_smoke_test)   # the first ask may come from a no_grad render
-    except Exception as err:  # no ninja, a failed build, a mismatch: the torch path runs
-        text = " ".join(str(err).split())[:160]
-        return False, f"the CPU hash encoding did not build or run ({type(err).__name__}: {text})"
-    return True, "hash grids encode with compiled C++ loops on the CPU (built once per machine)"
+    return cpu_extension_status("FIELDKIT_CPU_HASHGRID", "the CPU hash encoding", 30, _extension,
+                                _smoke_test, "hash grids encode with compiled C++ loops on the CPU"
+                                " (built once per machine)")
 
 
 def use_cpu_hashgrid(table: Tensor) -> bool:

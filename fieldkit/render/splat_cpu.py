@@ -21,13 +21,12 @@ path renders; ``--splat.render.backend torch`` asks for that path.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from fieldkit.render.backends import has_cxx_compiler, run_with_gradients, switched_off
+from fieldkit.cpu_extensions import cpu_extension_status, load_cpu_extension
 from fieldkit.render.splat import Projection, TileBins, bin_tiles, finish, pixel_boxes
 
 CSRC = Path(__file__).parent / "csrc"
@@ -37,18 +36,7 @@ SOURCES = [CSRC / "splat_blend.cpp", CSRC / "splat_project.cpp", CSRC / "splat_c
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    from torch.utils.cpp_extension import load
-
-    try:   # the ninja of the pip package, when the venv's bin folder is not on PATH
-        import ninja
-
-        os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
-    except ImportError:
-        pass
-    # -fopenmp: ATen's parallel_for is inlined into the extension and runs on one thread
-    # without it (measured: a fox student's view blended in the same time on 1 and 2 threads)
-    return load(name="fieldkit_splat_cpu", sources=[str(p) for p in SOURCES],
-                extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    return load_cpu_extension("fieldkit_splat_cpu", SOURCES)
 
 
 def _smoke_test() -> None:
@@ -79,20 +67,9 @@ def _smoke_test() -> None:
 @functools.lru_cache(maxsize=None)
 def cpu_blend_status() -> tuple[bool, str]:
     """(ok, one-line reason): whether splats blend with the compiled C++ loops on the CPU."""
-    if switched_off("FIELDKIT_CPU_BLEND"):
-        return False, "FIELDKIT_CPU_BLEND is off"
-    if not has_cxx_compiler():
-        return False, "no C++ compiler (g++) to build the CPU splat blending"
-    from fieldkit.progress import building
-
-    try:
-        with building("building the CPU splat blending (once per machine, ~40 s)"):
-            _extension()
-        run_with_gradients(_smoke_test)   # the first ask may come from a no_grad render
-    except Exception as err:  # no ninja, a failed build, a mismatch: the torch path renders
-        text = " ".join(str(err).split())[:160]
-        return False, f"the CPU splat blending did not build or run ({type(err).__name__}: {text})"
-    return True, "splats blend with compiled C++ loops on the CPU (built once per machine)"
+    return cpu_extension_status("FIELDKIT_CPU_BLEND", "the CPU splat blending", 40, _extension,
+                                _smoke_test, "splats blend with compiled C++ loops on the CPU"
+                                " (built once per machine)")
 
 
 def use_cpu_blend(requested: str, like: Tensor) -> bool:
