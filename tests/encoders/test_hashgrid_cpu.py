@@ -54,6 +54,21 @@ def test_values_and_table_gradients_match_the_torch_encoding(convention, feature
     assert int((want != 0).any(-1).sum()) > 1000                     # many rows touched
 
 
+def test_nan_positions_read_inside_the_table():
+    """A NaN position (a degenerate ray) encodes as the box's corner instead of reading
+    outside the table."""
+    grid = _grid("fieldkit")
+    x = _points(50, 6)
+    x[7] = float("nan")
+    x[9, 1] = float("nan")
+    out = encode_cpu(grid, x)
+    assert torch.isfinite(out).all()
+    corner = x.clone()
+    corner[7] = 0.0
+    corner[9, 1] = 0.0
+    torch.testing.assert_close(out, encode_cpu(grid, corner), atol=0, rtol=0)
+
+
 def test_gradients_are_the_same_from_run_to_run():
     grid = _grid("tcnn")
     x = _points(20000, 3)

@@ -49,7 +49,9 @@ inline void corners(const Lattice& lat, int64_t l, const float* p, int64_t idx[8
   int64_t h_lo[3], h_hi[3];
   float w_hi[3], w_lo[3];
   for (int d = 0; d < 3; ++d) {
-    float pos = std::min(std::max(p[d], 0.0f), 1.0f) * lat.scales[l];
+    // clamped to [0, 1]; NaN to 0 (a NaN cast to an index would read outside the table)
+    const float v = p[d] >= 0.0f ? std::min(p[d], 1.0f) : 0.0f;
+    float pos = v * lat.scales[l];
     if (lat.shift != 0.0f) pos = pos + lat.shift;
     const float cell = std::min(std::floor(pos), lat.cell_max[l]);
     w_hi[d] = pos - cell;
